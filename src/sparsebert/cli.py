@@ -1,0 +1,48 @@
+"""The `sparsebert` command line: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+JOBS = {
+    "run": "fine-tune a teacher, prune at distilling, report (the main job)",
+    "finetune": "ordinary fine-tuning on a task (makes teachers)",
+    "prune": "pruning at distilling: prune the pre-trained encoder while distilling from a teacher",
+    "evaluate": "dev metrics (and sparsity) of a model",
+    "tasks": "list the GLUE tasks, their files, labels and metrics",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
+    for name, help_text in JOBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    job = importlib.import_module(f".jobs.{args.job}", __package__)
+    try:
+        job.run(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"sparsebert {args.job}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsebert {args.job}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

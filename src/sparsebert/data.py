@@ -1,0 +1,67 @@
+"""Tokenised task data and batches padded only to their own longest sequence.
+
+Batches are index lists drawn from a seeded permutation per epoch, so a run can be resumed at any
+step and each of several processes can take its share of the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .tasks import Example
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: torch.Tensor  # float for regression, long for classification
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode(examples: list[Example], tokenizer, max_seq_length: int, regression: bool) -> Encoded:
+    texts_a = [e.text_a for e in examples]
+    texts_b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
+    out = tokenizer(texts_a, texts_b, truncation=True, max_length=max_seq_length, return_token_type_ids=True)
+    labels = torch.tensor([e.label for e in examples], dtype=torch.float32 if regression else torch.long)
+    return Encoded(out["input_ids"], out["token_type_ids"], labels, tokenizer.pad_token_id)
+
+
+def collate(data: Encoded, indices) -> dict[str, torch.Tensor]:
+    width = max(len(data.input_ids[i]) for i in indices)
+    input_ids = torch.full((len(indices), width), data.pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(indices), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, i in enumerate(indices):
+        n = len(data.input_ids[i])
+        input_ids[row, :n] = torch.tensor(data.input_ids[i])
+        token_type_ids[row, :n] = torch.tensor(data.token_type_ids[i])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "labels": data.labels[list(indices)], "index": torch.tensor(list(indices))}
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch, in order; the same for a seed whatever the process count."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def eval_batches(data: Encoded, batch_size: int):
+    # Sorting by length keeps padding small; predictions are put back in file order by the caller.
+    order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    for start in range(0, len(order), batch_size):
+        yield collate(data, order[start:start + batch_size])

@@ -1,0 +1,180 @@
+"""Distillation: layer mapping, the loss terms of METHOD.md, and a cache of the teacher's outputs.
+
+Student layer m learns from teacher layer g(m) = k*m (the embedding output is layer 0 on both sides).
+The terms: hidden-state MSE (embedding output included, through a learned projection W_h where the
+hidden sizes differ), attention MSE on the scores before the softmax, and soft cross-entropy on the
+predictions (MSE to the gold score for regression, as in the reference implementation).
+Means are taken over real tokens only, so a batch's padding does not change its loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import Encoded, collate
+from .errors import UserError
+from .models import SCORES_ATTENTION, record_attention_scores
+
+
+def layer_mapping(student_layers: int, teacher_layers: int) -> list[int]:
+    """g(m) for m = 0..M: the teacher layer (hidden-state index) each student layer learns from."""
+    if teacher_layers % student_layers:
+        raise UserError(f"the teacher has {teacher_layers} layers, not a multiple of the student's "
+                        f"{student_layers}; layer m of the student learns from layer k*m of the teacher")
+    k = teacher_layers // student_layers
+    return [k * m for m in range(student_layers + 1)]
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor  # (B, C)
+    hidden: list[torch.Tensor] | None = None  # M+1 tensors (B, T, H): embedding output, then each layer
+    scores: list[torch.Tensor] | None = None  # M tensors (B, heads, T, T), before the softmax
+
+
+def forward_with_internals(model, inputs: dict, layers: list[int] | None = None) -> Outputs:
+    """Runs `model` (set to the scores attention) and keeps what distillation needs.
+
+    layers: hidden-state indices to keep (the teacher keeps only its mapped layers); None keeps all.
+    """
+    with record_attention_scores() as scores:
+        out = model(**inputs, output_hidden_states=True)
+    hidden = list(out.hidden_states)
+    if layers is not None:
+        hidden = [hidden[i] for i in layers]
+        scores = [scores[i - 1] for i in layers[1:]]
+    return Outputs(out.logits, hidden, list(scores))
+
+
+def _masked_mse(diff_sq: torch.Tensor, mask: torch.Tensor, per_item: int) -> torch.Tensor:
+    return (diff_sq * mask).sum() / (mask.sum() * per_item).clamp(min=1)
+
+
+class DistillationLoss(torch.nn.Module):
+    """The summed distillation loss; `terms` returns each term for logging.
+
+    attention: 'scores' (the paper), 'probs' (MSE of probabilities, what HF's output_attentions gives),
+    or 'kl' (teacher-to-student KL of the attention distributions).
+    hidden_norm: 'none' (the paper) or 'teacher-var' (each layer's MSE divided by the teacher's
+    variance on that layer, so layers with large activations do not dominate).
+    """
+
+    def __init__(self, student_hidden: int, teacher_hidden: int, *, mode: str = "full", temperature: float = 1.0,
+                 regression: bool = False, weights=(1.0, 1.0, 1.0), attention: str = "scores",
+                 hidden_norm: str = "none"):
+        super().__init__()
+        self.mode, self.temperature, self.regression = mode, temperature, regression
+        self.weights, self.attention, self.hidden_norm = tuple(weights), attention, hidden_norm
+        # W_h: only where the sizes differ (identity otherwise, METHOD.md)
+        self.projection = (torch.nn.Linear(student_hidden, teacher_hidden, bias=False)
+                           if student_hidden != teacher_hidden else None)
+
+    def prediction(self, student: Outputs, teacher: Outputs, labels: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(student.logits[:, 0], labels)
+        t = self.temperature
+        return -(F.softmax(teacher.logits / t, -1) * F.log_softmax(student.logits / t, -1)).sum(-1).mean()
+
+    def hidden(self, student: Outputs, teacher: Outputs, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).float()
+        total = 0.0
+        for hs, ht in zip(student.hidden, teacher.hidden):
+            hs = self.projection(hs) if self.projection is not None else hs
+            ht = ht.float()
+            term = _masked_mse((hs - ht) ** 2, m, hs.size(-1))
+            if self.hidden_norm == "teacher-var":
+                mean = (ht * m).sum((0, 1)) / m.sum()
+                term = term / (_masked_mse((ht - mean) ** 2, m, ht.size(-1)).detach() + 1e-6)
+            total = total + term
+        return total
+
+    def attention_term(self, student: Outputs, teacher: Outputs, mask: torch.Tensor) -> torch.Tensor:
+        keys = mask[:, None, None, :].bool()
+        pairs = (mask[:, None, :, None] * mask[:, None, None, :]).float()
+        total = 0.0
+        for ss, st in zip(student.scores, teacher.scores):
+            st = st.float()
+            heads = ss.size(1)
+            if self.attention == "scores":
+                total = total + _masked_mse((ss - st) ** 2, pairs, heads)
+            else:
+                log_ps = F.log_softmax(ss.masked_fill(~keys, -1e4), -1)
+                log_pt = F.log_softmax(st.masked_fill(~keys, -1e4), -1)
+                if self.attention == "probs":
+                    total = total + _masked_mse((log_ps.exp() - log_pt.exp()) ** 2, pairs, heads)
+                else:  # kl, averaged over real query positions and heads
+                    kl = (log_pt.exp() * (log_pt - log_ps) * pairs).sum(-1)
+                    total = total + kl.sum() / (mask.sum() * heads)
+        return total
+
+    def terms(self, student: Outputs, teacher: Outputs, labels: torch.Tensor, mask: torch.Tensor) -> dict:
+        terms = {"prediction": self.prediction(student, teacher, labels)}
+        if self.mode == "full":
+            terms["attention"] = self.attention_term(student, teacher, mask)
+            terms["hidden"] = self.hidden(student, teacher, mask)
+        return terms
+
+    def combine(self, terms: dict) -> torch.Tensor:
+        w_att, w_hid, w_pred = self.weights
+        weight = {"attention": w_att, "hidden": w_hid, "prediction": w_pred}
+        return sum(weight[k] * v for k, v in terms.items())
+
+
+class TeacherCache:
+    """The teacher's outputs on a fixed training set, computed once and reused every epoch.
+
+    The teacher is in eval mode, so its outputs are deterministic. Each example's real tokens are
+    stored in fp16 (logits in fp32); `batch` pads them back to the batch's width.
+    """
+
+    def __init__(self, teacher, data: Encoded, layers: list[int], keep_internals: bool, batch_size: int = 64):
+        self.keep_internals = keep_internals
+        self.logits = torch.empty(len(data), teacher.config.num_labels)
+        self.hidden: list[torch.Tensor | None] = [None] * len(data)
+        self.scores: list[torch.Tensor | None] = [None] * len(data)
+        device = next(teacher.parameters()).device
+        order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+        with torch.no_grad():
+            for start in tqdm(range(0, len(order), batch_size), desc="caching teacher outputs", unit="batch"):
+                indices = order[start:start + batch_size]
+                batch = collate(data, indices)
+                inputs = {k: batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")}
+                if keep_internals:
+                    out = forward_with_internals(teacher, inputs, layers)
+                else:
+                    out = Outputs(teacher(**inputs).logits)
+                self.logits[indices] = out.logits.float().cpu()
+                if keep_internals:
+                    for row, i in enumerate(indices):
+                        n = len(data.input_ids[i])
+                        self.hidden[i] = torch.stack([h[row, :n] for h in out.hidden]).half().cpu()
+                        self.scores[i] = torch.stack([s[row, :, :n, :n] for s in out.scores]).half().cpu()
+
+    def batch(self, indices: list[int], width: int, device) -> Outputs:
+        logits = self.logits[indices].to(device)
+        if not self.keep_internals:
+            return Outputs(logits)
+        first_h, first_s = self.hidden[indices[0]], self.scores[indices[0]]
+        hidden = torch.zeros(len(indices), first_h.size(0), width, first_h.size(-1), dtype=torch.float16)
+        scores = torch.zeros(len(indices), first_s.size(0), first_s.size(1), width, width, dtype=torch.float16)
+        for row, i in enumerate(indices):
+            n = self.hidden[i].size(1)
+            hidden[row, :, :n] = self.hidden[i]
+            scores[row, :, :, :n, :n] = self.scores[i]
+        hidden, scores = hidden.to(device), scores.to(device)
+        return Outputs(logits, list(hidden.unbind(1)), list(scores.unbind(1)))
+
+    @staticmethod
+    def estimate_bytes(data: Encoded, layers: list[int], heads: int, hidden_size: int) -> int:
+        lengths = torch.tensor(data.lengths(), dtype=torch.float64)
+        per_token = len(layers) * hidden_size * 2
+        per_pair = (len(layers) - 1) * heads * 2
+        return int((lengths * per_token + lengths ** 2 * per_pair).sum())
+
+
+def set_scores_attention(model) -> None:
+    model.set_attn_implementation(SCORES_ATTENTION)

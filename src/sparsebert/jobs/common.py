@@ -1,0 +1,90 @@
+"""Flags and set-up that the training jobs share."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from ..data import encode, steps_per_epoch
+from ..errors import UserError
+from ..tasks import get_task, load_split, read_examples
+
+
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="mrpc", help="GLUE task, any case, with or without hyphen (default mrpc)")
+    p.add_argument("--data-dir", default=None,
+                   help="task folder of the GLUE distribution (default: the bundled copy of the task)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+
+
+def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, schedule: str) -> None:
+    add_task_args(p)
+    p.add_argument("--output", required=True, help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--epochs", type=float, default=epochs)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: epochs decide)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=lr)
+    p.add_argument("--head-learning-rate", type=float, default=None,
+                   help="learning rate of the new task head (default: --learning-rate)")
+    p.add_argument("--lr-schedule", choices=["linear", "constant"], default=schedule)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps for linear LR warm-up")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-samples", type=int, default=0, help="use only the first N training rows (0: all)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end of each epoch)")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def check_training_args(args) -> None:
+    for name in ("batch_size", "max_seq_length", "eval_batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.epochs <= 0 and args.max_steps <= 0:
+        raise UserError("--epochs must be positive (or give --max-steps)")
+    if args.learning_rate <= 0:
+        raise UserError("--learning-rate must be positive")
+    if not 0 <= args.warmup < 1:
+        raise UserError("--warmup is a fraction of the run, in [0, 1)")
+    if args.max_seq_length > 512:
+        raise UserError("--max-seq-length: BERT-family encoders take at most 512 tokens")
+
+
+def load_train_dev(args, tokenizer, train_file=None):
+    task = get_task(args.task)
+    train = read_examples(task, train_file) if train_file else load_split(task, args.data_dir, "train")
+    if args.max_train_samples:
+        train = train[:args.max_train_samples]
+    dev = load_split(task, args.data_dir, "dev")
+    return (encode(train, tokenizer, args.max_seq_length, task.is_regression),
+            encode(dev, tokenizer, args.max_seq_length, task.is_regression))
+
+
+def total_steps(args, n_train: int) -> int:
+    per_epoch = steps_per_epoch(n_train, args.batch_size)
+    return args.max_steps or max(1, math.ceil(args.epochs * per_epoch))
+
+
+def eval_interval(args, n_train: int) -> int:
+    return args.eval_every or steps_per_epoch(n_train, args.batch_size)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+
+def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task.is_regression:
+        return torch.nn.functional.mse_loss(logits[:, 0], labels)
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def is_better(task, metrics: dict, best: dict | None) -> bool:
+    return best is None or metrics[task.main_metric] > best[task.main_metric]

@@ -1,0 +1,214 @@
+"""sparsebert prune: pruning at distilling (METHOD.md).
+
+The pre-trained encoder (the student) learns from a fine-tuned teacher, with the distillation loss
+at every layer, while its encoder linear weights are pruned gradually to the target sparsity.
+Baselines: --init teacher prunes the fine-tuned model instead; --no-teacher prunes during ordinary
+fine-tuning on the labels; --distill logits keeps only the prediction term.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from tqdm import tqdm
+
+from ..data import collate, epoch_batches
+from ..distill import DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping, set_scores_attention
+from ..errors import UserError
+from ..evaluation import evaluate
+from ..models import load_model, save_model
+from ..pruning import build_pruner, find_targets, sparsity_report
+from ..pruning.allocation import ALLOCATIONS
+from ..pruning.criterion import CRITERIA
+from ..runio import JsonlLog, prepare_output_dir, write_config, write_json
+from ..tasks import get_task
+from ..training import make_optimizer, pick_device, set_seed, warmup_then
+from . import common
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--teacher", default=None, help="model fine-tuned on the task (sparsebert finetune)")
+    p.add_argument("--student", default=None, help="pre-trained encoder to prune (default: embedded MiniLM)")
+    common.add_training_args(p, epochs=8, lr=5e-5, schedule="constant")
+    p.add_argument("--sparsity", type=float, default=0.95, help="fraction of target weights removed at the end")
+    p.add_argument("--prune-events", type=int, default=100, help="how many times the masks are recomputed")
+    p.add_argument("--prune-start", type=float, default=0.0, help="fraction of the run before pruning starts")
+    p.add_argument("--prune-end", type=float, default=1.0, help="fraction of the run where the target is reached")
+    p.add_argument("--criterion", choices=sorted(CRITERIA), default="magnitude")
+    p.add_argument("--allocation", choices=sorted(ALLOCATIONS), default="uniform",
+                   help="uniform: the same sparsity in every matrix (paper); global: one threshold over all")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--distill", choices=["full", "logits"], default="full",
+                   help="full: attention + hidden + prediction (paper); logits: prediction only")
+    p.add_argument("--attention-loss", choices=["scores", "probs", "kl"], default="scores")
+    p.add_argument("--hidden-norm", choices=["none", "teacher-var"], default="none")
+    p.add_argument("--loss-weights", default="1,1,1", help="weights of the attention, hidden, prediction terms")
+    p.add_argument("--train-file", default=None, help="training TSV of the task's format (e.g. augmented)")
+    p.add_argument("--init", choices=["pretrained", "teacher"], default="pretrained",
+                   help="pretrained: prune the pre-trained encoder (paper); teacher: prune the fine-tuned model")
+    p.add_argument("--no-teacher", action="store_true", help="baseline: magnitude pruning during fine-tuning on labels")
+    p.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute the teacher's outputs once and reuse them (default: on, where it fits)")
+    p.add_argument("--cache-limit-gb", type=float, default=8.0, help="largest teacher cache kept in memory")
+
+
+def parse_weights(text: str) -> tuple[float, float, float]:
+    try:
+        weights = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or min(weights) < 0:
+        raise UserError(f"--loss-weights '{text}': give three non-negative numbers: attention,hidden,prediction")
+    return weights
+
+
+def check_args(args) -> None:
+    common.check_training_args(args)
+    if not 0 <= args.sparsity < 1:
+        raise UserError(f"--sparsity {args.sparsity}: give a fraction in [0, 1), e.g. 0.95 for 95% removed")
+    if not 0 <= args.prune_start <= args.prune_end <= 1:
+        raise UserError("--prune-start and --prune-end are fractions of the run with start <= end")
+    if args.prune_events < 1:
+        raise UserError("--prune-events must be at least 1")
+    if args.temperature <= 0:
+        raise UserError("--temperature must be positive")
+    if args.no_teacher == (args.teacher is not None):
+        raise UserError("give --teacher MODEL (a model fine-tuned on the task) or --no-teacher, not both or neither")
+    if args.no_teacher and args.init == "teacher":
+        raise UserError("--init teacher needs --teacher")
+    parse_weights(args.loss_weights)
+
+
+def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
+    """Stops before training on a teacher the student cannot learn from; returns the layer mapping."""
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise UserError("the teacher's and the student's tokenizers differ; both must share one vocabulary")
+    s_cfg, t_cfg = student.config, teacher.config
+    mapping = layer_mapping(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+    if distill == "full" and s_cfg.num_attention_heads != t_cfg.num_attention_heads:
+        raise UserError(f"attention distillation needs the same number of heads (student "
+                        f"{s_cfg.num_attention_heads}, teacher {t_cfg.num_attention_heads}); use --distill logits")
+    return mapping
+
+
+def run(args) -> dict:
+    check_args(args)
+    task = get_task(args.task)
+    teacher = teacher_tok = None
+    if not args.no_teacher:
+        teacher, teacher_tok, _ = load_model(args.teacher, task, new_head=False)
+    if args.init == "teacher":
+        student, tokenizer, student_path = load_model(args.teacher, task, new_head=False)
+    else:
+        student, tokenizer, student_path = load_model(args.student, task, new_head=True)
+    mapping = check_pair(student, tokenizer, teacher, teacher_tok, args.distill) if teacher is not None else None
+    train, dev = common.load_train_dev(args, tokenizer, args.train_file)
+    out = prepare_output_dir(args.output, args.overwrite)
+    write_config(out, {"job": "prune", **vars(args), "student_path": student_path})
+    log = JsonlLog(out / "log.jsonl")
+
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    full = teacher is not None and args.distill == "full"
+    student.to(device).train()
+    set_scores_attention(student)
+    loss_fn = None
+    teacher_metrics = None
+    if teacher is not None:
+        teacher.to(device).eval()
+        set_scores_attention(teacher)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        loss_fn = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, mode=args.distill,
+                                   temperature=args.temperature, regression=task.is_regression,
+                                   weights=parse_weights(args.loss_weights), attention=args.attention_loss,
+                                   hidden_norm=args.hidden_norm).to(device)
+        teacher_metrics = evaluate(teacher, task, dev, args.eval_batch_size)
+        log.write(step=0, teacher_eval=teacher_metrics)
+
+    steps = common.total_steps(args, len(train))
+    eval_every = common.eval_interval(args, len(train))
+    pruner = build_pruner(find_targets(student), args.sparsity, round(args.prune_start * steps),
+                          round(args.prune_end * steps), args.prune_events, args.criterion, args.allocation)
+    params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
+    optimizer = make_optimizer(params, args.learning_rate, args.weight_decay, args.head_learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(args.lr_schedule, steps, int(args.warmup * steps)))
+
+    cache = None
+    if teacher is not None and args.cache_teacher:
+        need = TeacherCache.estimate_bytes(train, mapping, teacher.config.num_attention_heads,
+                                           teacher.config.hidden_size) if full else 0
+        if need <= args.cache_limit_gb * 2**30:
+            cache = TeacherCache(teacher, train, mapping, keep_internals=full, batch_size=args.eval_batch_size)
+        else:
+            tqdm.write(f"teacher cache would take {need / 2**30:.1f} GiB > --cache-limit-gb; computing it live")
+
+    pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
+    best = best_state = None
+    best_step, metrics = 0, None
+    step, epoch, started = 0, 0, time.time()
+    bar = tqdm(total=steps, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step")
+    while step < steps:
+        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch):
+            batch = common.to_device(collate(train, indices), device)
+            inputs = common.model_inputs(batch)
+            if teacher is None:
+                logits = student(**inputs).logits
+                terms = {"task": common.task_loss(task, logits, batch["labels"])}
+                loss = terms["task"]
+            else:
+                s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
+                if cache is not None:
+                    t_out = cache.batch(indices, inputs["input_ids"].size(1), device)
+                else:
+                    with torch.no_grad():
+                        t_out = forward_with_internals(teacher, inputs, mapping) if full else Outputs(teacher(**inputs).logits)
+                terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
+                loss = loss_fn.combine(terms)
+            if not torch.isfinite(loss):
+                raise UserError(f"the loss became {loss.item()} at step {step + 1}; lower --learning-rate "
+                                "(no model was written)")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
+            pruner.step(step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
+            log.write(step=step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
+                      lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
+            if step % eval_every == 0 or step == steps:
+                metrics = evaluate(student, task, dev, args.eval_batch_size)
+                log.write(step=step, eval=metrics, sparsity=pruner.level)
+                bar.write(f"step {step} sparsity {pruner.level:.3f}: " +
+                          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                at_target = pruner.level >= args.sparsity
+                if at_target and common.is_better(task, metrics, best):
+                    best, best_step = metrics, step
+                    best_state = copy.deepcopy(student.state_dict())
+            if step == steps:
+                break
+        epoch += 1
+    bar.close()
+    seconds = time.time() - started
+    final = metrics
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.set_attn_implementation("sdpa")
+    save_model(student, tokenizer, out)
+    pruner.save_masks(out / "masks.safetensors")
+    report = sparsity_report(student)
+    write_json(out / "sparsity.json", report)
+    result = {"final": final, "best": best, "best_step": best_step, "teacher": teacher_metrics,
+              "main_metric": task.main_metric, "steps": steps, "train_seconds": round(seconds, 1),
+              "seconds_per_step": round(seconds / steps, 3), "sparsity": report["targets"]["sparsity"],
+              "encoder_nonzero": report["encoder"]["nonzero"]}
+    write_json(out / "metrics.json", result)
+    log.close()
+    return result

@@ -1,0 +1,103 @@
+"""sparsebert run: the main job. Fine-tune a teacher, prune at distilling, report both.
+
+Settings come from a preset (presets/*.yaml: `quick` fits 30 minutes on a 2-core CPU, `paper`
+follows METHOD.md); every other setting is the default of `finetune` and `prune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..runio import prepare_output_dir, write_config, write_json
+from ..tasks import get_task
+from . import finetune, prune
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--task", default="mrpc")
+    p.add_argument("--data-dir", default=None, help="task folder (default: the bundled copy)")
+    p.add_argument("--sparsity", type=float, default=0.95)
+    p.add_argument("--preset", default="quick", help="quick, paper, or a YAML file of the same form")
+    p.add_argument("--model", default=None, help="pre-trained encoder (default: embedded MiniLM)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output", default=None, help="run folder (default: runs/<task>-<sparsity>-<time>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def load_preset(name: str) -> dict:
+    path = Path(name)
+    if not path.is_file():
+        path = Path(str(resources.files("sparsebert") / "presets" / f"{name}.yaml"))
+        if not path.is_file():
+            raise UserError(f"--preset {name}: neither a YAML file nor one of quick, paper")
+    with open(path) as f:
+        preset = yaml.safe_load(f) or {}
+    if not isinstance(preset, dict) or set(preset) - {"teacher", "prune"}:
+        raise UserError(f"{path}: a preset has two sections, teacher: and prune:, of job settings")
+    return preset
+
+
+def job_args(job, overrides: dict, section: str, preset_path: str) -> argparse.Namespace:
+    """The job's own defaults, then the preset, then the run's flags."""
+    parser = argparse.ArgumentParser()
+    job.add_arguments(parser)
+    args = parser.parse_args(["--output", "unused"])
+    for key, value in overrides.items():
+        if not hasattr(args, key):
+            raise UserError(f"{preset_path}: unknown setting '{key}' in {section}:")
+        setattr(args, key, value)
+    return args
+
+
+def run(args) -> dict:
+    task = get_task(args.task)
+    preset = load_preset(args.preset)
+    if not 0 <= args.sparsity < 1:
+        raise UserError(f"--sparsity {args.sparsity}: give a fraction in [0, 1)")
+    out = Path(args.output or f"runs/{task.key}-{args.sparsity:g}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = prepare_output_dir(out, args.overwrite)
+    shared = dict(task=args.task, data_dir=args.data_dir, seed=args.seed, device=args.device,
+                  overwrite=args.overwrite)
+    teacher_args = job_args(finetune, {**preset.get("teacher", {}), **shared, "model": args.model,
+                                       "output": str(out / "teacher")}, "teacher", args.preset)
+    prune_args = job_args(prune, {**preset.get("prune", {}), **shared, "student": args.model,
+                                  "teacher": str(out / "teacher"), "sparsity": args.sparsity,
+                                  "output": str(out / "student")}, "prune", args.preset)
+    prune.check_args(prune_args)
+    write_config(out, {"job": "run", **vars(args), "teacher": vars(teacher_args), "prune": vars(prune_args)})
+
+    started = time.time()
+    teacher_result = finetune.run(teacher_args)
+    prune_result = prune.run(prune_args)
+    wall = time.time() - started
+
+    metric = task.main_metric
+    sparse_scores = prune_result["best"] or prune_result["final"]
+    teacher_score, sparse_score = teacher_result[metric], sparse_scores[metric]
+    report = {
+        "task": task.name, "metric": metric, "teacher_score": teacher_score, "sparse_score": sparse_score,
+        "retention": sparse_score / teacher_score if teacher_score else None,
+        "sparsity": prune_result["sparsity"], "encoder_nonzero": prune_result["encoder_nonzero"],
+        "teacher_metrics": {k: v for k, v in teacher_result.items() if k in task.metrics},
+        "sparse_metrics": sparse_scores, "sparse_final_metrics": prune_result["final"],
+        "wall_seconds": round(wall, 1), "teacher_seconds": teacher_result["train_seconds"],
+        "prune_seconds": prune_result["train_seconds"],
+        "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],
+                             "prune": prune_result["seconds_per_step"]},
+        "preset": args.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
+    }
+    write_json(out / "report.json", report)
+    print(f"\n{task.name} ({metric}), preset {args.preset}, seed {args.seed}")
+    for name, metrics in (("teacher", report["teacher_metrics"]), ("sparse", sparse_scores)):
+        print(f"  {name:8} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(f"  retention {report['retention']:.3f}  sparsity {report['sparsity']:.3f}  "
+          f"non-zero encoder weights {report['encoder_nonzero']:,}  wall {wall / 60:.1f} min")
+    print(f"  model: {out / 'student'}   report: {out / 'report.json'}")
+    return report

@@ -1,0 +1,47 @@
+"""GLUE metrics, named as the rest of the project reports them."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def accuracy(labels, preds) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(preds)))
+
+
+def f1(labels, preds) -> float:
+    """F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    tp = np.sum((preds == 1) & (labels == 1))
+    fp = np.sum((preds == 1) & (labels == 0))
+    fn = np.sum((preds == 0) & (labels == 1))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
+def matthews_corr(labels, preds) -> float:
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    tp = float(np.sum((preds == 1) & (labels == 1)))
+    tn = float(np.sum((preds == 0) & (labels == 0)))
+    fp = float(np.sum((preds == 1) & (labels == 0)))
+    fn = float(np.sum((preds == 0) & (labels == 1)))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    # A constant predictor has an undefined correlation; GLUE (and scikit-learn) report 0.
+    return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
+
+
+def pearson(labels, preds) -> float:
+    return float(stats.pearsonr(np.asarray(labels, float), np.asarray(preds, float)).statistic)
+
+
+def spearman(labels, preds) -> float:
+    return float(stats.spearmanr(np.asarray(labels, float), np.asarray(preds, float)).statistic)
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "matthews_corr": matthews_corr,
+           "pearson": pearson, "spearman": spearman}
+
+
+def compute_metrics(task, labels, predictions) -> dict[str, float]:
+    """predictions: class indices, or scores for a regression task."""
+    return {name: METRICS[name](labels, predictions) for name in task.metrics}

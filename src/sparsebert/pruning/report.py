@@ -1,0 +1,26 @@
+"""How sparse a model is: per target matrix, over all targets, over the encoder and the whole model."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import encoder_of
+from .targets import find_targets
+
+
+def _zeros(t: torch.Tensor) -> int:
+    return int((t == 0).sum())
+
+
+def sparsity_report(model) -> dict:
+    targets = find_targets(model)
+    per_matrix = {f"{n}.weight": round(_zeros(m.weight) / m.weight.numel(), 6) for n, m in targets.items()}
+    t_total = sum(m.weight.numel() for m in targets.values())
+    t_zero = sum(_zeros(m.weight) for m in targets.values())
+    enc = list(encoder_of(model).encoder.parameters())
+    e_total, e_zero = sum(p.numel() for p in enc), sum(_zeros(p) for p in enc)
+    all_params = list(model.parameters())
+    m_total, m_zero = sum(p.numel() for p in all_params), sum(_zeros(p) for p in all_params)
+    section = lambda total, zero: {"total": total, "nonzero": total - zero, "sparsity": round(zero / total, 6)}
+    return {"targets": section(t_total, t_zero), "encoder": section(e_total, e_zero),
+            "model": section(m_total, m_zero), "per_matrix": per_matrix}

@@ -1,0 +1,72 @@
+"""Output folders: refusal to clobber, the config that made a run, JSONL logs, JSON reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+
+def prepare_output_dir(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: the output path is a file; give a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"{path}: the output folder is not empty; choose another or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def plain(value):
+    """Config values as YAML/JSON can hold them."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_config(output_dir: Path, config: dict) -> None:
+    with open(output_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(plain(config), f, sort_keys=False)
+
+
+def write_json(path: Path, data) -> None:
+    """Atomic: a reader never sees half a file, a crash leaves the old one."""
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(plain(data), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class JsonlLog:
+    """One JSON object per line: losses, learning rate, sparsity, dev metrics."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a")
+        self.start = time.time()
+
+    def write(self, **record) -> None:
+        record = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
+        record["elapsed_s"] = round(time.time() - self.start, 1)
+        self.file.write(json.dumps(plain(record)) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
