@@ -52,7 +52,13 @@ def resolve_model_path(name_or_path: str | None) -> str:
     raise UserError(f"{name_or_path}: model folder not found")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
 def load_tokenizer(path: str):
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}); copy them from the "
+                        "model this one was trained from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # transformers raises many types for a folder without tokenizer files

@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from sparsebert.models import load_tokenizer, resolve_model_path
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_model(folder: Path, *, layers=2, hidden=32, heads=4, num_labels=None, seed=0) -> Path:
+    """A random BERT with the embedded MiniLM's tokenizer: seconds to train, same code paths."""
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    if num_labels:
+        config.num_labels = num_labels
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    load_tokenizer(resolve_model_path(None)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny_model) -> Path:
+    """A tiny model fine-tuned briefly on an MRPC slice with `sparsebert finetune`."""
+    out = tmp_path_factory.mktemp("tiny-teacher") / "teacher"
+    result = run_cli("finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "64",
+                     "--epochs", "1", "--batch-size", "16", "--learning-rate", "1e-3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "sparsebert", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)

