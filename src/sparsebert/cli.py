@@ -13,6 +13,10 @@ JOBS = {
     "finetune": "ordinary fine-tuning on a task (makes teachers)",
     "prune": "pruning at distilling: prune the pre-trained encoder while distilling from a teacher",
     "evaluate": "dev metrics (and sparsity) of a model",
+    "export": "write a compressed sparse model (CSR in safetensors), optionally ONNX",
+    "bench": "time dense PyTorch against the sparse engine",
+    "predict": "labels and probabilities for new text, through the sparse engine",
+    "experiment": "run a grid of jobs from a YAML config; tables and plots",
     "tasks": "list the GLUE tasks, their files, labels and metrics",
 }
 

@@ -100,6 +100,12 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
     elif config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: the model has {config.num_labels} outputs but {task.name} has "
                         f"{task.num_labels}; give a model fine-tuned on {task.name} (sparsebert finetune)")
+    from .sparse.format import is_exported, load_exported
+
+    if is_exported(path):
+        if new_head:
+            raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
+        return load_exported(path), tokenizer, path
     model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, **kwargs)
     return model, tokenizer, path
 

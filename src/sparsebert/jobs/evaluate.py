@@ -9,6 +9,7 @@ from ..evaluation import evaluate
 from ..models import load_model
 from ..pruning.report import sparsity_report
 from ..runio import write_json
+from ..sparse.engine import sparsify
 from ..tasks import get_task, load_split
 from . import common
 
@@ -17,6 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("model", help="fine-tuned model folder (from finetune, prune or export)")
     common.add_task_args(p)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--engine", choices=["dense", "sparse"], default="dense",
+                   help="sparse: run the pruned linear layers through the sparse CPU kernel")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
 
 
@@ -24,9 +27,11 @@ def run(args) -> dict:
     task = get_task(args.task)
     model, tokenizer, path = load_model(args.model, task, new_head=False)
     dev = encode(load_split(task, args.data_dir, "dev"), tokenizer, args.max_seq_length, task.is_regression)
-    metrics = evaluate(model, task, dev, args.batch_size)
     sparsity = sparsity_report(model)
-    result = {"task": task.name, "model": path, **metrics,
+    if args.engine == "sparse":
+        sparsify(model)
+    metrics = evaluate(model, task, dev, args.batch_size)
+    result = {"task": task.name, "model": path, "engine": args.engine, **metrics,
               "sparsity": sparsity["targets"]["sparsity"], "encoder_sparsity": sparsity["encoder"]["sparsity"]}
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     if args.json:

@@ -1,0 +1,143 @@
+"""sparsebert experiment: a grid of finetune/prune jobs from a YAML file, resumable, with tables and plots.
+
+Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, so a
+long grid survives interruptions and can be spread over several sittings. After every job the
+records are gathered into `<output>/results.json`, a markdown table and a plot.
+
+Config:
+    name: recipe
+    output: results/recipe          # committed: results.json, table.md, PNG
+    runs_dir: runs/recipe           # models and logs (not committed)
+    teachers:                       # finetune settings per teacher name
+      mrpc: {task: mrpc, epochs: 3}
+    jobs:                           # expanded over seeds x sparsities
+      - {variant: naive, teacher: mrpc, seeds: [42], sparsities: [0.95], prune: {max_steps: 500}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..runio import read_json, write_json
+from ..tasks import get_task
+from . import finetune, prune
+from .run import job_args
+
+
+def add_arguments(p) -> None:
+    p.add_argument("config", help="experiment YAML (see src/sparsebert/experiments/)")
+    p.add_argument("--only", default=None, help="run only these variants (comma-separated), in this order")
+    p.add_argument("--tasks", default=None, help="run only jobs of these teachers (comma-separated)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are done")
+
+
+def load_config(path: str) -> dict:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: experiment config not found")
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    for key in ("name", "output", "runs_dir", "teachers", "jobs"):
+        if key not in (config or {}):
+            raise UserError(f"{path}: missing '{key}:'")
+    return config
+
+
+def expand(config: dict) -> list[dict]:
+    jobs = []
+    for spec in config["jobs"]:
+        for seed, sparsity in itertools.product(spec.get("seeds", [42]), spec.get("sparsities", [0.95])):
+            teacher = spec["teacher"]
+            jobs.append({**spec, "seed": seed, "sparsity": sparsity, "task": config["teachers"][teacher]["task"],
+                         "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}"})
+    return jobs
+
+
+def record(task_name: str, variant: str, sparsity: float, seed: int, metrics: dict, result: dict) -> dict:
+    task = get_task(task_name)
+    return {"task": task.key, "variant": variant, "sparsity": sparsity, "seed": seed,
+            "steps": result["steps"], "metric": task.main_metric, "score": metrics[task.main_metric],
+            "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"), **{k: v for k, v in metrics.items()},
+            "final_score": (result.get("final") or metrics)[task.main_metric], "seconds": result["train_seconds"]}
+
+
+def run(args) -> list[dict]:
+    config = load_config(args.config)
+    runs = Path(config["runs_dir"])
+    out = Path(config["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = expand(config)
+    if args.only:
+        order = args.only.split(",")
+        jobs = sorted((j for j in jobs if j["variant"] in order), key=lambda j: order.index(j["variant"]))
+    if args.tasks:
+        jobs = [j for j in jobs if j["teacher"] in args.tasks.split(",")]
+    for job in jobs:
+        folder = runs / job["dir"]
+        done = (folder / "metrics.json").is_file()
+        if args.dry_run:
+            print(f"{'done' if done else 'todo'}  {job['dir']}")
+            continue
+        if not done:
+            teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(config, job["teacher"], args)
+            settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
+                        "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
+                        "teacher": teacher}
+            prune.run(job_args(prune, settings, job["variant"], args.config))
+        write_results(config, out)
+    return write_results(config, out)
+
+
+def ensure_teacher(config: dict, name: str, args) -> str:
+    folder = Path(config["runs_dir"]) / f"teacher-{name}"
+    if not (folder / "metrics.json").is_file():
+        finetune.run(job_args(finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True},
+                              "teacher", args.config))
+    return str(folder)
+
+
+def write_results(config: dict, out: Path) -> list[dict]:
+    """Gathers every finished job of the grid (whoever ran it) into results.json and table.md."""
+    runs = Path(config["runs_dir"])
+    records = []
+    for name, settings in config["teachers"].items():
+        path = runs / f"teacher-{name}" / "metrics.json"
+        if path.is_file():
+            result = read_json(path)
+            records.append(record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result, result))
+    for job in expand(config):
+        path = runs / job["dir"] / "metrics.json"
+        if path.is_file():
+            result = read_json(path)
+            records.append(record(job["task"], job["variant"], job["sparsity"], job["seed"],
+                                  result["best"] or result["final"], result))
+    write_json(out / "results.json", records)
+    write_table(out / "table.md", records)
+    return records
+
+
+def write_table(path: Path, records: list[dict]) -> None:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
+    lines = ["| task | variant | sparsity | steps | seeds | score (main metric) | accuracy | f1 | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    for (task, variant, sparsity, steps), rows in groups.items():
+        lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell([r['score'] for r in rows])} "
+                     f"({rows[0]['metric']}) | {cell([r['accuracy'] for r in rows])} | {cell([r['f1'] for r in rows])} "
+                     f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
