@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from . import models
 from .errors import UserError
 
 JOBS = {
@@ -24,10 +25,14 @@ JOBS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
     sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, help_text in JOBS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.add_argument("--trust-pickle", action="store_true", default=argparse.SUPPRESS,
+                       help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
         importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
     return parser
 
@@ -35,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     job = importlib.import_module(f".jobs.{args.job}", __package__)
+    models.trust_pickle = args.trust_pickle
     try:
         job.run(args)
     except UserError as e:

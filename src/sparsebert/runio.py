@@ -56,9 +56,17 @@ def read_json(path: Path):
 
 
 class JsonlLog:
-    """One JSON object per line: losses, learning rate, sparsity, dev metrics."""
+    """One JSON object per line: losses, learning rate, sparsity, dev metrics.
 
-    def __init__(self, path: Path):
+    resume_step: the records of steps after it (written before a crash) are dropped, so a resumed
+    run's log reads as if it had never stopped.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        if resume_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
         self.file = open(path, "a")
         self.start = time.time()
 

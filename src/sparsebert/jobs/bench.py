@@ -67,7 +67,7 @@ def time_model(dense, sparsity: float, batch_sizes, args) -> list[dict]:
             max_diff = float((dense(**inputs).logits - sparse(**inputs).logits).abs().max())
         records.append({"batch_size": batch, "seq_length": args.seq_length, "sparsity": round(sparsity, 4),
                         "dense_ms": round(dense_ms, 2), "sparse_ms": round(sparse_ms, 2),
-                        "speedup": round(dense_ms / sparse_ms, 2), "threads": torch.get_num_threads(),
+                        "speedup": round(dense_ms / sparse_ms, 3), "threads": torch.get_num_threads(),
                         "max_logit_diff": max_diff})
         tqdm.write(f"sparsity {sparsity:.2f} batch {batch:3d}: dense {dense_ms:8.1f} ms  sparse {sparse_ms:8.1f} ms  "
                    f"speed-up {dense_ms / sparse_ms:.2f}x")

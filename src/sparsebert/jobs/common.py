@@ -7,8 +7,14 @@ import math
 
 import torch
 
+from pathlib import Path
+
+import yaml
+
+from .. import checkpoint
 from ..data import encode, steps_per_epoch
 from ..errors import UserError
+from ..runio import prepare_output_dir, write_config
 from ..tasks import get_task, load_split, read_examples
 
 
@@ -37,6 +43,10 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end of each epoch)")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0: never)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output from its latest complete checkpoint, with its config.yaml")
 
 
 def check_training_args(args) -> None:
@@ -49,8 +59,40 @@ def check_training_args(args) -> None:
         raise UserError("--learning-rate must be positive")
     if not 0 <= args.warmup < 1:
         raise UserError("--warmup is a fraction of the run, in [0, 1)")
+    if args.save_every < 0 or args.keep_checkpoints < 1:
+        raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
     if args.max_seq_length > 512:
         raise UserError("--max-seq-length: BERT-family encoders take at most 512 tokens")
+
+
+def resumed_args(args):
+    """With --resume, the settings are the run's own config.yaml, whatever else the command line says."""
+    if not args.resume:
+        return args
+    config = Path(args.output) / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{config}: not found; --resume continues a run in its output folder")
+    with open(config) as f:
+        saved = yaml.safe_load(f)
+    settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, "resume": True}
+    return argparse.Namespace(**settings)
+
+
+def start_run(args, config: dict):
+    """The output folder, its config and its log; on --resume, the log is cut back to the checkpoint."""
+    out = Path(args.output)
+    if not args.resume:
+        out = prepare_output_dir(out, args.overwrite)
+        write_config(out, config)
+    return out
+
+
+def check_training_state(loss: torch.Tensor, step: int, out: Path) -> None:
+    if not torch.isfinite(loss):
+        ckpt = checkpoint.latest(out)
+        where = f"; the last good checkpoint is {ckpt.name} (--resume, with a lower rate)" if ckpt else ""
+        raise UserError(f"the loss became {loss.item()} at step {step + 1}; no model was written{where}. "
+                        "Lower --learning-rate")
 
 
 def load_train_dev(args, tokenizer, train_file=None):

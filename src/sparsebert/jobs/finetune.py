@@ -8,10 +8,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..data import collate, epoch_batches
+from .. import checkpoint
+from ..data import collate, epoch_batches, steps_per_epoch
 from ..evaluation import evaluate
 from ..models import load_model, save_model
-from ..runio import JsonlLog, prepare_output_dir, write_config, write_json
+from ..runio import JsonlLog, write_json
 from ..tasks import get_task
 from ..training import make_optimizer, pick_device, set_seed, warmup_then
 from . import common
@@ -23,13 +24,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
+    args = common.resumed_args(args)
     common.check_training_args(args)
     task = get_task(args.task)
     model, tokenizer, model_path = load_model(args.model, task, new_head=True)
     train, dev = common.load_train_dev(args, tokenizer)
-    out = prepare_output_dir(args.output, args.overwrite)
-    write_config(out, {"job": "finetune", **vars(args), "model_path": model_path})
-    log = JsonlLog(out / "log.jsonl")
+    out = common.start_run(args, {"job": "finetune", **vars(args), "model_path": model_path})
+    checkpoint.check_free_space(out, model, args.keep_checkpoints if args.save_every else 0)
 
     set_seed(args.seed)
     device = pick_device(args.device)
@@ -39,18 +40,30 @@ def run(args) -> dict:
     optimizer = make_optimizer(model.named_parameters(), args.learning_rate, args.weight_decay, args.head_learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(args.lr_schedule, steps, int(args.warmup * steps)))
 
-    best, best_state, best_step = None, None, 0
-    step, epoch, started = 0, 0, time.time()
-    bar = tqdm(total=steps, desc=f"finetune {task.name}", unit="step")
+    step, best, best_state, best_step, metrics, seconds, step_seconds = 0, None, None, 0, None, 0.0, 0.0
+    resume_from = checkpoint.latest(out) if args.resume else None
+    if resume_from:
+        trainer, best_state = checkpoint.load(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        step, best, best_step, metrics, seconds, step_seconds = (
+            trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
+    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None)
+
+    per_epoch = steps_per_epoch(len(train), args.batch_size)
+    epoch, skip = divmod(step, per_epoch)  # the position in the data order, from the step
+    started = time.time() - seconds
+    bar = tqdm(total=steps, initial=step, desc=f"finetune {task.name}", unit="step")
     while step < steps:
-        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch):
+        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch)[skip:]:
+            tick = time.perf_counter()
             batch = common.to_device(collate(train, indices), device)
             loss = common.task_loss(task, model(**common.model_inputs(batch)).logits, batch["labels"])
+            common.check_training_state(loss, step, out)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            step_seconds += time.perf_counter() - tick
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -62,15 +75,21 @@ def run(args) -> dict:
                 if common.is_better(task, metrics, best):
                     best, best_step = metrics, step
                     best_state = copy.deepcopy(model.state_dict())
+            if args.save_every and step % args.save_every == 0 and step < steps:
+                trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
+                           "seconds": time.time() - started, "step_seconds": step_seconds}
+                checkpoint.save(out, step, model=model, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
+                                best_state=best_state, keep=args.keep_checkpoints)
             if step == steps:
                 break
-        epoch += 1
+        epoch, skip = epoch + 1, 0
     bar.close()
+    seconds = time.time() - started
     final = metrics
     model.load_state_dict(best_state)
     save_model(model, tokenizer, out)
-    result = {**best, "step": best_step, "final": final, "train_seconds": round(time.time() - started, 1),
-              "steps": steps, "seconds_per_step": round((time.time() - started) / steps, 3)}
+    result = {**best, "step": best_step, "final": final, "train_seconds": round(seconds, 1),
+              "steps": steps, "seconds_per_step": round(step_seconds / steps, 3)}
     write_json(out / "metrics.json", result)
     log.close()
     return result

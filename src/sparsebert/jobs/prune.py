@@ -15,7 +15,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..data import collate, epoch_batches
+from .. import checkpoint
+from ..data import collate, epoch_batches, steps_per_epoch
 from ..distill import DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping, set_scores_attention
 from ..errors import UserError
 from ..evaluation import evaluate
@@ -23,7 +24,7 @@ from ..models import load_model, save_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.allocation import ALLOCATIONS
 from ..pruning.criterion import CRITERIA
-from ..runio import JsonlLog, prepare_output_dir, write_config, write_json
+from ..runio import JsonlLog, write_json
 from ..tasks import get_task
 from ..training import make_optimizer, pick_device, set_seed, warmup_then
 from . import common
@@ -95,6 +96,7 @@ def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list
 
 
 def run(args) -> dict:
+    args = common.resumed_args(args)
     check_args(args)
     task = get_task(args.task)
     teacher = teacher_tok = None
@@ -106,17 +108,15 @@ def run(args) -> dict:
         student, tokenizer, student_path = load_model(args.student, task, new_head=True)
     mapping = check_pair(student, tokenizer, teacher, teacher_tok, args.distill) if teacher is not None else None
     train, dev = common.load_train_dev(args, tokenizer, args.train_file)
-    out = prepare_output_dir(args.output, args.overwrite)
-    write_config(out, {"job": "prune", **vars(args), "student_path": student_path})
-    log = JsonlLog(out / "log.jsonl")
+    out = common.start_run(args, {"job": "prune", **vars(args), "student_path": student_path})
+    checkpoint.check_free_space(out, student, args.keep_checkpoints if args.save_every else 0)
 
     set_seed(args.seed)
     device = pick_device(args.device)
     full = teacher is not None and args.distill == "full"
     student.to(device).train()
     set_scores_attention(student)
-    loss_fn = None
-    teacher_metrics = None
+    loss_fn = teacher_metrics = None
     if teacher is not None:
         teacher.to(device).eval()
         set_scores_attention(teacher)
@@ -127,7 +127,6 @@ def run(args) -> dict:
                                    weights=parse_weights(args.loss_weights), attention=args.attention_loss,
                                    hidden_norm=args.hidden_norm).to(device)
         teacher_metrics = evaluate(teacher, task, dev, args.eval_batch_size)
-        log.write(step=0, teacher_eval=teacher_metrics)
 
     steps = common.total_steps(args, len(train))
     eval_every = common.eval_interval(args, len(train))
@@ -136,6 +135,20 @@ def run(args) -> dict:
     params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
     optimizer = make_optimizer(params, args.learning_rate, args.weight_decay, args.head_learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(args.lr_schedule, steps, int(args.warmup * steps)))
+    extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
+
+    step, best, best_state, best_step, metrics, seconds, step_seconds = 0, None, None, 0, None, 0.0, 0.0
+    resume_from = checkpoint.latest(out) if args.resume else None
+    if resume_from:
+        trainer, best_state = checkpoint.load(resume_from, model=student, optimizer=optimizer, scheduler=scheduler,
+                                              pruner=pruner, extra_modules=extra_modules)
+        step, best, best_step, metrics, seconds, step_seconds = (
+            trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
+    else:
+        pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
+    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None)
+    if teacher_metrics is not None and not resume_from:
+        log.write(step=0, teacher_eval=teacher_metrics)
 
     cache = None
     if teacher is not None and args.cache_teacher:
@@ -146,13 +159,13 @@ def run(args) -> dict:
         else:
             tqdm.write(f"teacher cache would take {need / 2**30:.1f} GiB > --cache-limit-gb; computing it live")
 
-    pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
-    best = best_state = None
-    best_step, metrics = 0, None
-    step, epoch, started = 0, 0, time.time()
-    bar = tqdm(total=steps, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step")
+    per_epoch = steps_per_epoch(len(train), args.batch_size)
+    epoch, skip = divmod(step, per_epoch)  # the position in the data order, from the step
+    started = time.time() - seconds
+    bar = tqdm(total=steps, initial=step, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step")
     while step < steps:
-        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch):
+        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch)[skip:]:
+            tick = time.perf_counter()
             batch = common.to_device(collate(train, indices), device)
             inputs = common.model_inputs(batch)
             if teacher is None:
@@ -168,9 +181,7 @@ def run(args) -> dict:
                         t_out = forward_with_internals(teacher, inputs, mapping) if full else Outputs(teacher(**inputs).logits)
                 terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
                 loss = loss_fn.combine(terms)
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at step {step + 1}; lower --learning-rate "
-                                "(no model was written)")
+            common.check_training_state(loss, step, out)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             optimizer.step()
@@ -179,6 +190,7 @@ def run(args) -> dict:
             step += 1
             pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
             pruner.step(step)
+            step_seconds += time.perf_counter() - tick
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
             log.write(step=step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
@@ -192,9 +204,15 @@ def run(args) -> dict:
                 if at_target and common.is_better(task, metrics, best):
                     best, best_step = metrics, step
                     best_state = copy.deepcopy(student.state_dict())
+            if args.save_every and step % args.save_every == 0 and step < steps:
+                trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
+                           "seconds": time.time() - started, "step_seconds": step_seconds}
+                checkpoint.save(out, step, model=student, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
+                                best_state=best_state, pruner=pruner, extra_modules=extra_modules,
+                                keep=args.keep_checkpoints)
             if step == steps:
                 break
-        epoch += 1
+        epoch, skip = epoch + 1, 0
     bar.close()
     seconds = time.time() - started
     final = metrics
@@ -207,7 +225,7 @@ def run(args) -> dict:
     write_json(out / "sparsity.json", report)
     result = {"final": final, "best": best, "best_step": best_step, "teacher": teacher_metrics,
               "main_metric": task.main_metric, "steps": steps, "train_seconds": round(seconds, 1),
-              "seconds_per_step": round(seconds / steps, 3), "sparsity": report["targets"]["sparsity"],
+              "seconds_per_step": round(step_seconds / steps, 3), "sparsity": report["targets"]["sparsity"],
               "encoder_nonzero": report["encoder"]["nonzero"]}
     write_json(out / "metrics.json", result)
     log.close()

@@ -14,7 +14,6 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
 def _csr_linear(x, row_offsets, col_indices, values, bias, out, tile):
     tokens, in_features = x.shape
     out_features = row_offsets.shape[0] - 1
@@ -43,6 +42,12 @@ def _csr_linear(x, row_offsets, col_indices, values, bias, out, tile):
                 out[start + i, o] = yt[o, i]
 
 
+_parallel = numba.njit(parallel=True, fastmath=True, cache=True)(_csr_linear)
+# Below this many multiply-adds, waking the other threads costs more than it saves.
+_serial = numba.njit(fastmath=True, cache=True)(_csr_linear)
+PARALLEL_MIN_WORK = 1_000_000
+
+
 def csr_linear(x: np.ndarray, row_offsets: np.ndarray, col_indices: np.ndarray, values: np.ndarray,
                bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """x: (tokens, in) float32 C-contiguous; returns (tokens, out) float32."""
@@ -51,7 +56,8 @@ def csr_linear(x: np.ndarray, row_offsets: np.ndarray, col_indices: np.ndarray, 
         out = np.empty((tokens, row_offsets.shape[0] - 1), dtype=np.float32)
     # Enough tiles to keep every thread busy, at most 64 tokens each so a tile of x stays in cache.
     tile = max(1, min(64, math.ceil(tokens / numba.get_num_threads())))
-    _csr_linear(x, row_offsets, col_indices, values, bias, out, tile)
+    kernel = _parallel if tokens * len(values) >= PARALLEL_MIN_WORK else _serial
+    kernel(x, row_offsets, col_indices, values, bias, out, tile)
     return out
 
 

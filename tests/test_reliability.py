@@ -1,0 +1,77 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sparsebert import checkpoint
+from sparsebert.errors import UserError
+from sparsebert.jobs.common import check_training_state
+
+from conftest import run_cli
+
+
+def prune_cmd(tiny_model, teacher, out, *extra):
+    return ["prune", "--teacher", str(teacher), "--student", str(tiny_model), "--output", str(out),
+            "--max-train-samples", "96", "--max-steps", "36", "--batch-size", "8", "--sparsity", "0.9",
+            "--prune-events", "9", "--eval-every", "12", "--save-every", "4", "--learning-rate", "1e-3", *extra]
+
+
+def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
+    reference = run_cli(*prune_cmd(tiny_model, tiny_teacher, tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *prune_cmd(tiny_model, tiny_teacher, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-12").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    assert checkpoint.latest(out) is not None
+
+    resumed = run_cli(*prune_cmd(tiny_model, tiny_teacher, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("model.safetensors", "masks.safetensors"):
+        a, b = load_file(str(tmp_path / "whole" / name)), load_file(str(out / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+    assert len(checkpoint.complete_checkpoints(out)) <= 2  # --keep-checkpoints 2
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "log.jsonl").read_text().splitlines()
+             if '"loss"' in line]
+    assert steps == list(range(1, 37)), "the resumed log should read as one uninterrupted run"
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    result = run_cli("finetune", "--output", str(tmp_path / "nothing"), "--resume")
+    assert result.returncode == 2 and "config.yaml: not found" in result.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(UserError, match="the loss became nan at step 8; no model was written"):
+        check_training_state(torch.tensor(float("nan")), 7, tmp_path)
+
+
+def test_interrupted_checkpoint_is_not_used(tmp_path):
+    (tmp_path / "checkpoint-8").mkdir()  # no trainer_state.pt: a write that never finished
+    (tmp_path / ".checkpoint-12.tmp").mkdir()
+    assert checkpoint.latest(tmp_path) is None
+
+
+def test_pickle_weights_load_only_with_trust_pickle(tiny_model, tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    torch.save(load_file(str(tiny_model / "model.safetensors")), folder / "pytorch_model.bin")
+    for f in list(tiny_model.glob("tokenizer*")) + [tiny_model / "config.json"]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    refused = run_cli("evaluate", str(folder), "--task", "mrpc")
+    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
+    allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc")
+    assert allowed.returncode == 0, allowed.stderr
