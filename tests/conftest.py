@@ -13,11 +13,12 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_model(folder: Path, *, layers=2, hidden=32, heads=4, num_labels=None, seed=0) -> Path:
+def make_tiny_model(folder: Path, *, layers=2, hidden=32, heads=4, num_labels=None, seed=0, dropout=0.1) -> Path:
     """A random BERT with the embedded MiniLM's tokenizer: seconds to train, same code paths."""
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, max_position_embeddings=128)
+                        intermediate_size=2 * hidden, max_position_embeddings=128,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     if num_labels:
         config.num_labels = num_labels
     model = BertForSequenceClassification(config)
@@ -41,7 +42,7 @@ def tiny_teacher(tmp_path_factory, tiny_model) -> Path:
     return out
 
 
-def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd=None, launcher=()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "sparsebert", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, *launcher, "-m", "sparsebert", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)

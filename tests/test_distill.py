@@ -4,7 +4,7 @@ from transformers import AutoModelForSequenceClassification
 
 from sparsebert.data import collate, encode
 from sparsebert.distill import (DistillationLoss, TeacherCache, forward_with_internals, layer_mapping,
-                                set_scores_attention)
+                                set_scores_attention, teacher_hidden_variance)
 from sparsebert.errors import UserError
 from sparsebert.models import load_tokenizer
 from sparsebert.tasks import get_task, load_split
@@ -43,7 +43,8 @@ def test_terms_zero_for_identical_models_and_positive_otherwise(tiny_model, tmp_
     data, batch = batch_data
     teacher, student = model_from(tiny_model), model_from(tiny_model)
     other = model_from(make_tiny_model(tmp_path / "other", seed=1))
-    loss = DistillationLoss(32, 32, attention=attention, hidden_norm=hidden_norm)
+    loss = DistillationLoss(32, 32, attention=attention, hidden_norm=hidden_norm,
+                            hidden_variance=teacher_hidden_variance(teacher, data, [0, 1, 2]))
     with torch.no_grad():
         t = forward_with_internals(teacher, inputs_of(batch))
         same = loss.terms(forward_with_internals(student, inputs_of(batch)), t, batch["labels"], batch["attention_mask"])

@@ -4,7 +4,8 @@ Student layer m learns from teacher layer g(m) = k*m (the embedding output is la
 The terms: hidden-state MSE (embedding output included, through a learned projection W_h where the
 hidden sizes differ), attention MSE on the scores before the softmax, and soft cross-entropy on the
 predictions (MSE to the gold score for regression, as in the reference implementation).
-Means are taken over real tokens only, so a batch's padding does not change its loss.
+Each term is a mean over an example's real tokens, then over the examples: padding does not change
+it, and a batch split over several processes gives the same loss as the whole batch in one.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def forward_with_internals(model, inputs: dict, layers: list[int] | None = None)
     return Outputs(out.logits, hidden, list(scores))
 
 
-def _masked_mse(diff_sq: torch.Tensor, mask: torch.Tensor, per_item: int) -> torch.Tensor:
-    return (diff_sq * mask).sum() / (mask.sum() * per_item).clamp(min=1)
+def _per_example_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each example's real entries (mask broadcasts to values), then over examples."""
+    dims = tuple(range(1, values.dim()))
+    total = (values * mask).sum(dims)
+    count = mask.expand_as(values).sum(dims).clamp(min=1)
+    return (total / count).mean()
 
 
 class DistillationLoss(torch.nn.Module):
@@ -60,15 +65,18 @@ class DistillationLoss(torch.nn.Module):
     attention: 'scores' (the paper), 'probs' (MSE of probabilities, what HF's output_attentions gives),
     or 'kl' (teacher-to-student KL of the attention distributions).
     hidden_norm: 'none' (the paper) or 'teacher-var' (each layer's MSE divided by the teacher's
-    variance on that layer, so layers with large activations do not dominate).
+    variance on that layer, `hidden_variance`, so layers with large activations do not dominate).
     """
 
     def __init__(self, student_hidden: int, teacher_hidden: int, *, mode: str = "full", temperature: float = 1.0,
                  regression: bool = False, weights=(1.0, 1.0, 1.0), attention: str = "scores",
-                 hidden_norm: str = "none"):
+                 hidden_norm: str = "none", hidden_variance: list[float] | None = None):
         super().__init__()
         self.mode, self.temperature, self.regression = mode, temperature, regression
-        self.weights, self.attention, self.hidden_norm = tuple(weights), attention, hidden_norm
+        self.weights, self.attention = tuple(weights), attention
+        if hidden_norm == "teacher-var" and hidden_variance is None:
+            raise ValueError("hidden_norm 'teacher-var' needs the teacher's per-layer hidden_variance")
+        self.hidden_variance = hidden_variance if hidden_norm == "teacher-var" else None
         # W_h: only where the sizes differ (identity otherwise, METHOD.md)
         self.projection = (torch.nn.Linear(student_hidden, teacher_hidden, bias=False)
                            if student_hidden != teacher_hidden else None)
@@ -80,15 +88,13 @@ class DistillationLoss(torch.nn.Module):
         return -(F.softmax(teacher.logits / t, -1) * F.log_softmax(student.logits / t, -1)).sum(-1).mean()
 
     def hidden(self, student: Outputs, teacher: Outputs, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(-1).float()
+        m = mask[:, :, None].float()
         total = 0.0
-        for hs, ht in zip(student.hidden, teacher.hidden):
+        for layer, (hs, ht) in enumerate(zip(student.hidden, teacher.hidden)):
             hs = self.projection(hs) if self.projection is not None else hs
-            ht = ht.float()
-            term = _masked_mse((hs - ht) ** 2, m, hs.size(-1))
-            if self.hidden_norm == "teacher-var":
-                mean = (ht * m).sum((0, 1)) / m.sum()
-                term = term / (_masked_mse((ht - mean) ** 2, m, ht.size(-1)).detach() + 1e-6)
+            term = _per_example_mean((hs - ht.float()) ** 2, m)
+            if self.hidden_variance is not None:
+                term = term / self.hidden_variance[layer]
             total = total + term
         return total
 
@@ -98,17 +104,16 @@ class DistillationLoss(torch.nn.Module):
         total = 0.0
         for ss, st in zip(student.scores, teacher.scores):
             st = st.float()
-            heads = ss.size(1)
             if self.attention == "scores":
-                total = total + _masked_mse((ss - st) ** 2, pairs, heads)
-            else:
-                log_ps = F.log_softmax(ss.masked_fill(~keys, -1e4), -1)
-                log_pt = F.log_softmax(st.masked_fill(~keys, -1e4), -1)
-                if self.attention == "probs":
-                    total = total + _masked_mse((log_ps.exp() - log_pt.exp()) ** 2, pairs, heads)
-                else:  # kl, averaged over real query positions and heads
-                    kl = (log_pt.exp() * (log_pt - log_ps) * pairs).sum(-1)
-                    total = total + kl.sum() / (mask.sum() * heads)
+                total = total + _per_example_mean((ss - st) ** 2, pairs)
+                continue
+            log_ps = F.log_softmax(ss.masked_fill(~keys, -1e4), -1)
+            log_pt = F.log_softmax(st.masked_fill(~keys, -1e4), -1)
+            if self.attention == "probs":
+                total = total + _per_example_mean((log_ps.exp() - log_pt.exp()) ** 2, pairs)
+            else:  # kl per query row, averaged over real query positions and heads
+                kl = (log_pt.exp() * (log_pt - log_ps) * pairs).sum(-1)
+                total = total + _per_example_mean(kl, mask[:, None, :].float())
         return total
 
     def terms(self, student: Outputs, teacher: Outputs, labels: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -174,6 +179,19 @@ class TeacherCache:
         per_token = len(layers) * hidden_size * 2
         per_pair = (len(layers) - 1) * heads * 2
         return int((lengths * per_token + lengths ** 2 * per_pair).sum())
+
+
+@torch.no_grad()
+def teacher_hidden_variance(teacher, data: Encoded, layers: list[int], examples: int = 64) -> list[float]:
+    """Per mapped layer, the variance of the teacher's hidden states over the real tokens of the first
+    `examples` training examples: a fixed scale, the same for every batch and every process."""
+    indices = list(range(min(examples, len(data))))
+    batch = collate(data, indices)
+    device = next(teacher.parameters()).device
+    out = forward_with_internals(teacher, {k: batch[k].to(device) for k in
+                                           ("input_ids", "token_type_ids", "attention_mask")}, layers)
+    real = batch["attention_mask"].bool().to(device)
+    return [float(h[real].float().var()) + 1e-6 for h in out.hidden]
 
 
 def set_scores_attention(model) -> None:

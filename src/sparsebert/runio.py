@@ -62,19 +62,25 @@ class JsonlLog:
     run's log reads as if it had never stopped.
     """
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.enabled = enabled
+        self.start = time.time()
+        if not enabled:
+            return
         if resume_step is not None and path.is_file():
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
         self.file = open(path, "a")
-        self.start = time.time()
 
     def write(self, **record) -> None:
+        if not self.enabled:
+            return
         record = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
         record["elapsed_s"] = round(time.time() - self.start, 1)
         self.file.write(json.dumps(plain(record)) + "\n")
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.enabled:
+            self.file.close()

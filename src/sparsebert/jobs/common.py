@@ -43,6 +43,8 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end of each epoch)")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast precision of the forward pass (fp16 needs a GPU)")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0: never)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     p.add_argument("--resume", action="store_true",
@@ -59,6 +61,8 @@ def check_training_args(args) -> None:
         raise UserError("--learning-rate must be positive")
     if not 0 <= args.warmup < 1:
         raise UserError("--warmup is a fraction of the run, in [0, 1)")
+    if args.precision == "fp16" and not (args.device in ("auto", "cuda") and torch.cuda.is_available()):
+        raise UserError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
     if args.save_every < 0 or args.keep_checkpoints < 1:
         raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
     if args.max_seq_length > 512:
@@ -78,10 +82,10 @@ def resumed_args(args):
     return argparse.Namespace(**settings)
 
 
-def start_run(args, config: dict):
-    """The output folder, its config and its log; on --resume, the log is cut back to the checkpoint."""
+def start_run(args, config: dict, main: bool = True):
+    """The output folder with the config that made it (rank 0 only; a resumed run keeps its own)."""
     out = Path(args.output)
-    if not args.resume:
+    if main and not args.resume:
         out = prepare_output_dir(out, args.overwrite)
         write_config(out, config)
     return out

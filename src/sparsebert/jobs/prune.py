@@ -15,9 +15,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..data import collate, epoch_batches, steps_per_epoch
-from ..distill import DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping, set_scores_attention
+from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
+                       set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..models import load_model, save_model
@@ -26,7 +27,7 @@ from ..pruning.allocation import ALLOCATIONS
 from ..pruning.criterion import CRITERIA
 from ..runio import JsonlLog, write_json
 from ..tasks import get_task
-from ..training import make_optimizer, pick_device, set_seed, warmup_then
+from ..training import make_optimizer, set_seed, warmup_then
 from . import common
 
 
@@ -108,11 +109,12 @@ def run(args) -> dict:
         student, tokenizer, student_path = load_model(args.student, task, new_head=True)
     mapping = check_pair(student, tokenizer, teacher, teacher_tok, args.distill) if teacher is not None else None
     train, dev = common.load_train_dev(args, tokenizer, args.train_file)
-    out = common.start_run(args, {"job": "prune", **vars(args), "student_path": student_path})
-    checkpoint.check_free_space(out, student, args.keep_checkpoints if args.save_every else 0)
+    processes, device = distributed.start(args.device)
+    out = common.start_run(args, {"job": "prune", **vars(args), "student_path": student_path}, processes.main)
+    if processes.main:
+        checkpoint.check_free_space(out, student, args.keep_checkpoints if args.save_every else 0)
 
     set_seed(args.seed)
-    device = pick_device(args.device)
     full = teacher is not None and args.distill == "full"
     student.to(device).train()
     set_scores_attention(student)
@@ -125,7 +127,9 @@ def run(args) -> dict:
         loss_fn = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, mode=args.distill,
                                    temperature=args.temperature, regression=task.is_regression,
                                    weights=parse_weights(args.loss_weights), attention=args.attention_loss,
-                                   hidden_norm=args.hidden_norm).to(device)
+                                   hidden_norm=args.hidden_norm,
+                                   hidden_variance=teacher_hidden_variance(teacher, train, mapping)
+                                   if args.hidden_norm == "teacher-var" else None).to(device)
         teacher_metrics = evaluate(teacher, task, dev, args.eval_batch_size)
 
     steps = common.total_steps(args, len(train))
@@ -134,6 +138,7 @@ def run(args) -> dict:
                           round(args.prune_end * steps), args.prune_events, args.criterion, args.allocation)
     params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
     optimizer = make_optimizer(params, args.learning_rate, args.weight_decay, args.head_learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")  # fp16 gradients underflow
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(args.lr_schedule, steps, int(args.warmup * steps)))
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
 
@@ -146,7 +151,7 @@ def run(args) -> dict:
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
     else:
         pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
-    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None)
+    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None, enabled=processes.main)
     if teacher_metrics is not None and not resume_from:
         log.write(step=0, teacher_eval=teacher_metrics)
 
@@ -162,40 +167,47 @@ def run(args) -> dict:
     per_epoch = steps_per_epoch(len(train), args.batch_size)
     epoch, skip = divmod(step, per_epoch)  # the position in the data order, from the step
     started = time.time() - seconds
-    bar = tqdm(total=steps, initial=step, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step")
+    bar = tqdm(total=steps, initial=step, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step", disable=not processes.main)
     while step < steps:
         for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch)[skip:]:
             tick = time.perf_counter()
-            batch = common.to_device(collate(train, indices), device)
+            local, share = processes.share(indices)
+            batch = common.to_device(collate(train, local), device)
             inputs = common.model_inputs(batch)
-            if teacher is None:
-                logits = student(**inputs).logits
-                terms = {"task": common.task_loss(task, logits, batch["labels"])}
-                loss = terms["task"]
-            else:
-                s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
-                if cache is not None:
-                    t_out = cache.batch(indices, inputs["input_ids"].size(1), device)
+            with distributed.autocast(device, args.precision):
+                if teacher is None:
+                    logits = student(**inputs).logits.float()
+                    terms = {"task": common.task_loss(task, logits, batch["labels"])}
+                    loss = terms["task"]
                 else:
-                    with torch.no_grad():
-                        t_out = forward_with_internals(teacher, inputs, mapping) if full else Outputs(teacher(**inputs).logits)
-                terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
-                loss = loss_fn.combine(terms)
+                    s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
+                    if cache is not None:
+                        t_out = cache.batch(local, inputs["input_ids"].size(1), device)
+                    else:
+                        with torch.no_grad():
+                            t_out = (forward_with_internals(teacher, inputs, mapping) if full
+                                     else Outputs(teacher(**inputs).logits))
+                    terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
+                    loss = loss_fn.combine(terms)
             common.check_training_state(loss, step, out)
-            loss.backward()
+            scaler.scale(loss * share).backward()
+            distributed.average_gradients([p for _, p in params], processes)
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
-            pruner.step(step)
+            if pruner.step(step):
+                distributed.broadcast_masks(pruner, processes)
             step_seconds += time.perf_counter() - tick
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
             log.write(step=step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
                       lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
-            if step % eval_every == 0 or step == steps:
+            if processes.main and (step % eval_every == 0 or step == steps):
                 metrics = evaluate(student, task, dev, args.eval_batch_size)
                 log.write(step=step, eval=metrics, sparsity=pruner.level)
                 bar.write(f"step {step} sparsity {pruner.level:.3f}: " +
@@ -204,7 +216,7 @@ def run(args) -> dict:
                 if at_target and common.is_better(task, metrics, best):
                     best, best_step = metrics, step
                     best_state = copy.deepcopy(student.state_dict())
-            if args.save_every and step % args.save_every == 0 and step < steps:
+            if processes.main and args.save_every and step % args.save_every == 0 and step < steps:
                 trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
                            "seconds": time.time() - started, "step_seconds": step_seconds}
                 checkpoint.save(out, step, model=student, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
@@ -214,6 +226,9 @@ def run(args) -> dict:
                 break
         epoch, skip = epoch + 1, 0
     bar.close()
+    if not processes.main:
+        distributed.finish(processes)
+        return {}
     seconds = time.time() - started
     final = metrics
     if best_state is not None:
@@ -229,4 +244,5 @@ def run(args) -> dict:
               "encoder_nonzero": report["encoder"]["nonzero"]}
     write_json(out / "metrics.json", result)
     log.close()
+    distributed.finish(processes)
     return result
