@@ -14,6 +14,7 @@ JOBS = {
     "finetune": "ordinary fine-tuning on a task (makes teachers)",
     "prune": "pruning at distilling: prune the pre-trained encoder while distilling from a teacher",
     "evaluate": "dev metrics (and sparsity) of a model",
+    "augment": "TinyBERT-style data augmentation of a task's training set",
     "export": "write a compressed sparse model (CSR in safetensors), optionally ONNX",
     "bench": "time dense PyTorch against the sparse engine",
     "predict": "labels and probabilities for new text, through the sparse engine",

@@ -112,24 +112,26 @@ def read_tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
+def split_header(task: Task, path: Path, rows: list) -> tuple[list[str] | None, list, dict, int]:
+    """(header or None, data rows, column index of each of the task's fields, row width)."""
+    fields = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
+    if not task.has_header:
+        return None, rows, {c: c for c in fields}, task.num_columns
+    (_, header), rows = rows[0], rows[1:]
+    try:
+        col = {c: header.index(c) for c in fields}
+    except ValueError:
+        raise UserError(f"{path}:1: header {header} lacks one of the columns {fields} that "
+                        f"{task.name} files have; is this a {task.name} file?") from None
+    if not rows:
+        raise UserError(f"{path}: the file has a header but no rows")
+    return header, rows, col, len(header)
+
+
 def read_examples(task: Task, path: Path) -> list[Example]:
     """Reads one labelled TSV file of `task` (train or dev split)."""
     path = Path(path)
-    rows = read_tsv_rows(path)
-    if task.has_header:
-        (_, header), rows = rows[0], rows[1:]
-        width = len(header)
-        try:
-            col = {c: header.index(c) for c in (task.text_a, task.text_b, task.label) if c is not None}
-        except ValueError:
-            wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
-            raise UserError(f"{path}:1: header {header} lacks one of the columns {wanted} that "
-                            f"{task.name} files have; is this a {task.name} file?") from None
-        if not rows:
-            raise UserError(f"{path}: the file has a header but no rows")
-    else:
-        width = task.num_columns
-        col = {c: c for c in (task.text_a, task.text_b, task.label) if c is not None}
+    _, rows, col, width = split_header(task, path, read_tsv_rows(path))
     examples = []
     for number, fields in rows:
         if len(fields) != width:

@@ -1,0 +1,82 @@
+"""sparsebert augment: the training rows plus N word-replacement variants of each, in the task's format."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..augmentation import Augmenter, EmbeddingNeighbours, MaskedLMCandidates
+from ..errors import UserError
+from ..models import load_config, load_tokenizer, resolve_model_path
+from ..tasks import get_task, read_tsv_rows, split_header, task_file
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--task", default="mrpc")
+    p.add_argument("--data-dir", default=None, help="task folder (default: the bundled copy)")
+    p.add_argument("--model", default=None, help="model whose vocabulary (and masked-LM head) to use")
+    p.add_argument("--n-aug", type=int, default=20, help="variants per training row")
+    p.add_argument("--prob", type=float, default=0.4, help="probability of replacing each word")
+    p.add_argument("--top-k", type=int, default=15, help="candidates per word")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output", required=True, help="TSV file to write (refused if it exists unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def load_mlm(path: str):
+    """The model's masked-LM head, if its checkpoint has one."""
+    from transformers import AutoModelForMaskedLM
+
+    config = load_config(path)
+    if not any("MaskedLM" in a or "ForPreTraining" in a for a in (config.architectures or [])):
+        return None
+    return AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True)
+
+
+def run(args) -> None:
+    if args.n_aug < 0 or not 0 <= args.prob <= 1 or args.top_k < 1:
+        raise UserError("--n-aug must be >= 0, --prob in [0, 1], --top-k >= 1")
+    task = get_task(args.task)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: exists; choose another file or pass --overwrite")
+    source = task_file(args.data_dir, task, "train.tsv")
+    header, rows, col, _ = split_header(task, source, read_tsv_rows(source))
+    path = resolve_model_path(args.model)
+    tokenizer = load_tokenizer(path)
+    started = time.time()
+    mlm = load_mlm(path)
+    if mlm is not None:
+        embeddings = mlm.get_input_embeddings().weight.detach()
+        print("candidates: masked-LM top-k for one-piece words, embedding neighbours for the rest")
+    else:
+        from transformers import AutoModel
+
+        embeddings = AutoModel.from_pretrained(path, use_safetensors=True).get_input_embeddings().weight.detach()
+        print("candidates: nearest neighbours in the model's input embeddings for every word "
+              "(the model has no masked-LM head)")
+    text_columns = [col[c] for c in (task.text_a, task.text_b) if c is not None]
+    augmenter = Augmenter(tokenizer, EmbeddingNeighbours(tokenizer, embeddings, args.top_k),
+                          MaskedLMCandidates(tokenizer, mlm, args.top_k) if mlm is not None else None,
+                          args.prob, args.seed)
+    augmenter.prepare([fields[c] for _, fields in rows for c in text_columns])
+    tmp = Path(f"{out}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        if header is not None:
+            f.write("\t".join(header) + "\n")
+        variants = []
+        for _, fields in tqdm(rows, desc=f"augment {task.name} x{args.n_aug}", unit="row"):
+            f.write("\t".join(fields) + "\n")
+            texts = {c: augmenter.variants(fields[c], args.n_aug) for c in text_columns}
+            for k in range(args.n_aug):
+                new = list(fields)
+                for c in text_columns:
+                    new[c] = texts[c][k]
+                variants.append("\t".join(new) + "\n")
+        f.writelines(variants)  # originals first, then the variants, as `prune --train-file` reads them
+    os.replace(tmp, out)
+    print(f"wrote {len(rows) * (1 + args.n_aug)} rows ({len(rows)} originals + {len(rows) * args.n_aug} variants) "
+          f"to {out} in {time.time() - started:.0f} s")
