@@ -101,3 +101,14 @@ def test_export_bench_predict_on_the_cli(tiny_model, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text_a": "ok"}\n{"text_a": \n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "bad.jsonl"))
     assert result.returncode == 2 and "bad.jsonl:2: not valid JSON" in result.stderr
+
+
+def test_onnx_export_matches_pytorch(tiny_model, tmp_path):
+    model = pruned_tiny(tiny_model)
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "exp"), "--onnx")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
+    assert (tmp_path / "exp" / "model.onnx").is_file()
+    assert report["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
