@@ -49,6 +49,9 @@ def main(argv=None) -> int:
             raise
         print(f"sparsebert {args.job}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"sparsebert {args.job}: interrupted", file=sys.stderr)
         return 130
