@@ -26,6 +26,7 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
         assert r["task"] == "mrpc" and r["score"] == r["f1"]
     table = (tmp_path / "results" / "table.md").read_text()
     assert "| mrpc | kap | 0.5 | 3 | 2 |" in table
+    assert (tmp_path / "results" / "trajectories.png").stat().st_size > 1000
     # a second run finds every job done and trains nothing
     stamp = (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns
     again = run_cli("experiment", str(path), "--dry-run")

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..plots import plot_trajectories
 from ..runio import read_json, write_json
 from ..tasks import get_task
 from . import finetune, prune
@@ -60,7 +61,7 @@ def expand(config: dict) -> list[dict]:
 
 def record(task_name: str, variant: str, sparsity: float, seed: int, metrics: dict, result: dict) -> dict:
     task = get_task(task_name)
-    return {"task": task.key, "variant": variant, "sparsity": sparsity, "seed": seed,
+    return {"task": task.name.lower(), "variant": variant, "sparsity": sparsity, "seed": seed,
             "steps": result["steps"], "metric": task.main_metric, "score": metrics[task.main_metric],
             "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"), **{k: v for k, v in metrics.items()},
             "final_score": (result.get("final") or metrics)[task.main_metric], "seconds": result["train_seconds"]}
@@ -118,6 +119,12 @@ def write_results(config: dict, out: Path) -> list[dict]:
                                   result["best"] or result["final"], result))
     write_json(out / "results.json", records)
     write_table(out / "table.md", records)
+    logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}": (runs / j["dir"] / "log.jsonl",
+                                                                         get_task(j["task"]).main_metric)
+            for j in expand(config) if (runs / j["dir"] / "metrics.json").is_file()}
+    if logs:
+        teachers = {r["task"]: r["score"] for r in records if r["variant"] == "teacher"}
+        plot_trajectories(logs, teachers, out / "trajectories.png")
     return records
 
 

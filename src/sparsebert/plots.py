@@ -1,0 +1,42 @@
+"""Plots of experiment grids: dev score along each run, and score against sparsity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def eval_trajectory(log_path: Path, metric: str) -> list[tuple[int, float, float]]:
+    """(step, sparsity, score) of each evaluation in a prune log."""
+    points = []
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if "eval" in record:
+            points.append((record["step"], record.get("sparsity", 0.0), record["eval"][metric]))
+    return points
+
+
+def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, float], path: Path) -> None:
+    """runs: label -> (log.jsonl, metric); teachers: task -> teacher score, drawn as lines."""
+    tasks = sorted({label.split(" ")[0] for label in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, (log, metric) in sorted(runs.items()):
+            if label.split(" ")[0] != task:
+                continue
+            points = eval_trajectory(log, metric)
+            ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
+        if task in teachers:
+            ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("dev score (main metric)")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
