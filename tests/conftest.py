@@ -1,5 +1,8 @@
+import contextlib
+import io
 import os
 import subprocess
+import traceback
 import sys
 from pathlib import Path
 
@@ -43,6 +46,26 @@ def tiny_teacher(tmp_path_factory, tiny_model) -> Path:
 
 
 def run_cli(*args, cwd=None, launcher=()) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *launcher, "-m", "sparsebert", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    """`sparsebert ARGS` as a user runs it: in this process (no start-up cost), or in new processes
+    under a launcher such as torchrun."""
+    if launcher:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run([sys.executable, *launcher, "-m", "sparsebert", *args], capture_output=True,
+                              text=True, cwd=cwd, env=env, timeout=600)
+    from sparsebert.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    try:
+        os.chdir(cwd or previous)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse errors
+                code = e.code
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
