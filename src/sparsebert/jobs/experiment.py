@@ -36,6 +36,7 @@ def add_arguments(p) -> None:
     p.add_argument("--only", default=None, help="run only these variants (comma-separated), in this order")
     p.add_argument("--tasks", default=None, help="run only jobs of these teachers (comma-separated)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are done")
+    p.add_argument("--collect", action="store_true", help="run nothing; gather finished jobs into the results")
 
 
 def load_config(path: str) -> dict:
@@ -72,6 +73,8 @@ def run(args) -> list[dict]:
     runs = Path(config["runs_dir"])
     out = Path(config["output"])
     out.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        return write_results(config, out)
     jobs = expand(config)
     if args.only:
         order = args.only.split(",")
@@ -129,11 +132,13 @@ def write_results(config: dict, out: Path) -> list[dict]:
 
 
 def write_table(path: Path, records: list[dict]) -> None:
+    """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the saved model (for
+    prune jobs the best dev evaluation at the target sparsity); `final score` is the last evaluation."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
-    lines = ["| task | variant | sparsity | steps | seeds | score (main metric) | accuracy | f1 | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | variant | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(values):
         values = [v for v in values if v is not None]
@@ -146,5 +151,5 @@ def write_table(path: Path, records: list[dict]) -> None:
     for (task, variant, sparsity, steps), rows in groups.items():
         lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell([r['score'] for r in rows])} "
                      f"({rows[0]['metric']}) | {cell([r['accuracy'] for r in rows])} | {cell([r['f1'] for r in rows])} "
-                     f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+                     f"| {cell([r['final_score'] for r in rows])} | {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")
