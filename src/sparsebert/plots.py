@@ -21,8 +21,11 @@ def eval_trajectory(log_path: Path, metric: str) -> list[tuple[int, float, float
     return points
 
 
-def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, float], path: Path) -> None:
-    """runs: label -> (log.jsonl, metric); teachers: task -> teacher score, drawn as lines."""
+def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, float], majority: dict[str, float],
+                      path: Path) -> None:
+    """runs: label -> (log.jsonl, metric); teachers and majority: task -> score, drawn as lines.
+
+    Each point is labelled with the sparsity reached at that evaluation."""
     tasks = sorted({label.split(" ")[0] for label in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -31,10 +34,14 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
                 continue
             points = eval_trajectory(log, metric)
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
+            for step, sparsity, score in points:
+                ax.annotate(f"{sparsity:.0%}", (step, score), fontsize=6, textcoords="offset points", xytext=(3, 3))
         if task in teachers:
             ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("dev score (main metric)")
+        if task in majority:
+            ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
+        ax.set_xlabel("optimiser step (labels: sparsity reached)")
+        ax.set_ylabel(f"dev {metric}")
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.tight_layout()
