@@ -115,3 +115,21 @@ def test_bad_row_in_user_data_names_file_and_line(tiny_model, tmp_path):
     result = run_cli("finetune", "--task", "rte", "--data-dir", str(data), "--model", str(tiny_model),
                      "--output", str(tmp_path / "o"))
     assert_clean_error(result, f"{data / 'train.tsv'}:3: 3 columns where RTE has 4")
+
+
+def test_run_writes_a_report(tiny_model, tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text("teacher: {max_train_samples: 32, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}\n"
+                      "prune: {max_train_samples: 32, max_steps: 4, batch_size: 16, save_every: 0}\n")
+    result = run_cli("run", "--task", "rte", "--preset", str(preset), "--model", str(tiny_model), "--sparsity", "0.8",
+                     "--output", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert {"teacher_score", "sparse_score", "retention", "sparsity", "wall_seconds"} <= set(report)
+    assert report["retention"] == pytest.approx(report["sparse_score"] / report["teacher_score"])
+    assert report["sparsity"] == pytest.approx(0.8, abs=0.002)
+    assert "retention" in result.stdout
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "student" / "masks.safetensors").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prune: {no_such_setting: 1}\n")
+    assert_clean_error(run_cli("run", "--preset", str(bad), "--output", str(tmp_path / "r2")), "no_such_setting")

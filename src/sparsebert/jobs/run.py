@@ -97,7 +97,8 @@ def run(args) -> dict:
     print(f"\n{task.name} ({metric}), preset {args.preset}, seed {args.seed}")
     for name, metrics in (("teacher", report["teacher_metrics"]), ("sparse", sparse_scores)):
         print(f"  {name:8} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    print(f"  retention {report['retention']:.3f}  sparsity {report['sparsity']:.3f}  "
+    retention = "n/a (teacher score 0)" if report["retention"] is None else f"{report['retention']:.3f}"
+    print(f"  retention {retention}  sparsity {report['sparsity']:.3f}  "
           f"non-zero encoder weights {report['encoder_nonzero']:,}  wall {wall / 60:.1f} min")
     print(f"  model: {out / 'student'}   report: {out / 'report.json'}")
     return report
