@@ -60,6 +60,15 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def batches_from(n: int, batch_size: int, seed: int, step: int):
+    """(epoch, global batch) from optimiser step `step` on, epoch after epoch: where a resumed run goes on."""
+    epoch, skip = divmod(step, steps_per_epoch(n, batch_size))
+    while True:
+        for indices in epoch_batches(n, batch_size, seed, epoch)[skip:]:
+            yield epoch, indices
+        epoch, skip = epoch + 1, 0
+
+
 def eval_batches(data: Encoded, batch_size: int):
     # Sorting by length keeps padding small; predictions are put back in file order by the caller.
     order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))

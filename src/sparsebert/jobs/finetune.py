@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint, distributed
-from ..data import collate, epoch_batches, steps_per_epoch
+from ..data import batches_from, collate
 from ..evaluation import evaluate
 from ..models import load_model, save_model
 from ..runio import JsonlLog, write_json
@@ -50,46 +50,42 @@ def run(args) -> dict:
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
     log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None, enabled=processes.main)
 
-    per_epoch = steps_per_epoch(len(train), args.batch_size)
-    epoch, skip = divmod(step, per_epoch)  # the position in the data order, from the step
     started = time.time() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"finetune {task.name}", unit="step", disable=not processes.main)
-    while step < steps:
-        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch)[skip:]:
-            tick = time.perf_counter()
-            local, share = processes.share(indices)
-            batch = common.to_device(collate(train, local), device)
-            with distributed.autocast(device, args.precision):
-                loss = common.task_loss(task, model(**common.model_inputs(batch)).logits.float(), batch["labels"])
-            common.check_training_state(loss, step, out)
-            scaler.scale(loss * share).backward()
-            distributed.average_gradients(model.parameters(), processes)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_seconds += time.perf_counter() - tick
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(step=step, epoch=epoch, loss=loss.item(), lr=scheduler.get_last_lr()[0])
-            if processes.main and (step % eval_every == 0 or step == steps):
-                metrics = evaluate(model, task, dev, args.eval_batch_size)
-                log.write(step=step, eval=metrics)
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                if common.is_better(task, metrics, best):
-                    best, best_step = metrics, step
-                    best_state = copy.deepcopy(model.state_dict())
-            if processes.main and args.save_every and step % args.save_every == 0 and step < steps:
-                trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
-                           "seconds": time.time() - started, "step_seconds": step_seconds}
-                checkpoint.save(out, step, model=model, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
-                                best_state=best_state, keep=args.keep_checkpoints)
-            if step == steps:
-                break
-        epoch, skip = epoch + 1, 0
+    for epoch, indices in batches_from(len(train), args.batch_size, args.seed, step):
+        if step == steps:
+            break
+        tick = time.perf_counter()
+        local, share = processes.share(indices)
+        batch = common.to_device(collate(train, local), device)
+        with distributed.autocast(device, args.precision):
+            loss = common.task_loss(task, model(**common.model_inputs(batch)).logits.float(), batch["labels"])
+        common.check_training_state(loss, step, out)
+        scaler.scale(loss * share).backward()
+        distributed.average_gradients(model.parameters(), processes)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_seconds += time.perf_counter() - tick
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        log.write(step=step, epoch=epoch, loss=loss.item(), lr=scheduler.get_last_lr()[0])
+        if processes.main and (step % eval_every == 0 or step == steps):
+            metrics = evaluate(model, task, dev, args.eval_batch_size)
+            log.write(step=step, eval=metrics)
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            if common.is_better(task, metrics, best):
+                best, best_step = metrics, step
+                best_state = copy.deepcopy(model.state_dict())
+        if processes.main and args.save_every and step % args.save_every == 0 and step < steps:
+            trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
+                       "seconds": time.time() - started, "step_seconds": step_seconds}
+            checkpoint.save(out, step, model=model, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
+                            best_state=best_state, keep=args.keep_checkpoints)
     bar.close()
     if not processes.main:
         distributed.finish(processes)

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint, distributed
-from ..data import collate, epoch_batches, steps_per_epoch
+from ..data import batches_from, collate
 from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
@@ -164,67 +164,63 @@ def run(args) -> dict:
         else:
             tqdm.write(f"teacher cache would take {need / 2**30:.1f} GiB > --cache-limit-gb; computing it live")
 
-    per_epoch = steps_per_epoch(len(train), args.batch_size)
-    epoch, skip = divmod(step, per_epoch)  # the position in the data order, from the step
     started = time.time() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"prune {task.name} to {args.sparsity:.0%}", unit="step", disable=not processes.main)
-    while step < steps:
-        for indices in epoch_batches(len(train), args.batch_size, args.seed, epoch)[skip:]:
-            tick = time.perf_counter()
-            local, share = processes.share(indices)
-            batch = common.to_device(collate(train, local), device)
-            inputs = common.model_inputs(batch)
-            with distributed.autocast(device, args.precision):
-                if teacher is None:
-                    logits = student(**inputs).logits.float()
-                    terms = {"task": common.task_loss(task, logits, batch["labels"])}
-                    loss = terms["task"]
+    for epoch, indices in batches_from(len(train), args.batch_size, args.seed, step):
+        if step == steps:
+            break
+        tick = time.perf_counter()
+        local, share = processes.share(indices)
+        batch = common.to_device(collate(train, local), device)
+        inputs = common.model_inputs(batch)
+        with distributed.autocast(device, args.precision):
+            if teacher is None:
+                logits = student(**inputs).logits.float()
+                terms = {"task": common.task_loss(task, logits, batch["labels"])}
+                loss = terms["task"]
+            else:
+                s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
+                if cache is not None:
+                    t_out = cache.batch(local, inputs["input_ids"].size(1), device)
                 else:
-                    s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
-                    if cache is not None:
-                        t_out = cache.batch(local, inputs["input_ids"].size(1), device)
-                    else:
-                        with torch.no_grad():
-                            t_out = (forward_with_internals(teacher, inputs, mapping) if full
-                                     else Outputs(teacher(**inputs).logits))
-                    terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
-                    loss = loss_fn.combine(terms)
-            common.check_training_state(loss, step, out)
-            scaler.scale(loss * share).backward()
-            distributed.average_gradients([p for _, p in params], processes)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
-            if pruner.step(step):
-                distributed.broadcast_masks(pruner, processes)
-            step_seconds += time.perf_counter() - tick
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
-            log.write(step=step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
-                      lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
-            if processes.main and (step % eval_every == 0 or step == steps):
-                metrics = evaluate(student, task, dev, args.eval_batch_size)
-                log.write(step=step, eval=metrics, sparsity=pruner.level)
-                bar.write(f"step {step} sparsity {pruner.level:.3f}: " +
-                          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                at_target = pruner.level >= args.sparsity
-                if at_target and common.is_better(task, metrics, best):
-                    best, best_step = metrics, step
-                    best_state = copy.deepcopy(student.state_dict())
-            if processes.main and args.save_every and step % args.save_every == 0 and step < steps:
-                trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
-                           "seconds": time.time() - started, "step_seconds": step_seconds}
-                checkpoint.save(out, step, model=student, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
-                                best_state=best_state, pruner=pruner, extra_modules=extra_modules,
-                                keep=args.keep_checkpoints)
-            if step == steps:
-                break
-        epoch, skip = epoch + 1, 0
+                    with torch.no_grad():
+                        t_out = (forward_with_internals(teacher, inputs, mapping) if full
+                                 else Outputs(teacher(**inputs).logits))
+                terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
+                loss = loss_fn.combine(terms)
+        common.check_training_state(loss, step, out)
+        scaler.scale(loss * share).backward()
+        distributed.average_gradients([p for _, p in params], processes)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
+        if pruner.step(step):
+            distributed.broadcast_masks(pruner, processes)
+        step_seconds += time.perf_counter() - tick
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
+        log.write(step=step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
+                  lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
+        if processes.main and (step % eval_every == 0 or step == steps):
+            metrics = evaluate(student, task, dev, args.eval_batch_size)
+            log.write(step=step, eval=metrics, sparsity=pruner.level)
+            bar.write(f"step {step} sparsity {pruner.level:.3f}: " +
+                      ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            at_target = pruner.level >= args.sparsity
+            if at_target and common.is_better(task, metrics, best):
+                best, best_step = metrics, step
+                best_state = copy.deepcopy(student.state_dict())
+        if processes.main and args.save_every and step % args.save_every == 0 and step < steps:
+            trainer = {"step": step, "best": best, "best_step": best_step, "metrics": metrics,
+                       "seconds": time.time() - started, "step_seconds": step_seconds}
+            checkpoint.save(out, step, model=student, optimizer=optimizer, scheduler=scheduler, trainer=trainer,
+                            best_state=best_state, pruner=pruner, extra_modules=extra_modules,
+                            keep=args.keep_checkpoints)
     bar.close()
     if not processes.main:
         distributed.finish(processes)
