@@ -1,6 +1,7 @@
 """torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
 
 import json
+import shutil
 
 import torch
 from safetensors.torch import load_file
@@ -39,7 +40,14 @@ def test_two_processes_match_one(tmp_path):
     steps = [json.loads(l)["step"] for l in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
     assert steps == list(range(1, 13))
 
-    # resuming with one process a run checkpointed by two
-    resumed = tmp_path / "resumed"
-    partial = run_cli(*[a if a != "12" else "6" for a in prune], "--output", str(resumed), launcher=TORCHRUN)
-    assert partial.returncode == 0, partial.stderr
+    # a run checkpointed by two processes, resumed by one: as if it had crashed after step 6
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "two", crashed)
+    for name in ("model.safetensors", "masks.safetensors", "metrics.json", "sparsity.json"):
+        (crashed / name).unlink()
+    resumed = run_cli(*prune, "--output", str(crashed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    w3 = load_file(str(crashed / "model.safetensors"))
+    for key in w2:
+        assert torch.allclose(w2[key], w3[key], atol=1e-4), key
+    assert json.loads((crashed / "metrics.json").read_text())["final"] == m2["final"]

@@ -78,7 +78,9 @@ def resumed_args(args):
         raise UserError(f"{config}: not found; --resume continues a run in its output folder")
     with open(config) as f:
         saved = yaml.safe_load(f)
-    settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, "resume": True}
+    # the folder is where the run is now, even if it was moved since
+    settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, "resume": True,
+                "output": args.output}
     return argparse.Namespace(**settings)
 
 
