@@ -1,7 +1,7 @@
 """Where the sparse engine's time goes: the CSR layers against everything else, at batch 1 and 32.
 
 Times the embedded MiniLM magnitude-pruned to 95% through the engine, then the same model with every
-SparseLinear replaced by a stand-in that only allocates its output (so what remains is embeddings,
+SparseLinear replaced by a stand-in that returns zeros (so what remains is embeddings,
 attention products, softmax, LayerNorm, GELU). Writes results/bench/profile.json.
 Usage: python benchmarks/profile_engine.py [THREADS]
 """
@@ -27,7 +27,7 @@ for batch in (1, 32):
     with torch.inference_mode():
         whole = median_ms(lambda: model(**inputs), 7, 2)
         original = SparseLinear.forward
-        SparseLinear.forward = lambda self, x: x.new_empty(*x.shape[:-1], self.out_features)
+        SparseLinear.forward = lambda self, x: x.new_zeros(*x.shape[:-1], self.out_features)
         try:
             rest = median_ms(lambda: model(**inputs), 7, 2)
         finally:
