@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from sparsebert.errors import UserError
-from sparsebert.models import load_model, save_model
+from sparsebert.models import copy_task_head, load_model, save_model
 from sparsebert.tasks import get_task
 
 
@@ -57,3 +57,21 @@ def test_missing_tokenizer_is_refused(tiny_model, tmp_path):
 def test_teacher_with_wrong_number_of_labels_is_refused(tiny_teacher):
     with pytest.raises(UserError, match="2 outputs but STS-B has 1"):
         load_model(str(tiny_teacher), get_task("stsb"), new_head=False)
+
+
+def test_student_head_from_the_teacher_copies_pooler_and_classifier_only(tiny_model, tiny_teacher, tmp_path):
+    from conftest import make_tiny_model
+
+    task = get_task("mrpc")
+    student, _, _ = load_model(str(tiny_model), task, new_head=True)
+    teacher, _, _ = load_model(str(tiny_teacher), task, new_head=False)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    copy_task_head(teacher, student)
+    after, source = student.state_dict(), teacher.state_dict()
+    head = [k for k in after if k.startswith(("bert.pooler.", "classifier."))]
+    assert len(head) == 4 and all(torch.equal(after[k], source[k]) for k in head)
+    assert any(not torch.equal(before[k], source[k]) for k in head)
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in head)
+    wide, _, _ = load_model(str(make_tiny_model(tmp_path / "wide", hidden=48)), task, new_head=True)
+    with pytest.raises(UserError, match="does not fit the student.*--student-head new"):
+        copy_task_head(teacher, wide)

@@ -40,11 +40,12 @@ def test_targets_are_the_six_encoder_linears_per_layer(tiny_model):
                          "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")]
 
 
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
-def test_masks_monotone_and_exact_at_every_event(tiny_model, allocation):
+def test_masks_monotone_and_exact_at_every_event(tiny_model, allocation, criterion):
     model = tiny(tiny_model)
     targets = find_targets(model)
-    pruner = build_pruner(targets, 0.9, start=0, end=50, events=10, allocation=allocation)
+    pruner = build_pruner(targets, 0.9, start=0, end=50, events=10, criterion=criterion, allocation=allocation)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     previous = {n: m.clone() for n, m in pruner.masks.items()}
     gen = torch.Generator().manual_seed(0)
@@ -52,7 +53,9 @@ def test_masks_monotone_and_exact_at_every_event(tiny_model, allocation):
         with torch.no_grad():  # weights move between events, as in training
             for m in targets.values():
                 m.weight.add_(torch.randn(m.weight.shape, generator=gen) * 0.01)
+                m.weight.grad = torch.randn(m.weight.shape, generator=gen)
         pruner.apply()
+        pruner.observe()
         if pruner.step(step):
             level = pruner.schedule.sparsity_at(step)
             if allocation == "uniform":
@@ -111,4 +114,48 @@ def test_state_dict_and_mask_file_round_trip(tiny_model, tmp_path):
     assert all((m.weight[~other.masks[n]] == 0).all() for n, m in other.targets.items())
     # continuing the schedule from the restored state gives the same next masks
     pruner.step(8), fresh.step(8)
+    assert all(torch.equal(fresh.masks[n], pruner.masks[n]) for n in pruner.masks)
+
+
+def test_taylor_keeps_small_weights_the_loss_depends_on():
+    layer = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 0.1], [0.5, 0.2]]))
+    pruner = build_pruner({"layer": layer}, 0.5, start=0, end=0, events=1, criterion="taylor")
+    pruner.prune_to(0.25)  # nothing observed yet: ranked by magnitude, so the smallest (0.1) goes
+    assert pruner.masks["layer"].tolist() == [[True, False], [True, True]]
+    decay = pruner.criterion.decay
+    for grad in ([[0.0, 9.0], [1.0, 30.0]], [[0.0, 9.0], [3.0, 0.0]]):
+        layer.weight.grad = torch.tensor(grad)
+        pruner.observe()
+    expected = torch.tensor([[0.0, 81.0], [decay * 1 + (1 - decay) * 9, decay * 900]])
+    assert torch.allclose(pruner.criterion.squared_grads["layer"], expected)
+    pruner.prune_to(0.5)
+    # scores w²·E[g²]: 1·0 for the largest weight, 0.25·(≈1.4) and 0.04·(≈855): the 0.2 weight and the
+    # 0.5 weight survive, the largest one goes; the weight removed before stays removed
+    assert pruner.masks["layer"].tolist() == [[False, False], [True, True]]
+    assert layer.weight[0].abs().sum() == 0
+
+
+def test_taylor_state_restores_the_same_next_masks(tiny_model):
+    def observed(model, steps, seed):
+        pruner = build_pruner(find_targets(model), 0.9, start=0, end=10, events=5, criterion="taylor")
+        gen = torch.Generator().manual_seed(seed)
+        for step in range(steps):
+            for m in pruner.targets.values():
+                m.weight.grad = torch.randn(m.weight.shape, generator=gen)
+            pruner.observe()
+            pruner.step(step)
+        return pruner
+
+    model, other = tiny(tiny_model), tiny(tiny_model)
+    pruner = observed(model, 7, seed=0)
+    fresh = observed(other, 3, seed=1)  # other gradients seen: other state
+    other.load_state_dict(model.state_dict())  # as a checkpoint restores the weights
+    fresh.load_state_dict(pruner.state_dict())
+    for p in (pruner, fresh):
+        for m in p.targets.values():
+            m.weight.grad = torch.ones_like(m.weight)
+        p.observe()
+        p.step(8)
     assert all(torch.equal(fresh.masks[n], pruner.masks[n]) for n in pruner.masks)

@@ -18,7 +18,8 @@ from conftest import run_cli
 def prune_cmd(tiny_model, teacher, out, *extra):
     return ["prune", "--teacher", str(teacher), "--student", str(tiny_model), "--output", str(out),
             "--max-train-samples", "96", "--max-steps", "36", "--batch-size", "8", "--sparsity", "0.9",
-            "--prune-events", "9", "--eval-every", "12", "--save-every", "4", "--learning-rate", "1e-3", *extra]
+            "--prune-events", "9", "--eval-every", "12", "--save-every", "4", "--learning-rate", "1e-3",
+            "--criterion", "taylor", *extra]  # the criterion with state (squared gradients) that must survive
 
 
 def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):

@@ -115,6 +115,19 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
     return model, tokenizer, path
 
 
+def copy_task_head(source, target) -> None:
+    """Copies the weights outside the embeddings and the transformer layers (pooler, classifier)."""
+    prefix = target.base_model_prefix
+    body = (f"{prefix}.embeddings.", f"{prefix}.encoder.")
+    source_state = source.state_dict()
+    head = {k: v for k, v in target.state_dict().items() if not k.startswith(body)}
+    mismatched = [k for k, v in head.items() if k not in source_state or source_state[k].shape != v.shape]
+    if mismatched:
+        raise UserError(f"the teacher's task head does not fit the student ({mismatched[0]}); "
+                        "use --student-head new")
+    target.load_state_dict({k: source_state[k] for k in head}, strict=False)
+
+
 def save_model(model, tokenizer, output_dir: Path) -> None:
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)

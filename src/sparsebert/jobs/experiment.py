@@ -10,8 +10,11 @@ Config:
     runs_dir: runs/recipe           # models and logs (not committed)
     teachers:                       # finetune settings per teacher name
       mrpc: {task: mrpc, epochs: 3}
+    augmented:                      # optional: `sparsebert augment` settings per training set name
+      mrpc-x4: {task: mrpc, n_aug: 4}
     jobs:                           # expanded over seeds x sparsities
       - {variant: naive, teacher: mrpc, seeds: [42], sparsities: [0.95], prune: {max_steps: 500}}
+      - {variant: aug, teacher: mrpc, train: mrpc-x4}   # prune --train-file <the augmented set>
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..errors import UserError
 from ..plots import plot_trajectories
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
-from . import finetune, prune
+from . import augment, finetune, prune
 from .run import job_args
 
 
@@ -92,6 +95,8 @@ def run(args) -> list[dict]:
             settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
                         "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
                         "teacher": teacher}
+            if "train" in job:
+                settings["train_file"] = ensure_augmented(config, job["train"], args)
             prune.run(job_args(prune, settings, job["variant"], args.config))
         write_results(config, out)
     return write_results(config, out)
@@ -103,6 +108,17 @@ def ensure_teacher(config: dict, name: str, args) -> str:
         finetune.run(job_args(finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True},
                               "teacher", args.config))
     return str(folder)
+
+
+def ensure_augmented(config: dict, name: str, args) -> str:
+    sets = config.get("augmented") or {}
+    if name not in sets:
+        raise UserError(f"{args.config}: a job trains on '{name}', which 'augmented:' does not define")
+    path = Path(config["runs_dir"]) / f"augmented-{name}.tsv"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        augment.run(job_args(augment, {**sets[name], "output": str(path)}, "augmented", args.config))
+    return str(path)
 
 
 def write_results(config: dict, out: Path) -> list[dict]:

@@ -21,7 +21,7 @@ from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_int
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
-from ..models import load_model, save_model
+from ..models import copy_task_head, load_model, save_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.allocation import ALLOCATIONS
 from ..pruning.criterion import CRITERIA
@@ -51,6 +51,9 @@ def add_arguments(p) -> None:
     p.add_argument("--train-file", default=None, help="training TSV of the task's format (e.g. augmented)")
     p.add_argument("--init", choices=["pretrained", "teacher"], default="pretrained",
                    help="pretrained: prune the pre-trained encoder (paper); teacher: prune the fine-tuned model")
+    p.add_argument("--student-head", choices=["new", "teacher"], default="new",
+                   help="new: a freshly initialised classifier (paper); teacher: start the student's pooler and "
+                        "classifier from the teacher's, which read the hidden states the student is taught")
     p.add_argument("--no-teacher", action="store_true", help="baseline: magnitude pruning during fine-tuning on labels")
     p.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
                    help="compute the teacher's outputs once and reuse them (default: on, where it fits)")
@@ -81,6 +84,8 @@ def check_args(args) -> None:
         raise UserError("give --teacher MODEL (a model fine-tuned on the task) or --no-teacher, not both or neither")
     if args.no_teacher and args.init == "teacher":
         raise UserError("--init teacher needs --teacher")
+    if args.student_head == "teacher" and args.no_teacher:
+        raise UserError("--student-head teacher needs --teacher")
     parse_weights(args.loss_weights)
 
 
@@ -108,6 +113,8 @@ def run(args) -> dict:
     else:
         student, tokenizer, student_path = load_model(args.student, task, new_head=True)
     mapping = check_pair(student, tokenizer, teacher, teacher_tok, args.distill) if teacher is not None else None
+    if args.student_head == "teacher" and args.init == "pretrained":
+        copy_task_head(teacher, student)
     train, dev = common.load_train_dev(args, tokenizer, args.train_file)
     processes, device = distributed.start(args.device)
     out = common.start_run(args, {"job": "prune", **vars(args), "student_path": student_path}, processes.main)
@@ -192,6 +199,7 @@ def run(args) -> dict:
         scaler.scale(loss * share).backward()
         distributed.average_gradients([p for _, p in params], processes)
         scaler.unscale_(optimizer)
+        pruner.observe()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         scaler.step(optimizer)
         scaler.update()

@@ -30,6 +30,10 @@ class Pruner:
         for name, module in self.targets.items():
             module.weight.mul_(self.masks[name])
 
+    def observe(self) -> None:
+        """Lets the criterion see this step's gradients; called after backward, before the optimiser step."""
+        self.criterion.observe(self.targets)
+
     @torch.no_grad()
     def prune_to(self, sparsity: float) -> None:
         scores = {name: self.criterion.scores(name, m.weight) for name, m in self.targets.items()}
