@@ -42,7 +42,9 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     assert (tmp_path / "results" / "trajectories.png").stat().st_size > 1000
     # a second run finds every job done and trains nothing
     stamp = (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns
+    results_stamp = (tmp_path / "results" / "results.json").stat().st_mtime_ns
     again = run_cli("experiment", str(path), "--dry-run")
     assert again.returncode == 0 and again.stdout.count("done") == 4
+    assert (tmp_path / "results" / "results.json").stat().st_mtime_ns == results_stamp, "a dry run wrote results"
     assert run_cli("experiment", str(path)).returncode == 0
     assert (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns == stamp

@@ -75,7 +75,6 @@ def run(args) -> list[dict]:
     config = load_config(args.config)
     runs = Path(config["runs_dir"])
     out = Path(config["output"])
-    out.mkdir(parents=True, exist_ok=True)
     if args.collect:
         return write_results(config, out)
     jobs = expand(config)
@@ -84,13 +83,13 @@ def run(args) -> list[dict]:
         jobs = sorted((j for j in jobs if j["variant"] in order), key=lambda j: order.index(j["variant"]))
     if args.tasks:
         jobs = [j for j in jobs if j["teacher"] in args.tasks.split(",")]
+    if args.dry_run:  # lists, writes nothing
+        for job in jobs:
+            print(f"{'done' if (runs / job['dir'] / 'metrics.json').is_file() else 'todo'}  {job['dir']}")
+        return []
     for job in jobs:
         folder = runs / job["dir"]
-        done = (folder / "metrics.json").is_file()
-        if args.dry_run:
-            print(f"{'done' if done else 'todo'}  {job['dir']}")
-            continue
-        if not done:
+        if not (folder / "metrics.json").is_file():
             teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(config, job["teacher"], args)
             settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
                         "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
@@ -124,6 +123,7 @@ def ensure_augmented(config: dict, name: str, args) -> str:
 def write_results(config: dict, out: Path) -> list[dict]:
     """Gathers every finished job of the grid (whoever ran it) into results.json and table.md."""
     runs = Path(config["runs_dir"])
+    out.mkdir(parents=True, exist_ok=True)
     records = []
     for name, settings in config["teachers"].items():
         path = runs / f"teacher-{name}" / "metrics.json"
