@@ -1,8 +1,12 @@
 import json
+import os
+import subprocess
+import sys
 
 import yaml
 
 from conftest import run_cli
+from sparsebert.jobs.experiment import claim, release
 from sparsebert.tasks import get_task, task_file
 
 
@@ -48,3 +52,35 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     assert (tmp_path / "results" / "results.json").stat().st_mtime_ns == results_stamp, "a dry run wrote results"
     assert run_cli("experiment", str(path)).returncode == 0
     assert (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_a_claim_belongs_to_one_live_process(tmp_path):
+    job = tmp_path / "job"
+    assert claim(job) and not claim(job)
+    release(job)
+    assert claim(job)
+    release(job)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "job.claim").write_text(str(gone.pid))  # left by a process that died mid-job
+    assert claim(job) and (tmp_path / "job.claim").read_text() == str(os.getpid())
+
+
+def test_two_processes_share_a_grid_without_repeating_a_job(tiny_model, tmp_path):
+    config = {
+        "name": "shared", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+        "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                              "batch_size": 16}},
+        "prune_defaults": {"student": str(tiny_model), "max_train_samples": 32, "max_steps": 2, "batch_size": 16},
+        "jobs": [{"variant": "kap", "teacher": "mrpc", "seeds": [1, 2], "sparsities": [0.5, 0.8]}],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    procs = [subprocess.Popen([sys.executable, "-m", "sparsebert", "experiment", str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    ran = [line.split(":")[0] for out in outputs for line in out.splitlines() if line.endswith(": running")]
+    assert sorted(ran) == sorted(f"kap-mrpc-s{s:g}-seed{seed}" for seed in (1, 2) for s in (0.5, 0.8))
+    assert len(json.loads((tmp_path / "results" / "results.json").read_text())) == 5
+    assert not list((tmp_path / "runs").glob("*.claim"))

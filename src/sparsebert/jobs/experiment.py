@@ -1,7 +1,8 @@
 """sparsebert experiment: a grid of finetune/prune jobs from a YAML file, resumable, with tables and plots.
 
 Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, so a
-long grid survives interruptions and can be spread over several sittings. After every job the
+long grid survives interruptions and can be spread over several sittings, and several processes can
+work through one grid side by side (each job is claimed by one of them). After every job the
 records are gathered into `<output>/results.json`, a markdown table and a plot.
 
 Config:
@@ -15,19 +16,22 @@ Config:
     jobs:                           # expanded over seeds x sparsities
       - {variant: naive, teacher: mrpc, seeds: [42], sparsities: [0.95], prune: {max_steps: 500}}
       - {variant: aug, teacher: mrpc, train: mrpc-x4}   # prune --train-file <the augmented set>
+      - {variant: naive, teacher: mrpc, steps: [1000, 2000]}  # run lengths: a score-against-steps plot
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
+import time
 from pathlib import Path
 
 import yaml
 
 from ..errors import UserError
-from ..plots import plot_trajectories
+from ..plots import plot_budget, plot_trajectories
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
 from . import augment, finetune, prune
@@ -56,10 +60,13 @@ def load_config(path: str) -> dict:
 def expand(config: dict) -> list[dict]:
     jobs = []
     for spec in config["jobs"]:
-        for seed, sparsity in itertools.product(spec.get("seeds", [42]), spec.get("sparsities", [0.95])):
+        for seed, sparsity, steps in itertools.product(spec.get("seeds", [42]), spec.get("sparsities", [0.95]),
+                                                       spec.get("steps", [None])):
             teacher = spec["teacher"]
-            jobs.append({**spec, "seed": seed, "sparsity": sparsity, "task": config["teachers"][teacher]["task"],
-                         "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}"})
+            length = f"-{steps}steps" if steps else ""  # `steps:` lists run lengths, each its own job
+            jobs.append({**spec, "seed": seed, "sparsity": sparsity, "steps": steps,
+                         "task": config["teachers"][teacher]["task"],
+                         "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}{length}"})
     return jobs
 
 
@@ -89,23 +96,74 @@ def run(args) -> list[dict]:
         return []
     for job in jobs:
         folder = runs / job["dir"]
-        if not (folder / "metrics.json").is_file():
-            teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(config, job["teacher"], args)
-            settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
-                        "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
-                        "teacher": teacher}
-            if "train" in job:
-                settings["train_file"] = ensure_augmented(config, job["train"], args)
-            prune.run(job_args(prune, settings, job["variant"], args.config))
+        if not (folder / "metrics.json").is_file() and claim(folder):
+            print(f"{job['dir']}: running", flush=True)
+            try:
+                run_job(config, job, folder, args)
+            finally:
+                release(folder)
         write_results(config, out)
     return write_results(config, out)
 
 
+def run_job(config: dict, job: dict, folder: Path, args) -> None:
+    teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(config, job["teacher"], args)
+    settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
+                "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
+                "teacher": teacher}
+    if job["steps"]:
+        settings["max_steps"] = job["steps"]
+    if "train" in job:
+        settings["train_file"] = ensure_augmented(config, job["train"], args)
+    prune.run(job_args(prune, settings, job["variant"], args.config))
+
+
+def claim(folder: Path) -> bool:
+    """Several processes can work through one grid side by side: each job goes to the one that creates
+    its claim file first (atomically, naming its process id). A claim whose process is gone is taken over."""
+    lock = folder.with_name(folder.name + ".claim")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # its process is running the job
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            try:  # of several processes finding it stale, one renames it away and retries
+                os.rename(lock, f"{lock}.stale-{os.getpid()}")
+                os.unlink(f"{lock}.stale-{os.getpid()}")
+            except FileNotFoundError:
+                pass
+            return claim(folder)
+        except PermissionError:  # a live process of another user
+            return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def release(folder: Path) -> None:
+    folder.with_name(folder.name + ".claim").unlink(missing_ok=True)
+
+
+def made_once(target: Path, done: Path, make) -> None:
+    """Calls make() unless `done` exists; while another process of the grid makes `target`, waits for it."""
+    while not done.is_file():
+        if claim(target):
+            try:
+                if not done.is_file():
+                    make()
+            finally:
+                release(target)
+        else:
+            time.sleep(5)
+
+
 def ensure_teacher(config: dict, name: str, args) -> str:
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
-    if not (folder / "metrics.json").is_file():
-        finetune.run(job_args(finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True},
-                              "teacher", args.config))
+    made_once(folder, folder / "metrics.json", lambda: finetune.run(job_args(
+        finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config)))
     return str(folder)
 
 
@@ -114,9 +172,8 @@ def ensure_augmented(config: dict, name: str, args) -> str:
     if name not in sets:
         raise UserError(f"{args.config}: a job trains on '{name}', which 'augmented:' does not define")
     path = Path(config["runs_dir"]) / f"augmented-{name}.tsv"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        augment.run(job_args(augment, {**sets[name], "output": str(path)}, "augmented", args.config))
+    made_once(path, path, lambda: augment.run(job_args(augment, {**sets[name], "output": str(path)}, "augmented",
+                                                 args.config)))
     return str(path)
 
 
@@ -152,6 +209,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
                 majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
         plot_trajectories(logs, teachers, majority, out / "trajectories.png")
+        plot_budget([{**r, "shown": r[shown(get_task(r["task"]))]} for r in records if r["variant"] != "teacher"],
+                    teachers, majority, out / "steps.png")
     return records
 
 
