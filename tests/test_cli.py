@@ -133,3 +133,16 @@ def test_run_writes_a_report(tiny_model, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("prune: {no_such_setting: 1}\n")
     assert_clean_error(run_cli("run", "--preset", str(bad), "--output", str(tmp_path / "r2")), "no_such_setting")
+
+
+def test_small_dense_student_distils_through_a_projection(tiny_model, tiny_teacher, tmp_path):
+    out = tmp_path / "small"
+    result = run_cli("prune", "--teacher", str(tiny_teacher), "--student", str(tiny_model), "--output", str(out),
+                     "--max-train-samples", "32", "--max-steps", "3", "--batch-size", "16", "--sparsity", "0",
+                     "--student-layers", "1", "--student-hidden", "16", "--save-every", "0")
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (1, 16)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["hidden"] > 0 and r["attention"] > 0 for r in log if "loss" in r)
+    assert json.loads((out / "sparsity.json").read_text())["targets"]["sparsity"] == 0

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from sparsebert.errors import UserError
-from sparsebert.models import copy_task_head, load_model, save_model
+from sparsebert.models import copy_task_head, load_model, save_model, shrink_model
 from sparsebert.tasks import get_task
 
 
@@ -75,3 +75,28 @@ def test_student_head_from_the_teacher_copies_pooler_and_classifier_only(tiny_mo
     wide, _, _ = load_model(str(make_tiny_model(tmp_path / "wide", hidden=48)), task, new_head=True)
     with pytest.raises(UserError, match="does not fit the student.*--student-head new"):
         copy_task_head(teacher, wide)
+
+
+def test_shrunk_student_is_cut_from_the_pretrained_weights(tiny_model):
+    # tiny_model: 2 layers, hidden 32, FFN 64, 4 heads of 8 dimensions
+    model, _, _ = load_model(str(tiny_model), get_task("mrpc"), new_head=True)
+    model.eval()
+    batch = {"input_ids": torch.randint(1000, 2000, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    same = shrink_model(model, 2, 32).eval()
+    with torch.no_grad():
+        assert torch.equal(same(**batch).logits, model(**batch).logits)
+
+    small = shrink_model(model, 1, 16)
+    assert (small.config.num_hidden_layers, small.config.hidden_size, small.config.intermediate_size,
+            small.config.num_attention_heads) == (1, 16, 32, 4)
+    big, cut = model.state_dict(), small.state_dict()
+    heads = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27])  # 4 leading dims per head
+    layer = "bert.encoder.layer"
+    assert torch.equal(cut[f"{layer}.0.attention.self.query.weight"], big[f"{layer}.1.attention.self.query.weight"][heads, :16])
+    assert torch.equal(cut[f"{layer}.0.attention.output.dense.weight"], big[f"{layer}.1.attention.output.dense.weight"][:16][:, heads])
+    assert torch.equal(cut[f"{layer}.0.intermediate.dense.weight"], big[f"{layer}.1.intermediate.dense.weight"][:32, :16])
+    assert torch.equal(cut["bert.embeddings.word_embeddings.weight"], big["bert.embeddings.word_embeddings.weight"][:, :16])
+    with pytest.raises(UserError, match="--student-hidden 10: give a multiple of the 4 heads"):
+        shrink_model(model, 1, 10)
+    with pytest.raises(UserError, match="--student-layers 3: give a divisor"):
+        shrink_model(model, 3, 16)

@@ -8,7 +8,9 @@ safetensors only: a pickle checkpoint can run code when loaded.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -126,6 +128,48 @@ def copy_task_head(source, target) -> None:
         raise UserError(f"the teacher's task head does not fit the student ({mismatched[0]}); "
                         "use --student-head new")
     target.load_state_dict({k: source_state[k] for k in head}, strict=False)
+
+
+_HEAD_ROWS = re.compile(r"attention\.self\.(query|key|value)\.(weight|bias)$")  # output: heads x head dims
+_HEAD_COLUMNS = re.compile(r"attention\.output\.dense\.weight$")  # input: heads x head dims
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def shrink_model(model, layers: int, hidden: int):
+    """A smaller dense copy of `model`, cut from its weights where shapes allow (the small-dense baseline).
+
+    Layer m (1-based) of the copy starts from layer k*m of the original (k = depth / layers), the layer
+    that distillation teaches it from; the number of heads stays, each head keeps its leading dimensions;
+    the hidden and FFN axes keep their leading entries (the FFN keeps the original's ratio to hidden).
+    """
+    config = model.config
+    if config.num_hidden_layers % layers or not 0 < layers <= config.num_hidden_layers:
+        raise UserError(f"--student-layers {layers}: give a divisor of the model's {config.num_hidden_layers} layers")
+    if hidden % config.num_attention_heads or not 0 < hidden <= config.hidden_size:
+        raise UserError(f"--student-hidden {hidden}: give a multiple of the {config.num_attention_heads} heads, "
+                        f"at most {config.hidden_size}")
+    k = config.num_hidden_layers // layers
+    small_config = copy.deepcopy(config)
+    small_config.num_hidden_layers, small_config.hidden_size = layers, hidden
+    small_config.intermediate_size = config.intermediate_size * hidden // config.hidden_size
+    small = type(model)(small_config)
+    head_dim, small_head_dim = config.hidden_size // config.num_attention_heads, hidden // config.num_attention_heads
+    per_head = torch.cat([torch.arange(h * head_dim, h * head_dim + small_head_dim)
+                          for h in range(config.num_attention_heads)])
+    original = model.state_dict()
+    state = {}
+    for name, tensor in small.state_dict().items():
+        source_name = _LAYER.sub(lambda m: f".layer.{k * (int(m.group(1)) + 1) - 1}.", name)
+        source = original[source_name]
+        for dim, size in enumerate(tensor.shape):
+            if source.shape[dim] == size:
+                continue
+            heads = (dim == 0 and _HEAD_ROWS.search(name)) or (dim == 1 and _HEAD_COLUMNS.search(name))
+            index = per_head if heads else torch.arange(size)
+            source = source.index_select(dim, index)
+        state[name] = source.clone()
+    small.load_state_dict(state)
+    return small
 
 
 def save_model(model, tokenizer, output_dir: Path) -> None:

@@ -21,7 +21,7 @@ from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_int
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
-from ..models import copy_task_head, load_model, save_model
+from ..models import copy_task_head, load_model, save_model, shrink_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.allocation import ALLOCATIONS
 from ..pruning.criterion import CRITERIA
@@ -54,6 +54,10 @@ def add_arguments(p) -> None:
     p.add_argument("--student-head", choices=["new", "teacher"], default="new",
                    help="new: a freshly initialised classifier (paper); teacher: start the student's pooler and "
                         "classifier from the teacher's, which read the hidden states the student is taught")
+    p.add_argument("--student-layers", type=int, default=None,
+                   help="train a smaller dense student cut from --student: this many layers (small-dense baseline)")
+    p.add_argument("--student-hidden", type=int, default=None,
+                   help="... and this hidden size (a multiple of the number of heads)")
     p.add_argument("--no-teacher", action="store_true", help="baseline: magnitude pruning during fine-tuning on labels")
     p.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
                    help="compute the teacher's outputs once and reuse them (default: on, where it fits)")
@@ -112,6 +116,9 @@ def run(args) -> dict:
         student, tokenizer, student_path = load_model(args.teacher, task, new_head=False)
     else:
         student, tokenizer, student_path = load_model(args.student, task, new_head=True)
+    if args.student_layers or args.student_hidden:
+        student = shrink_model(student, args.student_layers or student.config.num_hidden_layers,
+                               args.student_hidden or student.config.hidden_size)
     mapping = check_pair(student, tokenizer, teacher, teacher_tok, args.distill) if teacher is not None else None
     if args.student_head == "teacher" and args.init == "pretrained":
         copy_task_head(teacher, student)
