@@ -46,6 +46,9 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     assert (tmp_path / "results" / "trajectories.png").stat().st_size > 1000
     # a second run finds every job done and trains nothing
     stamp = (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns
+    listed = run_cli("experiment", str(path), "--dry-run", "--only", "no-teacher,kap-mrpc-s0.5-seed2")
+    assert [line.split()[1] for line in listed.stdout.splitlines()] == ["no-teacher-mrpc-s0.5-seed42",
+                                                                        "kap-mrpc-s0.5-seed2"]
     results_stamp = (tmp_path / "results" / "results.json").stat().st_mtime_ns
     again = run_cli("experiment", str(path), "--dry-run")
     assert again.returncode == 0 and again.stdout.count("done") == 4

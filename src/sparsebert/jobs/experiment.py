@@ -40,7 +40,8 @@ from .run import job_args
 
 def add_arguments(p) -> None:
     p.add_argument("config", help="experiment YAML (see src/sparsebert/experiments/)")
-    p.add_argument("--only", default=None, help="run only these variants (comma-separated), in this order")
+    p.add_argument("--only", default=None,
+                   help="run only these variants or jobs (names as --dry-run lists them; comma-separated), in this order")
     p.add_argument("--tasks", default=None, help="run only jobs of these teachers (comma-separated)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are done")
     p.add_argument("--collect", action="store_true", help="run nothing; gather finished jobs into the results")
@@ -87,7 +88,8 @@ def run(args) -> list[dict]:
     jobs = expand(config)
     if args.only:
         order = args.only.split(",")
-        jobs = sorted((j for j in jobs if j["variant"] in order), key=lambda j: order.index(j["variant"]))
+        position = lambda j: order.index(j["dir"] if j["dir"] in order else j["variant"])
+        jobs = sorted((j for j in jobs if j["variant"] in order or j["dir"] in order), key=position)
     if args.tasks:
         jobs = [j for j in jobs if j["teacher"] in args.tasks.split(",")]
     if args.dry_run:  # lists, writes nothing
