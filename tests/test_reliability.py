@@ -27,8 +27,10 @@ def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
+    # the same number of threads as the in-process runs: another reduction order would change the bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *prune_cmd(tiny_model, tiny_teacher, out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while not (out / "checkpoint-12").is_dir() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

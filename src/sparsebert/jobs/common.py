@@ -34,7 +34,7 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=lr)
     p.add_argument("--head-learning-rate", type=float, default=None,
-                   help="learning rate of the new task head (default: --learning-rate)")
+                   help="learning rate of the new task head (default %(default)s; None: --learning-rate)")
     p.add_argument("--lr-schedule", choices=["linear", "constant"], default=schedule)
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps for linear LR warm-up")
     p.add_argument("--weight-decay", type=float, default=0.01)
