@@ -1,4 +1,4 @@
-"""Plots of experiment grids: dev score along each run, and score against the run's length."""
+"""Plots of experiment grids: dev score along each run, and score against run length or sparsity."""
 
 from __future__ import annotations
 
@@ -50,33 +50,38 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
     plt.close(fig)
 
 
-def plot_budget(records: list[dict], teachers: dict[str, float], majority: dict[str, float], path: Path) -> None:
-    """What a budget buys: each (task, variant, sparsity) run at several lengths, its score (`shown`, mean
-    over seeds with the standard deviation as error bar) against the number of optimiser steps.
-    Draws nothing, and removes an old plot, when no such group exists."""
-    groups: dict[tuple, dict[int, list[float]]] = {}
+def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majority: dict[str, float],
+                path: Path) -> None:
+    """Score against one setting of the jobs (`axis`: "steps", what a budget buys, or "sparsity", how the
+    score degrades): one line per group of runs equal in everything else, the mean of `shown` over seeds
+    with the standard deviation as error bar. Draws nothing, and removes an old plot, when no group has
+    two values of `axis`."""
+    other = "sparsity" if axis == "steps" else "steps"
+    groups: dict[tuple, dict[float, list[float]]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["variant"], r["sparsity"]), {}).setdefault(r["steps"], []).append(r["shown"])
-    groups = {key: by_steps for key, by_steps in groups.items() if len(by_steps) > 1}
+        groups.setdefault((r["task"], r["variant"], r[other]), {}).setdefault(r[axis], []).append(r["shown"])
+    groups = {key: by_value for key, by_value in groups.items() if len(by_value) > 1}
     if not groups:
         path.unlink(missing_ok=True)
         return
     tasks = sorted({task for task, _, _ in groups})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for (group_task, variant, sparsity), by_steps in sorted(groups.items()):
+        for (group_task, variant, fixed), by_value in sorted(groups.items()):
             if group_task != task:
                 continue
-            steps = sorted(by_steps)
-            means = [statistics.mean(by_steps[s]) for s in steps]
-            errors = [statistics.stdev(by_steps[s]) if len(by_steps[s]) > 1 else 0.0 for s in steps]
-            ax.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=f"{variant} {sparsity:.0%}")
+            xs = sorted(by_value)
+            means = [statistics.mean(by_value[x]) for x in xs]
+            errors = [statistics.stdev(by_value[x]) if len(by_value[x]) > 1 else 0.0 for x in xs]
+            label = f"{variant}, {fixed:.0%} sparse" if other == "sparsity" else f"{variant}, {fixed} steps"
+            ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=label)
         if task in teachers:
             ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
         if task in majority:
             ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("optimiser steps in the run")
+        if axis == "steps":
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel("optimiser steps in the run" if axis == "steps" else "sparsity of the pruned matrices")
         ax.set_ylabel("dev score of the saved model")
         ax.set_title(task)
         ax.legend(fontsize=7)

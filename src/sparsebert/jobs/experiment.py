@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..plots import plot_budget, plot_trajectories
+from ..plots import plot_curves, plot_trajectories
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
 from . import augment, finetune, prune
@@ -211,8 +211,9 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
                 majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
         plot_trajectories(logs, teachers, majority, out / "trajectories.png")
-        plot_budget([{**r, "shown": r[shown(get_task(r["task"]))]} for r in records if r["variant"] != "teacher"],
-                    teachers, majority, out / "steps.png")
+        pruned = [{**r, "shown": r[shown(get_task(r["task"]))]} for r in records if r["variant"] != "teacher"]
+        plot_curves(pruned, "steps", teachers, majority, out / "steps.png")
+        plot_curves(pruned, "sparsity", teachers, majority, out / "sparsity.png")
     return records
 
 
