@@ -129,7 +129,10 @@ def claim(folder: Path) -> bool:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         try:
-            os.kill(int(lock.read_text() or 0), 0)
+            owner = lock.read_text()
+            if not owner:
+                return False  # its process created it an instant ago and is writing its id
+            os.kill(int(owner), 0)
             return False  # its process is running the job
         except (ProcessLookupError, ValueError, FileNotFoundError):
             try:  # of several processes finding it stale, one renames it away and retries
