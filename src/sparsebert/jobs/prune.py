@@ -66,7 +66,8 @@ def add_arguments(p) -> None:
                    help="train a smaller dense student cut from --student: this many layers (small-dense baseline)")
     p.add_argument("--student-hidden", type=int, default=None,
                    help="... and this hidden size (a multiple of the number of heads)")
-    p.add_argument("--no-teacher", action="store_true", help="baseline: magnitude pruning during fine-tuning on labels")
+    p.add_argument("--no-teacher", action="store_true", help="baseline: pruning during ordinary fine-tuning on the labels, no teacher (the paper's: "
+                        "with --criterion magnitude)")
     p.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
                    help="compute the teacher's outputs once and reuse them (default: on, where it fits)")
     p.add_argument("--cache-limit-gb", type=float, default=8.0, help="largest teacher cache kept in memory")
