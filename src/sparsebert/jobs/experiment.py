@@ -202,7 +202,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
     write_table(out / "table.md", records)
     # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
     shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
-    logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}":
+    logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}"
+            + (f" {j['steps']} steps" if j["steps"] else ""):
             (runs / j["dir"] / "log.jsonl", shown(get_task(j["task"])))
             for j in expand(config) if (runs / j["dir"] / "metrics.json").is_file()}
     if logs:
