@@ -1,7 +1,7 @@
 """sparsebert run: the main job. Fine-tune a teacher, prune at distilling, report both.
 
-Settings come from a preset (presets/*.yaml: `quick` fits 30 minutes on a 2-core CPU, `paper`
-follows METHOD.md); every other setting is the default of `finetune` and `prune`.
+Settings come from a preset (presets/*.yaml: `quick`, the teacher and 500 pruning steps, sized for a
+2-core CPU; `paper`, METHOD.md's recipe); every other setting is the default of `finetune` and `prune`.
 """
 
 from __future__ import annotations
