@@ -22,6 +22,14 @@ def eval_trajectory(log_path: Path, metric: str) -> list[tuple[int, float, float
     return points
 
 
+def reference_lines(ax, task: str, teachers: dict[str, float], majority: dict[str, float]) -> None:
+    """The teacher's and the majority class's scores on `task`, as horizontal lines."""
+    if task in teachers:
+        ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
+    if task in majority:
+        ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
+
+
 def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, float], majority: dict[str, float],
                       path: Path) -> None:
     """runs: label -> (log.jsonl, metric); teachers and majority: task -> score, drawn as lines.
@@ -37,10 +45,7 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
             for step, sparsity, score in points:
                 ax.annotate(f"{sparsity:.0%}", (step, score), fontsize=6, textcoords="offset points", xytext=(3, 3))
-        if task in teachers:
-            ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
-        if task in majority:
-            ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
+        reference_lines(ax, task, teachers, majority)
         ax.set_xlabel("optimiser step (labels: sparsity reached)")
         ax.set_ylabel(f"dev {metric}")
         ax.set_title(task)
@@ -75,10 +80,7 @@ def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majo
             errors = [statistics.stdev(by_value[x]) if len(by_value[x]) > 1 else 0.0 for x in xs]
             label = f"{variant}, {fixed:.0%} sparse" if other == "sparsity" else f"{variant}, {fixed} steps"
             ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=label)
-        if task in teachers:
-            ax.axhline(teachers[task], color="black", ls="--", lw=1, label="teacher")
-        if task in majority:
-            ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
+        reference_lines(ax, task, teachers, majority)
         if axis == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xlabel("optimiser steps in the run" if axis == "steps" else "sparsity of the pruned matrices")
