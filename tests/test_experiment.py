@@ -44,6 +44,19 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     table = (tmp_path / "results" / "table.md").read_text()
     assert "| mrpc | kap | 0.5 | 3 | 2 |" in table
     assert (tmp_path / "results" / "trajectories.png").stat().st_size > 1000
+    # every pruned model's layers at the target: uniform allocation prunes each matrix to it
+    for r in records:
+        if r["variant"] != "teacher":
+            assert r["layer_sparsity"].keys() == {"0", "1"} and all(abs(s - 0.5) < 0.02 for s in r["layer_sparsity"].values())
+    assert "| mrpc | kap | 0.5 | 3 | 1 | 0.5" in (tmp_path / "results" / "layers.md").read_text()
+    # `label:` renames the field the jobs are named by (issue 8's records say `method`)
+    relabelled = tmp_path / "relabelled.yaml"
+    relabelled.write_text(yaml.safe_dump({**config, "label": "method", "output": str(tmp_path / "relabelled")}))
+    assert run_cli("experiment", str(relabelled), "--collect").returncode == 0
+    renamed = json.loads((tmp_path / "relabelled" / "results.json").read_text())
+    assert sorted(r["method"] for r in renamed) == ["kap", "kap", "kap-aug", "no-teacher", "teacher"]
+    assert not any("variant" in r for r in renamed)
+    assert (tmp_path / "relabelled" / "table.md").read_text().startswith("| task | method |")
     # a second run finds every job done and trains nothing
     stamp = (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns
     listed = run_cli("experiment", str(path), "--dry-run", "--only", "no-teacher,kap-mrpc-s0.5-seed2")

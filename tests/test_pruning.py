@@ -94,6 +94,17 @@ def test_removed_weights_stay_zero_through_adam_steps(tiny_model):
     removed = sum(n - round(n * 0.2) for n in sizes)
     assert report["targets"]["sparsity"] == pytest.approx(removed / sum(sizes), abs=1e-6)
     assert all(abs(s - 0.8) < 1e-3 for s in report["per_matrix"].values())
+    assert set(report["per_layer"]) == {str(i) for i in range(model.config.num_hidden_layers)}
+    assert all(abs(s - 0.8) < 1e-3 for s in report["per_layer"].values())
+
+
+def test_per_layer_sparsity_weighs_matrices_by_size():
+    from sparsebert.pruning.report import per_layer
+
+    counts = {"bert.encoder.layer.0.attention.self.query.weight": (90, 100),  # 90% of a small matrix
+              "bert.encoder.layer.0.intermediate.dense.weight": (100, 400),   # 25% of a large one
+              "bert.encoder.layer.1.output.dense.weight": (0, 50)}
+    assert per_layer(counts) == {"0": 0.38, "1": 0.0}
 
 
 def test_state_dict_and_mask_file_round_trip(tiny_model, tmp_path):

@@ -3,11 +3,13 @@
 Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, so a
 long grid survives interruptions and can be spread over several sittings, and several processes can
 work through one grid side by side (each job is claimed by one of them). After every job the
-records are gathered into `<output>/results.json`, a markdown table and a plot.
+records are gathered into `<output>/results.json`, a markdown table of scores, one of each pruned
+model's sparsity per layer (`layers.md`), and plots.
 
 Config:
     name: recipe
-    output: results/recipe          # committed: results.json, table.md, PNG
+    output: results/recipe          # committed: results.json, table.md, layers.md, PNG
+    label: variant                  # optional: what results.json and the tables call a job's variant
     runs_dir: runs/recipe           # models and logs (not committed)
     teachers:                       # finetune settings per teacher name
       mrpc: {task: mrpc, epochs: 3}
@@ -29,9 +31,11 @@ import time
 from pathlib import Path
 
 import yaml
+from safetensors.torch import load_file
 
 from ..errors import UserError
 from ..plots import plot_curves, plot_trajectories
+from ..pruning.report import per_layer
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
 from . import augment, finetune, prune
@@ -196,10 +200,14 @@ def write_results(config: dict, out: Path) -> list[dict]:
         path = runs / job["dir"] / "metrics.json"
         if path.is_file():
             result = read_json(path)
-            records.append(record(job["task"], job["variant"], job["sparsity"], job["seed"],
-                                  result["best"] or result["final"], result))
-    write_json(out / "results.json", records)
-    write_table(out / "table.md", records)
+            records.append({**record(job["task"], job["variant"], job["sparsity"], job["seed"],
+                                     result["best"] or result["final"], result),
+                            "layer_sparsity": layer_sparsity(runs / job["dir"] / "masks.safetensors")})
+    # the grid's jobs are named by `label:` in the files (issue 8's records say `method`)
+    label = config.get("label", "variant")
+    write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
+    write_table(out / "table.md", records, label)
+    write_layer_table(out / "layers.md", records, label)
     # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
     shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
     logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}"
@@ -221,13 +229,34 @@ def write_results(config: dict, out: Path) -> list[dict]:
     return records
 
 
-def write_table(path: Path, records: list[dict]) -> None:
+def layer_sparsity(masks_path: Path) -> dict[str, float] | None:
+    """Per-layer sparsity of a pruned model, from the masks it saved."""
+    if not masks_path.is_file():
+        return None
+    masks = load_file(str(masks_path))
+    return per_layer({name: (int((m == 0).sum()), m.numel()) for name, m in masks.items()})
+
+
+def write_layer_table(path: Path, records: list[dict], label: str) -> None:
+    """Sparsity of each encoder layer's target matrices, per job: uniform allocation gives every layer the
+    target, a global one shows where the budget went."""
+    pruned = [r for r in records if r.get("layer_sparsity")]
+    layers = sorted({k for r in pruned for k in r["layer_sparsity"]}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    lines = [f"| task | {label} | sparsity | steps | seed | " + " | ".join(f"layer {k}" for k in layers) + " |",
+             "|---|---|---|---|---|" + "---|" * len(layers)]
+    for r in pruned:
+        lines.append(f"| {r['task']} | {r['variant']} | {r['sparsity']:g} | {r['steps']} | {r['seed']} | "
+                     + " | ".join(f"{r['layer_sparsity'].get(k, float('nan')):.3f}" for k in layers) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_table(path: Path, records: list[dict], label: str) -> None:
     """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the saved model (for
     prune jobs the best dev evaluation at the target sparsity); `final score` is the last evaluation."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
-    lines = ["| task | variant | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score | minutes |",
+    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(values):
