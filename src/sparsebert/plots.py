@@ -58,7 +58,8 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
 def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majority: dict[str, float],
                 path: Path) -> None:
     """Score against one setting of the jobs (`axis`: "steps", what a budget buys, or "sparsity", how the
-    score degrades): one line per group of runs equal in everything else, the mean of `shown` over seeds
+    score degrades): one line per group of runs equal in everything else, the mean of `shown` (a value of the
+    metric `shown_metric`) over seeds
     with the standard deviation as error bar. Draws nothing, and removes an old plot, when no group has
     two values of `axis`."""
     other = "sparsity" if axis == "steps" else "steps"
@@ -84,7 +85,8 @@ def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majo
         if axis == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xlabel("optimiser steps in the run" if axis == "steps" else "sparsity of the pruned matrices")
-        ax.set_ylabel("dev score of the saved model")
+        metric = next(r["shown_metric"] for r in records if r["task"] == task)
+        ax.set_ylabel(f"dev {metric} of the saved model")
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.tight_layout()

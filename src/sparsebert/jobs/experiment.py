@@ -223,7 +223,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
                 majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
         plot_trajectories(logs, teachers, majority, out / "trajectories.png")
-        pruned = [{**r, "shown": r[shown(get_task(r["task"]))]} for r in records if r["variant"] != "teacher"]
+        pruned = [{**r, "shown": r[shown(get_task(r["task"]))], "shown_metric": shown(get_task(r["task"]))}
+                  for r in records if r["variant"] != "teacher"]
         plot_curves(pruned, "steps", teachers, majority, out / "steps.png")
         plot_curves(pruned, "sparsity", teachers, majority, out / "sparsity.png")
     return records
