@@ -36,7 +36,8 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
 
     Each point is labelled with the sparsity reached at that evaluation."""
     tasks = sorted({label.split(" ")[0] for label in runs})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    # a grid has many runs: the legend goes below each plot, where it hides no point
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5 + 0.12 * len(runs)), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for label, (log, metric) in sorted(runs.items()):
             if label.split(" ")[0] != task:
@@ -49,7 +50,7 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
         ax.set_xlabel("optimiser step (labels: sparsity reached)")
         ax.set_ylabel(f"dev {metric}")
         ax.set_title(task)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
