@@ -105,10 +105,10 @@ def test_two_processes_share_a_grid_without_repeating_a_job(tiny_model, tmp_path
 def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):
     from sparsebert.plots import plot_curves
 
-    runs = [{"task": "mrpc", "variant": "kap", "sparsity": s, "steps": n, "shown": 0.7 + s / 10, "shown_metric": "accuracy"}
+    runs = [{"task": "mrpc", "variant": "kap", "sparsity": s, "steps": n, "shown": 0.7 + s / 10}
             for s, n in ((0.9, 500), (0.95, 500), (0.95, 1000))]
-    plot_curves(runs, "sparsity", {"mrpc": 0.78}, {"mrpc": 0.68}, tmp_path / "sparsity.png")
-    plot_curves(runs, "steps", {"mrpc": 0.78}, {}, tmp_path / "steps.png")
+    plot_curves(runs, "sparsity", {"mrpc": "accuracy"}, {"mrpc": 0.78}, {"mrpc": 0.68}, tmp_path / "sparsity.png")
+    plot_curves(runs, "steps", {"mrpc": "accuracy"}, {"mrpc": 0.78}, {}, tmp_path / "steps.png")
     assert (tmp_path / "sparsity.png").stat().st_size > 1000 and (tmp_path / "steps.png").stat().st_size > 1000
-    plot_curves(runs[:1], "steps", {}, {}, tmp_path / "steps.png")  # one run: no curve, the old plot goes
+    plot_curves(runs[:1], "steps", {"mrpc": "accuracy"}, {}, {}, tmp_path / "steps.png")  # one run: no curve, the old plot goes
     assert not (tmp_path / "steps.png").exists()

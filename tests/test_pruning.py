@@ -101,10 +101,11 @@ def test_removed_weights_stay_zero_through_adam_steps(tiny_model):
 def test_per_layer_sparsity_weighs_matrices_by_size():
     from sparsebert.pruning.report import per_layer
 
-    counts = {"bert.encoder.layer.0.attention.self.query.weight": (90, 100),  # 90% of a small matrix
-              "bert.encoder.layer.0.intermediate.dense.weight": (100, 400),   # 25% of a large one
-              "bert.encoder.layer.1.output.dense.weight": (0, 50)}
-    assert per_layer(counts) == {"0": 0.38, "1": 0.0}
+    zeros_first = lambda zeros, size: torch.cat([torch.zeros(zeros), torch.ones(size - zeros)])
+    tensors = {"bert.encoder.layer.0.attention.self.query.weight": zeros_first(90, 100),  # 90% of a small matrix
+               "bert.encoder.layer.0.intermediate.dense.weight": zeros_first(100, 400),   # 25% of a large one
+               "bert.encoder.layer.1.output.dense.weight": zeros_first(0, 50)}
+    assert per_layer(tensors) == {"0": 0.38, "1": 0.0}
 
 
 def test_state_dict_and_mask_file_round_trip(tiny_model, tmp_path):

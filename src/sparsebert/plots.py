@@ -56,12 +56,11 @@ def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, flo
     plt.close(fig)
 
 
-def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majority: dict[str, float],
-                path: Path) -> None:
+def plot_curves(records: list[dict], axis: str, metrics: dict[str, str], teachers: dict[str, float],
+                majority: dict[str, float], path: Path) -> None:
     """Score against one setting of the jobs (`axis`: "steps", what a budget buys, or "sparsity", how the
-    score degrades): one line per group of runs equal in everything else, the mean of `shown` (a value of the
-    metric `shown_metric`) over seeds
-    with the standard deviation as error bar. Draws nothing, and removes an old plot, when no group has
+    score degrades): one line per group of runs equal in everything else, the mean of `shown` (the value of
+    the task's metric in `metrics`) over seeds with the standard deviation as error bar. Draws nothing, and removes an old plot, when no group has
     two values of `axis`."""
     other = "sparsity" if axis == "steps" else "steps"
     groups: dict[tuple, dict[float, list[float]]] = {}
@@ -86,8 +85,7 @@ def plot_curves(records: list[dict], axis: str, teachers: dict[str, float], majo
         if axis == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xlabel("optimiser steps in the run" if axis == "steps" else "sparsity of the pruned matrices")
-        metric = next(r["shown_metric"] for r in records if r["task"] == task)
-        ax.set_ylabel(f"dev {metric} of the saved model")
+        ax.set_ylabel(f"dev {metrics[task]} of the saved model")
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.tight_layout()

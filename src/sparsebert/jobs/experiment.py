@@ -223,19 +223,16 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
                 majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
         plot_trajectories(logs, teachers, majority, out / "trajectories.png")
-        pruned = [{**r, "shown": r[shown(get_task(r["task"]))], "shown_metric": shown(get_task(r["task"]))}
-                  for r in records if r["variant"] != "teacher"]
-        plot_curves(pruned, "steps", teachers, majority, out / "steps.png")
-        plot_curves(pruned, "sparsity", teachers, majority, out / "sparsity.png")
+        metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
+        pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records if r["variant"] != "teacher"]
+        plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
+        plot_curves(pruned, "sparsity", metrics, teachers, majority, out / "sparsity.png")
     return records
 
 
 def layer_sparsity(masks_path: Path) -> dict[str, float] | None:
-    """Per-layer sparsity of a pruned model, from the masks it saved."""
-    if not masks_path.is_file():
-        return None
-    masks = load_file(str(masks_path))
-    return per_layer({name: (int((m == 0).sum()), m.numel()) for name, m in masks.items()})
+    """Per-layer sparsity of a pruned model, from the masks it saved (0 = removed)."""
+    return per_layer(load_file(str(masks_path))) if masks_path.is_file() else None
 
 
 def write_layer_table(path: Path, records: list[dict], label: str) -> None:

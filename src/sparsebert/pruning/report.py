@@ -26,16 +26,16 @@ def sparsity_report(model) -> dict:
     section = lambda total, zero: {"total": total, "nonzero": total - zero, "sparsity": round(zero / total, 6)}
     return {"targets": section(t_total, t_zero), "encoder": section(e_total, e_zero),
             "model": section(m_total, m_zero), "per_matrix": per_matrix,
-            "per_layer": per_layer({n: (_zeros(m.weight), m.weight.numel()) for n, m in targets.items()})}
+            "per_layer": per_layer({n: m.weight for n, m in targets.items()})}
 
 
-def per_layer(zeros_and_sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
-    """Sparsity of the target matrices of each encoder layer, from {matrix name: (zeros, size)}: where a
-    global allocation spent the budget."""
+def per_layer(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Share of zeros in each encoder layer's tensors, {matrix name: weights or masks}, matrices weighted by
+    size: where a global allocation spent the budget."""
     layers: dict[str, list[int]] = {}
-    for name, (zeros, size) in zeros_and_sizes.items():
+    for name, tensor in tensors.items():
         found = re.search(r"\.layer\.(\d+)\.", name)
         counts = layers.setdefault(found.group(1) if found else "other", [0, 0])
-        counts[0] += zeros
-        counts[1] += size
+        counts[0] += _zeros(tensor)
+        counts[1] += tensor.numel()
     return {layer: round(zeros / size, 6) for layer, (zeros, size) in layers.items()}
