@@ -1,11 +1,16 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from conftest import run_cli
+from sparsebert import checkpoint
 from sparsebert.jobs.experiment import claim, release
 from sparsebert.tasks import get_task, task_file
 
@@ -112,3 +117,41 @@ def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):
     assert (tmp_path / "sparsity.png").stat().st_size > 1000 and (tmp_path / "steps.png").stat().st_size > 1000
     plot_curves(runs[:1], "steps", {"mrpc": "accuracy"}, {}, {}, tmp_path / "steps.png")  # one run: no curve, the old plot goes
     assert not (tmp_path / "steps.png").exists()
+
+
+def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
+    def grid(name):
+        config = {
+            "name": name, "output": str(tmp_path / name / "results"), "runs_dir": str(tmp_path / name / "runs"),
+            "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                                  "batch_size": 16}},
+            "prune_defaults": {"student": str(tiny_model), "max_train_samples": 64, "batch_size": 8,
+                               "eval_every": 8},
+            "jobs": [{"variant": "kap", "teacher": "mrpc", "sparsities": [0.5], "steps": [24],
+                      "prune": {"save_every": 4, "criterion": "taylor"}}],
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        return str(tmp_path / f"{name}.yaml"), tmp_path / name / "runs" / "kap-mrpc-s0.5-seed42-24steps"
+
+    whole_config, whole = grid("whole")
+    assert run_cli("experiment", whole_config).returncode == 0
+    assert not checkpoint.complete_checkpoints(whole), "a finished job keeps no checkpoints"
+
+    cut_config, cut = grid("cut")
+    # the same number of threads as the in-process runs: another reduction order would change the bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", "experiment", cut_config],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (cut / "checkpoint-8").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the sitting ends
+    proc.wait()
+    assert not (cut / "metrics.json").exists(), "the job finished before it could be cut off"
+    started = checkpoint.latest(cut)
+    again = run_cli("experiment", cut_config)
+    assert again.returncode == 0, again.stderr
+    assert f"kap-mrpc-s0.5-seed42-24steps: resuming from {started.name}" in again.stdout
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "results" / "results.json").read_text())[-1]["steps"] == 24

@@ -1,10 +1,10 @@
 """sparsebert experiment: a grid of finetune/prune jobs from a YAML file, resumable, with tables and plots.
 
-Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, so a
-long grid survives interruptions and can be spread over several sittings, and several processes can
-work through one grid side by side (each job is claimed by one of them). After every job the
-records are gathered into `<output>/results.json`, a markdown table of scores, one of each pruned
-model's sparsity per layer (`layers.md`), and plots.
+Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, and one
+with a checkpoint (`prune: {save_every: N}`) goes on from it, so a long grid survives interruptions and
+can be spread over several sittings. Several processes can work through one grid side by side (each job
+is claimed by one of them). After every job the records are gathered into `<output>/results.json`, a
+markdown table of scores, one of each pruned model's sparsity per layer (`layers.md`), and plots.
 
 Config:
     name: recipe
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import load_file
 
+from .. import checkpoint
 from ..errors import UserError
 from ..plots import plot_curves, plot_trajectories
 from ..pruning.report import per_layer
@@ -121,7 +123,13 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
         settings["max_steps"] = job["steps"]
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
+    resume_from = checkpoint.latest(folder)
+    if resume_from:  # a job cut off in an earlier sitting goes on from its checkpoint (a `save_every:` job)
+        print(f"{job['dir']}: resuming from {resume_from.name}", flush=True)
+        settings["resume"] = True
     prune.run(job_args(prune, settings, job["variant"], args.config))
+    for done in checkpoint.complete_checkpoints(folder):  # only for resuming, and a finished job is not resumed
+        shutil.rmtree(done)
 
 
 def claim(folder: Path) -> bool:
