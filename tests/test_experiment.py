@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from sparsebert import checkpoint
-from sparsebert.jobs.experiment import claim, release
+from sparsebert.jobs.experiment import claim, release, write_comparison
 from sparsebert.tasks import get_task, task_file
 
 
@@ -62,6 +62,13 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     assert sorted(r["method"] for r in renamed) == ["kap", "kap", "kap-aug", "no-teacher", "teacher"]
     assert not any("variant" in r for r in renamed)
     assert (tmp_path / "relabelled" / "table.md").read_text().startswith("| task | method |")
+    # `compare:` adds the claims table; a teacher scoring 0 (this tiny one's F1) gives no shares
+    compared = tmp_path / "compared.yaml"
+    compared.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "compared"), "compare": {
+        "rows": {"teacher": 0, "kap": 0.5, "no-teacher": 0.5}, "method": "kap", "baselines": ["no-teacher"],
+        "keep": 0.97}}))
+    assert run_cli("experiment", str(compared), "--collect").returncode == 0
+    assert (tmp_path / "compared" / "comparison.md").read_text().startswith("| variant | sparsity | mrpc (f1) |")
     # a second run finds every job done and trains nothing
     stamp = (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "metrics.json").stat().st_mtime_ns
     listed = run_cli("experiment", str(path), "--dry-run", "--only", "no-teacher,kap-mrpc-s0.5-seed2")
@@ -155,3 +162,26 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cut" / "results" / "results.json").read_text())[-1]["steps"] == 24
+
+
+def test_the_comparison_states_the_claims_from_the_records(tmp_path):
+    def rec(task, variant, sparsity, score, seed=42):
+        return {"task": task, "variant": variant, "sparsity": sparsity, "score": score, "seed": seed}
+
+    records = [rec("mrpc", "teacher", 0.0, 0.80), rec("mrpc", "kap", 0.95, 0.78), rec("mrpc", "kap", 0.95, 0.76, 7),
+               rec("mrpc", "kap", 0.9, 0.10), rec("mrpc", "no-teacher", 0.95, 0.70),
+               rec("mrpc", "small-dense", 0.0, 0.75), rec("rte", "teacher", 0.0, 0.60),
+               rec("rte", "kap", 0.95, 0.57), rec("rte", "no-teacher", 0.95, 0.58)]
+    compare = {"rows": {"teacher": 0, "kap": 0.95, "no-teacher": 0.95, "small-dense": 0}, "method": "kap",
+               "baselines": ["no-teacher", "small-dense"], "keep": 0.97}
+    write_comparison(tmp_path / "c.md", records, ["mrpc", "rte", "cola"], compare, "method")
+    lines = (tmp_path / "c.md").read_text().splitlines()
+    assert lines[0] == "| method | sparsity | mrpc (f1) | rte (accuracy) | cola (matthews_corr) |"
+    assert lines[2] == "| teacher | 0 | 0.800 | 0.600 | – |"
+    assert lines[3] == "| kap | 0.95 | 0.770 ± 0.014 (96.2%) n=2 | 0.570 (95.0%) | – |"  # not the 0.9 run
+    assert lines[5] == "| small-dense | 0 | 0.750 (93.8%) | – | – |"
+    # (96.25% + 95%) / 2; rte lacks small-dense, so only mrpc decides the second claim
+    assert lines[7] == ("- kap at 0.95 keeps 95.6% of the teacher's score on average over mrpc, rte (goal 97%); "
+                        "missing: cola.")
+    assert lines[8] == ("- kap beats all of no-teacher, small-dense on 1 of the 1 tasks where all of them ran (mrpc); "
+                        "not yet complete: rte, cola.")

@@ -216,6 +216,9 @@ def write_results(config: dict, out: Path) -> list[dict]:
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
     write_table(out / "table.md", records, label)
     write_layer_table(out / "layers.md", records, label)
+    if "compare" in config:
+        tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
+        write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
     # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
     shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
     logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}"
@@ -253,6 +256,45 @@ def write_layer_table(path: Path, records: list[dict], label: str) -> None:
     for r in pruned:
         lines.append(f"| {r['task']} | {r['variant']} | {r['sparsity']:g} | {r['steps']} | {r['seed']} | "
                      + " | ".join(f"{r['layer_sparsity'].get(k, float('nan')):.3f}" for k in layers) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_comparison(path: Path, records: list[dict], tasks: list[str], compare: dict, label: str) -> None:
+    """Methods against tasks, each at its own sparsity, every score also as a share of the task's teacher,
+    and the two claims that table decides: what share `method` keeps on average over the tasks, and on how
+    many tasks it beats every one of `baselines`. Tasks without all of their runs are named, not guessed."""
+    rows, method, baselines = compare["rows"], compare["method"], compare["baselines"]
+    mean = {}
+    for variant, sparsity in rows.items():
+        for task in tasks:
+            scores = [r["score"] for r in records if (r["task"], r["variant"], r["sparsity"]) == (task, variant, sparsity)]
+            if scores:
+                mean[variant, task] = (statistics.mean(scores), statistics.stdev(scores) if len(scores) > 1 else None,
+                                       len(scores))
+    # a share of a teacher that scores 0 (a collapsed CoLA teacher's Matthews correlation) means nothing
+    teacher = {task: mean[("teacher", task)][0] for task in tasks if mean.get(("teacher", task), (0,))[0] > 0}
+
+    def cell(variant, task):
+        if (variant, task) not in mean:
+            return "–"
+        m, sd, n = mean[variant, task]
+        share = f" ({m / teacher[task]:.1%})" if task in teacher and variant != "teacher" else ""
+        return f"{m:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + share + ("" if n == 1 else f" n={n}")
+
+    lines = [f"| {label} | sparsity | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    lines += [f"| {v} | {sp:g} | " + " | ".join(cell(v, t) for t in tasks) + " |" for v, sp in rows.items()]
+    kept = {t: mean[method, t][0] / teacher[t] for t in tasks if (method, t) in mean and t in teacher}
+    lines.append("")
+    if kept:
+        lines.append(f"- {method} at {rows[method]:g} keeps {statistics.mean(kept.values()):.1%} of the teacher's score "
+                     f"on average over {', '.join(kept)} (goal {compare['keep']:.0%}); "
+                     f"missing: {', '.join(t for t in tasks if t not in kept) or 'none'}.")
+    complete = [t for t in tasks if all((v, t) in mean for v in [method, *baselines])]
+    wins = [t for t in complete if all(mean[method, t][0] > mean[b, t][0] for b in baselines)]
+    lines.append(f"- {method} beats all of {', '.join(baselines)} on {len(wins)} of the {len(complete)} tasks where "
+                 f"all of them ran ({', '.join(wins) or 'none'}); not yet complete: "
+                 f"{', '.join(t for t in tasks if t not in complete) or 'none'}.")
     path.write_text("\n".join(lines) + "\n")
 
 
