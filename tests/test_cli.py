@@ -146,3 +146,15 @@ def test_small_dense_student_distils_through_a_projection(tiny_model, tiny_teach
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(r["hidden"] > 0 and r["attention"] > 0 for r in log if "loss" in r)
     assert json.loads((out / "sparsity.json").read_text())["targets"]["sparsity"] == 0
+
+
+@pytest.mark.parametrize("name", ["quick", "long", "paper"])
+def test_every_bundled_preset_is_settings_the_jobs_take(name):
+    from sparsebert.jobs import finetune, prune
+    from sparsebert.jobs.run import job_args, load_preset
+
+    preset = load_preset(name)
+    teacher = job_args(finetune, preset["teacher"], "teacher", name)
+    student = job_args(prune, preset["prune"], "prune", name)
+    assert all(getattr(teacher, k) == v for k, v in preset["teacher"].items())
+    assert all(getattr(student, k) == v for k, v in preset["prune"].items())
