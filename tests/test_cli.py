@@ -40,6 +40,9 @@ def test_same_seed_same_metrics(tiny_model, tiny_teacher, tmp_path):
     first = json.loads((tiny_teacher / "metrics.json").read_text())
     second = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert first["f1"] == second["f1"] and first["accuracy"] == second["accuracy"]
+    # the whole model, the freshly drawn task head included
+    a, b = load_file(str(tiny_teacher / "model.safetensors")), load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_prune_end_to_end_on_a_tiny_model(tiny_model, tiny_teacher, tmp_path):

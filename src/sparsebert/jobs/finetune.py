@@ -27,6 +27,7 @@ def run(args) -> dict:
     args = common.resumed_args(args)
     common.check_training_args(args)
     task = get_task(args.task)
+    set_seed(args.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     model, tokenizer, model_path = load_model(args.model, task, new_head=True)
     train, dev = common.load_train_dev(args, tokenizer)
     processes, device = distributed.start(args.device)
@@ -34,7 +35,6 @@ def run(args) -> dict:
     if processes.main:
         checkpoint.check_free_space(out, model, args.keep_checkpoints if args.save_every else 0)
 
-    set_seed(args.seed)
     model.to(device).train()
     steps = common.total_steps(args, len(train))
     eval_every = common.eval_interval(args, len(train))

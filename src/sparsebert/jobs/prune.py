@@ -118,6 +118,7 @@ def run(args) -> dict:
     args = common.resumed_args(args)
     check_args(args)
     task = get_task(args.task)
+    set_seed(args.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     teacher = teacher_tok = None
     if not args.no_teacher:
         teacher, teacher_tok, _ = load_model(args.teacher, task, new_head=False)
@@ -137,7 +138,6 @@ def run(args) -> dict:
     if processes.main:
         checkpoint.check_free_space(out, student, args.keep_checkpoints if args.save_every else 0)
 
-    set_seed(args.seed)
     full = teacher is not None and args.distill == "full"
     student.to(device).train()
     set_scores_attention(student)
