@@ -264,38 +264,44 @@ def write_comparison(path: Path, records: list[dict], tasks: list[str], compare:
     and the two claims that table decides: what share `method` keeps on average over the tasks, and on how
     many tasks it beats every one of `baselines`. Tasks without all of their runs are named, not guessed."""
     rows, method, baselines = compare["rows"], compare["method"], compare["baselines"]
-    mean = {}
-    for variant, sparsity in rows.items():
-        for task in tasks:
-            scores = [r["score"] for r in records if (r["task"], r["variant"], r["sparsity"]) == (task, variant, sparsity)]
-            if scores:
-                mean[variant, task] = (statistics.mean(scores), statistics.stdev(scores) if len(scores) > 1 else None,
-                                       len(scores))
+    scores = {}
+    for r in records:
+        if rows.get(r["variant"]) == r["sparsity"]:
+            scores.setdefault((r["variant"], r["task"]), []).append(r["score"])
+    mean = {key: statistics.mean(values) for key, values in scores.items()}
     # a share of a teacher that scores 0 (a collapsed CoLA teacher's Matthews correlation) means nothing
-    teacher = {task: mean[("teacher", task)][0] for task in tasks if mean.get(("teacher", task), (0,))[0] > 0}
+    teacher = {task: mean[("teacher", task)] for task in tasks if mean.get(("teacher", task), 0) > 0}
 
     def cell(variant, task):
-        if (variant, task) not in mean:
-            return "–"
-        m, sd, n = mean[variant, task]
-        share = f" ({m / teacher[task]:.1%})" if task in teacher and variant != "teacher" else ""
-        return f"{m:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + share + ("" if n == 1 else f" n={n}")
+        values = scores.get((variant, task), [])
+        share = f" ({mean[variant, task] / teacher[task]:.1%})" if values and task in teacher and variant != "teacher" else ""
+        return mean_and_spread(values) + share + ("" if len(values) < 2 else f" n={len(values)}")
 
     lines = [f"| {label} | sparsity | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks) + " |",
              "|---|---|" + "---|" * len(tasks)]
     lines += [f"| {v} | {sp:g} | " + " | ".join(cell(v, t) for t in tasks) + " |" for v, sp in rows.items()]
-    kept = {t: mean[method, t][0] / teacher[t] for t in tasks if (method, t) in mean and t in teacher}
+    kept = {t: mean[method, t] / teacher[t] for t in tasks if (method, t) in mean and t in teacher}
     lines.append("")
     if kept:
         lines.append(f"- {method} at {rows[method]:g} keeps {statistics.mean(kept.values()):.1%} of the teacher's score "
                      f"on average over {', '.join(kept)} (goal {compare['keep']:.0%}); "
                      f"missing: {', '.join(t for t in tasks if t not in kept) or 'none'}.")
     complete = [t for t in tasks if all((v, t) in mean for v in [method, *baselines])]
-    wins = [t for t in complete if all(mean[method, t][0] > mean[b, t][0] for b in baselines)]
+    wins = [t for t in complete if all(mean[method, t] > mean[b, t] for b in baselines)]
     lines.append(f"- {method} beats all of {', '.join(baselines)} on {len(wins)} of the {len(complete)} tasks where "
                  f"all of them ran ({', '.join(wins) or 'none'}); not yet complete: "
                  f"{', '.join(t for t in tasks if t not in complete) or 'none'}.")
     path.write_text("\n".join(lines) + "\n")
+
+
+def mean_and_spread(values: list) -> str:
+    """A table cell: the value of one run, or the mean ± standard deviation over seeds; – when none ran."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def write_table(path: Path, records: list[dict], label: str) -> None:
@@ -307,16 +313,9 @@ def write_table(path: Path, records: list[dict], label: str) -> None:
     lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def cell(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        if len(values) == 1:
-            return f"{values[0]:.3f}"
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
     for (task, variant, sparsity, steps), rows in groups.items():
-        lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell([r['score'] for r in rows])} "
-                     f"({rows[0]['metric']}) | {cell([r['accuracy'] for r in rows])} | {cell([r['f1'] for r in rows])} "
-                     f"| {cell([r['final_score'] for r in rows])} | {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+        cell = lambda key: mean_and_spread([r[key] for r in rows])
+        lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell('score')} "
+                     f"({rows[0]['metric']}) | {cell('accuracy')} | {cell('f1')} "
+                     f"| {cell('final_score')} | {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")
