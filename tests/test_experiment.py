@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,48 @@ def test_two_processes_share_a_grid_without_repeating_a_job(tiny_model, tmp_path
     assert sorted(ran) == sorted(f"kap-mrpc-s{s:g}-seed{seed}" for seed in (1, 2) for s in (0.5, 0.8))
     assert len(json.loads((tmp_path / "results" / "results.json").read_text())) == 5
     assert not list((tmp_path / "runs").glob("*.claim"))
+
+
+def test_a_grid_goes_on_in_a_fresh_clone_from_its_committed_results(tiny_model, tmp_path):
+    def grid(seeds):
+        config = {
+            "name": "sittings", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+            "label": "method",
+            "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                                  "batch_size": 16}},
+            "prune_defaults": {"student": str(tiny_model), "max_train_samples": 32, "max_steps": 2, "batch_size": 16,
+                               "eval_every": 1},
+            "jobs": [{"variant": "kap", "teacher": "mrpc", "seeds": seeds, "sparsities": [0.5]}],
+        }
+        path = tmp_path / "grid.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    results = tmp_path / "results" / "results.json"
+    assert run_cli("experiment", grid([1])).returncode == 0
+    first = {r["job"]: r for r in json.loads(results.read_text())}
+    assert first["kap-mrpc-s0.5-seed1"]["evaluations"] and first["teacher-mrpc"]["teacher_sha256"]
+    shutil.rmtree(tmp_path / "runs")  # runs_dir is not committed: a later sitting's clone has none
+    assert run_cli("experiment", grid([1]), "--dry-run").stdout.split() == ["done", "kap-mrpc-s0.5-seed1"]
+    # the next sitting retrains the teacher (bit for bit, same seed and threads) and runs only the new seed
+    result = run_cli("experiment", grid([1, 2]))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.endswith(": running")] == ["kap-mrpc-s0.5-seed2: running"]
+    second = {r["job"]: r for r in json.loads(results.read_text())}
+    assert second.keys() == {"teacher-mrpc", "kap-mrpc-s0.5-seed1", "kap-mrpc-s0.5-seed2"}
+    assert second["kap-mrpc-s0.5-seed1"] == first["kap-mrpc-s0.5-seed1"]
+    assert second["teacher-mrpc"]["teacher_sha256"] == first["teacher-mrpc"]["teacher_sha256"]
+    assert "| mrpc | kap | 0.5 | 2 | 2 |" in (tmp_path / "results" / "table.md").read_text()
+    # a teacher that comes out different would mix two teachers in one table: the grid stops, results kept
+    shutil.rmtree(tmp_path / "runs")
+    tampered = [{**r, "teacher_sha256": "0" * 16} if r["job"] == "teacher-mrpc" else r for r in second.values()]
+    results.write_text(json.dumps(tampered))
+    before = results.read_bytes()
+    stopped = run_cli("experiment", grid([1, 2, 3]))
+    assert stopped.returncode != 0 and "Traceback" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]  # after the retrained teacher's progress bar
+    assert "teacher-mrpc: this teacher's weights" in last and "differ from those of the teacher" in last
+    assert results.read_bytes() == before
 
 
 def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):

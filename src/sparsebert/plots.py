@@ -30,19 +30,19 @@ def reference_lines(ax, task: str, teachers: dict[str, float], majority: dict[st
         ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
 
 
-def plot_trajectories(runs: dict[str, tuple[Path, str]], teachers: dict[str, float], majority: dict[str, float],
+def plot_trajectories(runs: dict[str, tuple[list, str]], teachers: dict[str, float], majority: dict[str, float],
                       path: Path) -> None:
-    """runs: label -> (log.jsonl, metric); teachers and majority: task -> score, drawn as lines.
+    """runs: label -> ((step, sparsity, score) of each evaluation, metric); teachers and majority: task ->
+    score, drawn as lines.
 
     Each point is labelled with the sparsity reached at that evaluation."""
     tasks = sorted({label.split(" ")[0] for label in runs})
     # a grid has many runs: the legend goes below each plot, where it hides no point
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5 + 0.12 * len(runs)), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for label, (log, metric) in sorted(runs.items()):
+        for label, (points, metric) in sorted(runs.items()):
             if label.split(" ")[0] != task:
                 continue
-            points = eval_trajectory(log, metric)
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
             for step, sparsity, score in points:
                 ax.annotate(f"{sparsity:.0%}", (step, score), fontsize=6, textcoords="offset points", xytext=(3, 3))

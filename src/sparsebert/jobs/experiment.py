@@ -1,10 +1,13 @@
 """sparsebert experiment: a grid of finetune/prune jobs from a YAML file, resumable, with tables and plots.
 
-Each job's model folder goes under `runs_dir`; a job whose metrics.json exists is not run again, and one
-with a checkpoint (`prune: {save_every: N}`) goes on from it, so a long grid survives interruptions and
-can be spread over several sittings. Several processes can work through one grid side by side (each job
-is claimed by one of them). After every job the records are gathered into `<output>/results.json`, a
-markdown table of scores, one of each pruned model's sparsity per layer (`layers.md`), and plots.
+Each job's model folder goes under `runs_dir`; a job whose metrics.json exists there, or whose record is in
+the committed `<output>/results.json`, is not run again, and one with a checkpoint (`prune: {save_every: N}`)
+goes on from it, so a long grid survives interruptions and can be spread over several sittings, each on a
+fresh clone (runs_dir is not committed; a teacher is retrained there, and must come out bit for bit the one
+that taught the committed runs, which its records' `teacher_sha256` names). Several processes can work
+through one grid side by side (each job is claimed by one of them). After every job the records are
+gathered into `<output>/results.json`, a markdown table of scores, one of each pruned model's sparsity per
+layer (`layers.md`), and plots.
 
 Config:
     name: recipe
@@ -24,6 +27,7 @@ Config:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import shutil
@@ -36,7 +40,7 @@ from safetensors.torch import load_file
 
 from .. import checkpoint
 from ..errors import UserError
-from ..plots import plot_curves, plot_trajectories
+from ..plots import eval_trajectory, plot_curves, plot_trajectories
 from ..pruning.report import per_layer
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
@@ -67,14 +71,16 @@ def load_config(path: str) -> dict:
 def expand(config: dict) -> list[dict]:
     jobs = []
     for spec in config["jobs"]:
-        for seed, sparsity, steps in itertools.product(spec.get("seeds", [42]), spec.get("sparsities", [0.95]),
-                                                       spec.get("steps", [None])):
+        for (rank, seed), sparsity, steps in itertools.product(enumerate(spec.get("seeds", [42])),
+                                                               spec.get("sparsities", [0.95]), spec.get("steps", [None])):
             teacher = spec["teacher"]
             length = f"-{steps}steps" if steps else ""  # `steps:` lists run lengths, each its own job
-            jobs.append({**spec, "seed": seed, "sparsity": sparsity, "steps": steps,
+            jobs.append({**spec, "seed": seed, "seed_rank": rank, "sparsity": sparsity, "steps": steps,
                          "task": config["teachers"][teacher]["task"],
                          "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}{length}"})
-    return jobs
+    # a grid spread over sittings completes every job's first seed before any job's second: a table for
+    # one seed comes first, the spread over seeds later
+    return sorted(jobs, key=lambda j: j["seed_rank"])
 
 
 def record(task_name: str, variant: str, sparsity: float, seed: int, metrics: dict, result: dict) -> dict:
@@ -97,20 +103,22 @@ def run(args) -> list[dict]:
         position = lambda j: order.index(j["dir"] if j["dir"] in order else j["variant"])
         jobs = sorted((j for j in jobs if j["variant"] in order or j["dir"] in order), key=position)
     if args.tasks:
-        jobs = [j for j in jobs if j["teacher"] in args.tasks.split(",")]
+        order = args.tasks.split(",")
+        jobs = sorted((j for j in jobs if j["teacher"] in order), key=lambda j: order.index(j["teacher"]))
     if args.dry_run:  # lists, writes nothing
         for job in jobs:
-            print(f"{'done' if (runs / job['dir'] / 'metrics.json').is_file() else 'todo'}  {job['dir']}")
+            print(f"{'done' if is_done(config, job['dir']) else 'todo'}  {job['dir']}")
         return []
     for job in jobs:
         folder = runs / job["dir"]
-        if not (folder / "metrics.json").is_file() and claim(folder):
-            print(f"{job['dir']}: running", flush=True)
+        if not is_done(config, job["dir"]) and claim(folder):
             try:
-                run_job(config, job, folder, args)
+                if not is_done(config, job["dir"]):  # another process may have finished it since the check
+                    print(f"{job['dir']}: running", flush=True)
+                    run_job(config, job, folder, args)
+                    write_results(config, out)
             finally:
                 release(folder)
-        write_results(config, out)
     return write_results(config, out)
 
 
@@ -130,6 +138,32 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
     prune.run(job_args(prune, settings, job["variant"], args.config))
     for done in checkpoint.complete_checkpoints(folder):  # only for resuming, and a finished job is not resumed
         shutil.rmtree(done)
+
+
+def is_done(config: dict, name: str) -> bool:
+    """A job (or teacher) is done when its folder under runs_dir holds its metrics, or when the committed
+    results.json has its record: runs_dir is not committed, so a grid continued from a fresh clone in a
+    later sitting knows its earlier jobs only from there."""
+    return ((Path(config["runs_dir"]) / name / "metrics.json").is_file()
+            or any(r["job"] == name for r in committed_records(config)))
+
+
+def committed_records(config: dict) -> list[dict]:
+    """The records in <output>/results.json, with the jobs' field named `variant` again, whatever `label:` says."""
+    path = Path(config["output"]) / "results.json"
+    label = config.get("label", "variant")
+    return [{"variant" if k == label else k: v for k, v in r.items()} for r in read_json(path)] if path.is_file() else []
+
+
+def fingerprint(model_folder: Path) -> str:
+    """Names a trained model by its weights, so results of a grid continued in another sitting can show
+    that their teacher is the same one, retrained bit for bit."""
+    digest = hashlib.sha256()
+    for weights in sorted(model_folder.glob("*.safetensors")):
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def claim(folder: Path) -> bool:
@@ -178,9 +212,18 @@ def made_once(target: Path, done: Path, make) -> None:
 
 
 def ensure_teacher(config: dict, name: str, args) -> str:
+    """The teacher's model folder, fine-tuned first if this sitting has none. Committed results were scored
+    with a teacher of an earlier sitting: one retrained differently would make the grid compare runs taught
+    by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
     made_once(folder, folder / "metrics.json", lambda: finetune.run(job_args(
         finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config)))
+    earlier = [r for r in committed_records(config) if r["job"] == folder.name]
+    if earlier and earlier[0].get("teacher_sha256") != fingerprint(folder):
+        raise UserError(f"{folder}: this teacher's weights (sha256 {fingerprint(folder)}) differ from those of the "
+                        f"teacher that taught the runs in {Path(config['output']) / 'results.json'} "
+                        f"({earlier[0].get('teacher_sha256') or 'not recorded'}); retrain it with the same settings and threads "
+                        f"(OMP_NUM_THREADS), or move that results.json away to start the grid over")
     return str(folder)
 
 
@@ -195,22 +238,32 @@ def ensure_augmented(config: dict, name: str, args) -> str:
 
 
 def write_results(config: dict, out: Path) -> list[dict]:
-    """Gathers every finished job of the grid (whoever ran it) into results.json and table.md."""
+    """Gathers every finished job of the grid (whoever ran it, in this sitting or, through the committed
+    results.json, in an earlier one) into results.json, the tables and the plots."""
     runs = Path(config["runs_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    records = []
+    # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
+    shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
+    fresh, teacher_sha256 = {}, {}
     for name, settings in config["teachers"].items():
-        path = runs / f"teacher-{name}" / "metrics.json"
-        if path.is_file():
-            result = read_json(path)
-            records.append(record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result, result))
+        folder = runs / f"teacher-{name}"
+        if (folder / "metrics.json").is_file():
+            result = read_json(folder / "metrics.json")
+            teacher_sha256[name] = fingerprint(folder)
+            fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result, result),
+                                  "job": folder.name, "teacher_sha256": teacher_sha256[name]}
     for job in expand(config):
-        path = runs / job["dir"] / "metrics.json"
-        if path.is_file():
-            result = read_json(path)
-            records.append({**record(job["task"], job["variant"], job["sparsity"], job["seed"],
-                                     result["best"] or result["final"], result),
-                            "layer_sparsity": layer_sparsity(runs / job["dir"] / "masks.safetensors")})
+        folder = runs / job["dir"]
+        if (folder / "metrics.json").is_file():
+            result = read_json(folder / "metrics.json")
+            fresh[job["dir"]] = {
+                **record(job["task"], job["variant"], job["sparsity"], job["seed"], result["best"] or result["final"], result),
+                "job": job["dir"], "layer_sparsity": layer_sparsity(folder / "masks.safetensors"),
+                "teacher_sha256": None if job.get("prune", {}).get("no_teacher") else teacher_sha256.get(job["teacher"]),
+                "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"])))}
+    earlier = {r["job"]: r for r in committed_records(config)}
+    names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
+    records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
     # the grid's jobs are named by `label:` in the files (issue 8's records say `method`)
     label = config.get("label", "variant")
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
@@ -219,13 +272,11 @@ def write_results(config: dict, out: Path) -> list[dict]:
     if "compare" in config:
         tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
         write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
-    # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
-    shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
-    logs = {f"{get_task(j['task']).name.lower()} {j['variant']} {j['sparsity']:g} seed {j['seed']}"
-            + (f" {j['steps']} steps" if j["steps"] else ""):
-            (runs / j["dir"] / "log.jsonl", shown(get_task(j["task"])))
-            for j in expand(config) if (runs / j["dir"] / "metrics.json").is_file()}
-    if logs:
+    # jobs of one `steps:` list differ only in their length, which their names end with
+    trajectories = {f"{r['task']} {r['variant']} {r['sparsity']:g} seed {r['seed']}"
+                    + (f" {r['steps']} steps" if r["job"].endswith("steps") else ""):
+                    (r["evaluations"], shown(get_task(r["task"]))) for r in records if r.get("evaluations")}
+    if trajectories:
         teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records if r["variant"] == "teacher"}
         majority = {}
         for settings in config["teachers"].values():
@@ -233,7 +284,7 @@ def write_results(config: dict, out: Path) -> list[dict]:
             if "accuracy" in task.metrics:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
                 majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
-        plot_trajectories(logs, teachers, majority, out / "trajectories.png")
+        plot_trajectories(trajectories, teachers, majority, out / "trajectories.png")
         metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
         pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records if r["variant"] != "teacher"]
         plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
