@@ -55,6 +55,11 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
         if r["variant"] != "teacher":
             assert r["layer_sparsity"].keys() == {"0", "1"} and all(abs(s - 0.5) < 0.02 for s in r["layer_sparsity"].values())
     assert "| mrpc | kap | 0.5 | 3 | 1 | 0.5" in (tmp_path / "results" / "layers.md").read_text()
+    # the mean of the evaluations at the target, from the job's log
+    log = [json.loads(line) for line in (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "log.jsonl").read_text().splitlines()]
+    at_target = [r["eval"]["f1"] for r in log if "eval" in r and r["sparsity"] >= 0.5 - 1e-3]
+    kap1 = next(r for r in records if r["variant"] == "kap" and r["seed"] == 1)
+    assert at_target and abs(kap1["mean_at_target"] - sum(at_target) / len(at_target)) < 1e-12
     # `label:` renames the field the jobs are named by (issue 8's records say `method`)
     relabelled = tmp_path / "relabelled.yaml"
     relabelled.write_text(yaml.safe_dump({**config, "label": "method", "output": str(tmp_path / "relabelled")}))

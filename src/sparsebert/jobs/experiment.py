@@ -260,7 +260,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 **record(job["task"], job["variant"], job["sparsity"], job["seed"], result["best"] or result["final"], result),
                 "job": job["dir"], "layer_sparsity": layer_sparsity(folder / "masks.safetensors"),
                 "teacher_sha256": None if job.get("prune", {}).get("no_teacher") else teacher_sha256.get(job["teacher"]),
-                "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"])))}
+                "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
+                "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
     earlier = {r["job"]: r for r in committed_records(config)}
     names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
     records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
@@ -290,6 +291,13 @@ def write_results(config: dict, out: Path) -> list[dict]:
         plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
         plot_curves(pruned, "sparsity", metrics, teachers, majority, out / "sparsity.png")
     return records
+
+
+def mean_at_target(log: Path, metric: str, sparsity: float) -> float | None:
+    """The mean of a run's evaluations at its target sparsity. Fairer between run lengths than the best
+    evaluation, which is a maximum over more evaluations the longer a run stays at the target."""
+    scores = [score for _, reached, score in eval_trajectory(log, metric) if reached >= sparsity - 1e-3]
+    return statistics.mean(scores) if scores else None
 
 
 def layer_sparsity(masks_path: Path) -> dict[str, float] | None:
@@ -357,16 +365,18 @@ def mean_and_spread(values: list) -> str:
 
 def write_table(path: Path, records: list[dict], label: str) -> None:
     """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the saved model (for
-    prune jobs the best dev evaluation at the target sparsity); `final score` is the last evaluation."""
+    prune jobs the best dev evaluation at the target sparsity); `final score` is the last evaluation and
+    `mean at target` the mean of the evaluations at the target sparsity."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
-    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score "
+             "| mean at target | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     for (task, variant, sparsity, steps), rows in groups.items():
-        cell = lambda key: mean_and_spread([r[key] for r in rows])
+        cell = lambda key: mean_and_spread([r.get(key) for r in rows])
         lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell('score')} "
                      f"({rows[0]['metric']}) | {cell('accuracy')} | {cell('f1')} "
-                     f"| {cell('final_score')} | {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+                     f"| {cell('final_score')} | {cell('mean_at_target')} "
+                     f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")
