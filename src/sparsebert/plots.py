@@ -40,7 +40,8 @@ def plot_trajectories(runs: dict[str, tuple[list, str]], teachers: dict[str, flo
     # a grid has many runs: the legend goes below each plot, where it hides no point
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5 + 0.12 * len(runs)), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for label, (points, metric) in sorted(runs.items()):
+        metric = next(m for label, (_, m) in runs.items() if label.split(" ")[0] == task)  # one per task
+        for label, (points, _) in sorted(runs.items()):
             if label.split(" ")[0] != task:
                 continue
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
