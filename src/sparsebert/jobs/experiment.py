@@ -218,12 +218,13 @@ def ensure_teacher(config: dict, name: str, args) -> str:
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
     made_once(folder, folder / "metrics.json", lambda: finetune.run(job_args(
         finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config)))
-    earlier = [r for r in committed_records(config) if r["job"] == folder.name]
-    if earlier and earlier[0].get("teacher_sha256") != fingerprint(folder):
-        raise UserError(f"{folder}: this teacher's weights (sha256 {fingerprint(folder)}) differ from those of the "
-                        f"teacher that taught the runs in {Path(config['output']) / 'results.json'} "
-                        f"({earlier[0].get('teacher_sha256') or 'not recorded'}); retrain it with the same settings and threads "
-                        f"(OMP_NUM_THREADS), or move that results.json away to start the grid over")
+    earlier = [r.get("teacher_sha256") for r in committed_records(config) if r["job"] == folder.name]
+    retrained = fingerprint(folder) if earlier else None
+    if earlier and earlier[0] != retrained:
+        raise UserError(f"{folder}: this teacher's weights (sha256 {retrained}) differ from those of the teacher that "
+                        f"taught the runs in {Path(config['output']) / 'results.json'} ({earlier[0] or 'not recorded'}); "
+                        f"retrain it with the same settings and threads (OMP_NUM_THREADS), or move that results.json "
+                        f"away to start the grid over")
     return str(folder)
 
 
