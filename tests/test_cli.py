@@ -7,6 +7,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+from sparsebert import checkpoint
+
 from conftest import make_tiny_model, run_cli
 
 
@@ -31,6 +33,21 @@ def test_non_empty_output_is_refused_and_left_alone(tiny_model, tiny_teacher):
     result = run_cli("finetune", "--model", str(tiny_model), "--output", str(tiny_teacher), "--max-train-samples", "8")
     assert_clean_error(result, "not empty")
     assert {p.name: p.stat().st_mtime_ns for p in tiny_teacher.iterdir()} == before
+
+
+def test_overwritten_run_starts_a_new_log_and_leaves_no_old_checkpoint(tiny_model, tmp_path):
+    out = tmp_path / "reused"
+    stale = out / "checkpoint-3"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.pt").write_bytes(b"an older run's")
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    result = run_cli("finetune", "--model", str(tiny_model), "--output", str(out), "--overwrite",
+                     "--max-train-samples", "32", "--epochs", "1", "--batch-size", "16", "--save-every", "1")
+    assert result.returncode == 0, result.stderr
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if '"loss"' in line]
+    assert steps == [1, 2]
+    assert not stale.exists() and [p.name for p in checkpoint.complete_checkpoints(out)] == ["checkpoint-1"]
 
 
 def test_same_seed_same_metrics(tiny_model, tiny_teacher, tmp_path):
@@ -105,6 +122,8 @@ def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_p
     (["finetune", "--data-dir", "/nonexistent", "--output", "o"], "data folder not found"),
     (["finetune", "--batch-size", "0", "--output", "o"], "--batch-size must be at least 1"),
     (["run", "--preset", "nope"], "--preset nope"),
+    (["run", "--resume"], "--resume needs --output"),
+    (["run", "--resume", "--output", "nothing"], "config.yaml: not found"),
 ])
 def test_clear_one_line_errors(args, message, tmp_path):
     assert_clean_error(run_cli(*args, cwd=tmp_path), message)
@@ -120,7 +139,7 @@ def test_bad_row_in_user_data_names_file_and_line(tiny_model, tmp_path):
     assert_clean_error(result, f"{data / 'train.tsv'}:3: 3 columns where RTE has 4")
 
 
-def test_run_writes_a_report(tiny_model, tmp_path):
+def test_run_writes_a_report(tiny_model, tiny_teacher, tmp_path):
     preset = tmp_path / "tiny.yaml"
     preset.write_text("teacher: {max_train_samples: 32, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}\n"
                       "prune: {max_train_samples: 32, max_steps: 4, batch_size: 16, save_every: 0}\n")
@@ -136,6 +155,9 @@ def test_run_writes_a_report(tiny_model, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("prune: {no_such_setting: 1}\n")
     assert_clean_error(run_cli("run", "--preset", str(bad), "--output", str(tmp_path / "r2")), "no_such_setting")
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_teacher.iterdir()}
+    assert_clean_error(run_cli("run", "--resume", "--output", str(tiny_teacher)), "not the config of a `sparsebert run`")
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_teacher.iterdir()} == before
 
 
 def test_small_dense_student_distils_through_a_projection(tiny_model, tiny_teacher, tmp_path):

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -50,6 +51,40 @@ def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "log.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert steps == list(range(1, 37)), "the resumed log should read as one uninterrupted run"
+
+
+def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text("teacher: {max_train_samples: 64, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}\n"
+                      "prune: {max_train_samples: 96, max_steps: 36, batch_size: 8, prune_events: 9, eval_every: 12,"
+                      " save_every: 4, learning_rate: 1.0e-3}\n")
+    run = ["run", "--preset", str(preset), "--model", str(tiny_model), "--sparsity", "0.9"]
+    reference = run_cli(*run, "--output", str(tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *run, "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (out / "student" / "checkpoint-12").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "student" / "metrics.json").exists(), "the run finished before it could be killed"
+    teacher_log = (out / "teacher" / "log.jsonl").read_text()
+
+    resumed = run_cli("run", "--resume", "--output", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished before, kept" in resumed.stdout and "resuming from checkpoint-" in resumed.stdout
+    assert (out / "teacher" / "log.jsonl").read_text() == teacher_log, "the finished teacher was trained again"
+    for name in ("model.safetensors", "masks.safetensors"):
+        a, b = load_file(str(tmp_path / "whole" / "student" / name)), load_file(str(out / "student" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed"] and report["sparse_score"] == json.loads(
+        (tmp_path / "whole" / "report.json").read_text())["sparse_score"]
+    assert checkpoint.complete_checkpoints(out / "student") == checkpoint.complete_checkpoints(out / "teacher") == []
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
+PARTIAL = re.compile(r"^\.checkpoint-\d+\.tmp$")  # one a killed run was writing
 
 
 def _fsync(path: Path) -> None:
@@ -68,6 +69,14 @@ def complete_checkpoints(out: Path) -> list[Path]:
     found = [(int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := PATTERN.match(p.name))
              and (p / "trainer_state.pt").is_file()]
     return [p for _, p in sorted(found)]
+
+
+def remove_all(out: Path) -> None:
+    """For a job that has handed over its finished model (each checkpoint holds the optimiser's state too,
+    3-4x the model), and for an overwritten run, whose checkpoints a later --resume would take."""
+    for path in out.iterdir():
+        if path.is_dir() and (PATTERN.match(path.name) or PARTIAL.match(path.name)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def latest(out: Path) -> Path | None:

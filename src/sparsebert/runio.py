@@ -59,7 +59,7 @@ class JsonlLog:
     """One JSON object per line: losses, learning rate, sparsity, dev metrics.
 
     resume_step: the records of steps after it (written before a crash) are dropped, so a resumed
-    run's log reads as if it had never stopped.
+    run's log reads as if it had never stopped; without it the file starts empty.
     """
 
     def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
@@ -71,7 +71,7 @@ class JsonlLog:
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
-        self.file = open(path, "a")
+        self.file = open(path, "w" if resume_step is None else "a")  # an overwritten run's log starts empty
 
     def write(self, **record) -> None:
         if not self.enabled:

@@ -46,7 +46,7 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="autocast precision of the forward pass (fp16 needs a GPU)")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0: never)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep (`run` and `experiment` delete them when the job is done)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its latest complete checkpoint, with its config.yaml")
 
@@ -73,15 +73,23 @@ def resumed_args(args):
     """With --resume, the settings are the run's own config.yaml, whatever else the command line says."""
     if not args.resume:
         return args
-    config = Path(args.output) / "config.yaml"
-    if not config.is_file():
-        raise UserError(f"{config}: not found; --resume continues a run in its output folder")
-    with open(config) as f:
-        saved = yaml.safe_load(f)
+    saved = saved_config(Path(args.output))
     # the folder is where the run is now, even if it was moved since
     settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, "resume": True,
                 "output": args.output}
     return argparse.Namespace(**settings)
+
+
+def saved_config(out: Path) -> dict:
+    """The config.yaml of the run that --resume continues."""
+    config = out / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{config}: not found; --resume continues a run in its output folder")
+    with open(config) as f:
+        saved = yaml.safe_load(f)
+    if not isinstance(saved, dict):
+        raise UserError(f"{config}: not a run's settings (a YAML mapping); --resume needs the one the run wrote")
+    return saved
 
 
 def start_run(args, config: dict, main: bool = True):
@@ -89,6 +97,7 @@ def start_run(args, config: dict, main: bool = True):
     out = Path(args.output)
     if main and not args.resume:
         out = prepare_output_dir(out, args.overwrite)
+        checkpoint.remove_all(out)  # an overwritten run's, which a later --resume would take for this one's
         write_config(out, config)
     return out
 

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import itertools
 import os
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -136,8 +135,7 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
         print(f"{job['dir']}: resuming from {resume_from.name}", flush=True)
         settings["resume"] = True
     prune.run(job_args(prune, settings, job["variant"], args.config))
-    for done in checkpoint.complete_checkpoints(folder):  # only for resuming, and a finished job is not resumed
-        shutil.rmtree(done)
+    checkpoint.remove_all(folder)  # only for resuming, and a finished job is not resumed
 
 
 def is_done(config: dict, name: str) -> bool:

@@ -48,7 +48,7 @@ def run(args) -> dict:
         trainer, best_state = checkpoint.load(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
         step, best, best_step, metrics, seconds, step_seconds = (
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
-    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None, enabled=processes.main)
+    log = JsonlLog(out / "log.jsonl", resume_step=step if resume_from else None, enabled=processes.main)
 
     started = time.time() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"finetune {task.name}", unit="step", disable=not processes.main)

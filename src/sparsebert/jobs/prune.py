@@ -174,7 +174,7 @@ def run(args) -> dict:
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
     else:
         pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
-    log = JsonlLog(out / "log.jsonl", resume_step=step if args.resume else None, enabled=processes.main)
+    log = JsonlLog(out / "log.jsonl", resume_step=step if resume_from else None, enabled=processes.main)
     if teacher_metrics is not None and not resume_from:
         log.write(step=0, teacher_eval=teacher_metrics)
 

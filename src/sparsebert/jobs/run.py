@@ -2,22 +2,25 @@
 
 Settings come from a preset (presets/*.yaml: `quick`, the teacher and 500 pruning steps, sized for a
 2-core CPU; `long`, 4,000 steps, what reached 95% of the teacher on MRPC; `paper`, METHOD.md's recipe);
-every other setting is the default of `finetune` and `prune`.
+every other setting is the default of `finetune` and `prune`. A run cut off (a crash, the end of a sitting)
+goes on with `sparsebert run --resume --output FOLDER`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from .. import checkpoint
 from ..errors import UserError
 from ..runio import prepare_output_dir, write_config, write_json
 from ..tasks import get_task
-from . import finetune, prune
+from . import common, finetune, prune
 
 
 def add_arguments(p) -> None:
@@ -30,6 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--output", default=None, help="run folder (default: runs/<task>-<sparsity>-<time>)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output with its config.yaml: a finished teacher is kept, a job "
+                        "cut off goes on from its latest checkpoint")
 
 
 def load_preset(name: str) -> dict:
@@ -57,7 +63,7 @@ def job_args(job, overrides: dict, section: str, preset_path: str) -> argparse.N
     return args
 
 
-def run(args) -> dict:
+def new_jobs(args):
     task = get_task(args.task)
     preset = load_preset(args.preset)
     if not 0 <= args.sparsity < 1:
@@ -73,10 +79,50 @@ def run(args) -> dict:
                                   "output": str(out / "student")}, "prune", args.preset)
     prune.check_args(prune_args)
     write_config(out, {"job": "run", **vars(args), "teacher": vars(teacher_args), "prune": vars(prune_args)})
+    return out, teacher_args, prune_args
+
+
+def resumed_jobs(args):
+    """The run's own settings from its config.yaml, whatever else the command line says."""
+    if not args.output:
+        raise UserError("--resume needs --output, the folder of the run to continue")
+    out = Path(args.output)
+    saved = common.saved_config(out)
+    if saved.get("job") != "run":
+        raise UserError(f"{out / 'config.yaml'}: not the config of a `sparsebert run`; resume a single job with "
+                        "its own command (finetune or prune --resume)")
+    for key in ("task", "preset", "seed", "sparsity"):
+        setattr(args, key, saved[key])
+    # the folder is where the run is now, even if it was moved since
+    teacher_args = argparse.Namespace(**{**saved["teacher"], "output": str(out / "teacher")})
+    prune_args = argparse.Namespace(**{**saved["prune"], "teacher": str(out / "teacher"),
+                                       "output": str(out / "student")})
+    return out, teacher_args, prune_args
+
+
+def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
+    """On --resume a finished job's metrics are read back, one with a checkpoint goes on from it, and one cut
+    off before its first checkpoint starts over."""
+    folder = Path(settings.output)
+    if resume and (folder / "metrics.json").is_file():
+        print(f"{folder}: finished before, kept", flush=True)
+        return json.loads((folder / "metrics.json").read_text())
+    settings.resume = resume and checkpoint.latest(folder) is not None
+    settings.overwrite = settings.overwrite or resume
+    if settings.resume:
+        print(f"{folder}: resuming from {checkpoint.latest(folder).name}", flush=True)
+    result = job.run(settings)
+    checkpoint.remove_all(folder)  # the run hands over finished models, not optimiser states
+    return result
+
+
+def run(args) -> dict:
+    out, teacher_args, prune_args = resumed_jobs(args) if args.resume else new_jobs(args)
+    task = get_task(args.task)
 
     started = time.time()
-    teacher_result = finetune.run(teacher_args)
-    prune_result = prune.run(prune_args)
+    teacher_result = run_or_resume(finetune, teacher_args, args.resume)
+    prune_result = run_or_resume(prune, prune_args, args.resume)
     wall = time.time() - started
 
     metric = task.main_metric
@@ -92,6 +138,7 @@ def run(args) -> dict:
         "prune_seconds": prune_result["train_seconds"],
         "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],
                              "prune": prune_result["seconds_per_step"]},
+        "resumed": args.resume,  # then wall_seconds is this sitting's only
         "preset": args.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
     }
     write_json(out / "report.json", report)
