@@ -111,6 +111,8 @@ def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
     settings.overwrite = settings.overwrite or resume
     if settings.resume:
         print(f"{folder}: resuming from {checkpoint.latest(folder).name}", flush=True)
+    elif resume:
+        print(f"{folder}: no checkpoint, running it from the start", flush=True)
     result = job.run(settings)
     checkpoint.remove_all(folder)  # the run hands over finished models, not optimiser states
     return result
