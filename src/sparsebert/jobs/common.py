@@ -46,7 +46,8 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="autocast precision of the forward pass (fp16 needs a GPU)")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0: never)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep (`run` and `experiment` delete them when the job is done)")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="how many recent checkpoints to keep (`run` and `experiment` delete them when the job is done)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its latest complete checkpoint, with its config.yaml")
 
