@@ -179,7 +179,7 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
         config = {
             "name": name, "output": str(tmp_path / name / "results"), "runs_dir": str(tmp_path / name / "runs"),
             "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
-                                  "batch_size": 16}},
+                                  "batch_size": 16, "save_every": 1}},
             "prune_defaults": {"student": str(tiny_model), "max_train_samples": 64, "batch_size": 8,
                                "eval_every": 8},
             "jobs": [{"variant": "kap", "teacher": "mrpc", "sparsities": [0.5], "steps": [24],
@@ -191,6 +191,7 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     whole_config, whole = grid("whole")
     assert run_cli("experiment", whole_config).returncode == 0
     assert not checkpoint.complete_checkpoints(whole), "a finished job keeps no checkpoints"
+    assert not checkpoint.complete_checkpoints(whole.parent / "teacher-mrpc"), "nor does its teacher"
 
     cut_config, cut = grid("cut")
     # the same number of threads as the in-process runs: another reduction order would change the bits

@@ -93,6 +93,21 @@ def saved_config(out: Path) -> dict:
     return saved
 
 
+def run_to_the_end(job, settings: argparse.Namespace, resume: bool) -> dict:
+    """Runs one job of `run` or `experiment` in settings.output; with `resume`, from the latest checkpoint an
+    earlier sitting left there. Its checkpoints are deleted once its model is written: they serve only to
+    resume, and these commands hand over finished models, not optimiser states."""
+    folder = Path(settings.output)
+    latest = checkpoint.latest(folder) if resume else None
+    settings.resume = latest is not None
+    if resume:
+        print(f"{folder}: " + (f"resuming from {latest.name}" if latest else "no checkpoint, running it from the start"),
+              flush=True)
+    result = job.run(settings)
+    checkpoint.remove_all(folder)
+    return result
+
+
 def start_run(args, config: dict, main: bool = True):
     """The output folder with the config that made it (rank 0 only; a resumed run keeps its own)."""
     out = Path(args.output)

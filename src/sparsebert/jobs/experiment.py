@@ -1,13 +1,13 @@
 """sparsebert experiment: a grid of finetune/prune jobs from a YAML file, resumable, with tables and plots.
 
 Each job's model folder goes under `runs_dir`; a job whose metrics.json exists there, or whose record is in
-the committed `<output>/results.json`, is not run again, and one with a checkpoint (`prune: {save_every: N}`)
-goes on from it, so a long grid survives interruptions and can be spread over several sittings, each on a
-fresh clone (runs_dir is not committed; a teacher is retrained there, and must come out bit for bit the one
-that taught the committed runs, which its records' `teacher_sha256` names). Several processes can work
-through one grid side by side (each job is claimed by one of them). After every job the records are
-gathered into `<output>/results.json`, a markdown table of scores, one of each pruned model's sparsity per
-layer (`layers.md`), and plots.
+the committed `<output>/results.json`, is not run again, and one with a checkpoint (`save_every: N`) goes on
+from it (its checkpoints are deleted once its model is written), so a long grid survives interruptions and can
+be spread over several sittings, each on a fresh clone (runs_dir is not committed; a teacher is retrained
+there, and must come out bit for bit the one that taught the committed runs, which its records'
+`teacher_sha256` names). Several processes can work through one grid side by side (each job is claimed by one
+of them). After every job the records are gathered into `<output>/results.json`, a markdown table of scores,
+one of each pruned model's sparsity per layer (`layers.md`), and plots.
 
 Config:
     name: recipe
@@ -37,13 +37,12 @@ from pathlib import Path
 import yaml
 from safetensors.torch import load_file
 
-from .. import checkpoint
 from ..errors import UserError
 from ..plots import eval_trajectory, plot_curves, plot_trajectories
 from ..pruning.report import per_layer
 from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
-from . import augment, finetune, prune
+from . import augment, common, finetune, prune
 from .run import job_args
 
 
@@ -130,12 +129,8 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
         settings["max_steps"] = job["steps"]
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
-    resume_from = checkpoint.latest(folder)
-    if resume_from:  # a job cut off in an earlier sitting goes on from its checkpoint (a `save_every:` job)
-        print(f"{job['dir']}: resuming from {resume_from.name}", flush=True)
-        settings["resume"] = True
-    prune.run(job_args(prune, settings, job["variant"], args.config))
-    checkpoint.remove_all(folder)  # only for resuming, and a finished job is not resumed
+    # a job cut off in an earlier sitting goes on from its checkpoint (a `save_every:` job)
+    common.run_to_the_end(prune, job_args(prune, settings, job["variant"], args.config), resume=True)
 
 
 def is_done(config: dict, name: str) -> bool:
@@ -214,8 +209,9 @@ def ensure_teacher(config: dict, name: str, args) -> str:
     with a teacher of an earlier sitting: one retrained differently would make the grid compare runs taught
     by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
-    made_once(folder, folder / "metrics.json", lambda: finetune.run(job_args(
-        finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config)))
+    made_once(folder, folder / "metrics.json", lambda: common.run_to_the_end(finetune, job_args(
+        finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config),
+        resume=True))
     earlier = [r.get("teacher_sha256") for r in committed_records(config) if r["job"] == folder.name]
     retrained = fingerprint(folder) if earlier else None
     if earlier and earlier[0] != retrained:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import yaml
 
-from .. import checkpoint
 from ..errors import UserError
 from ..runio import prepare_output_dir, write_config, write_json
 from ..tasks import get_task
@@ -107,15 +106,8 @@ def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
     if resume and (folder / "metrics.json").is_file():
         print(f"{folder}: finished before, kept", flush=True)
         return json.loads((folder / "metrics.json").read_text())
-    settings.resume = resume and checkpoint.latest(folder) is not None
     settings.overwrite = settings.overwrite or resume
-    if settings.resume:
-        print(f"{folder}: resuming from {checkpoint.latest(folder).name}", flush=True)
-    elif resume:
-        print(f"{folder}: no checkpoint, running it from the start", flush=True)
-    result = job.run(settings)
-    checkpoint.remove_all(folder)  # the run hands over finished models, not optimiser states
-    return result
+    return common.run_to_the_end(job, settings, resume)
 
 
 def run(args) -> dict:
