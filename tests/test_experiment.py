@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import yaml
@@ -234,3 +235,30 @@ def test_the_comparison_states_the_claims_from_the_records(tmp_path):
                         "missing: cola.")
     assert lines[8] == ("- kap beats all of no-teacher, small-dense on 1 of the 1 tasks where all of them ran (mrpc); "
                         "not yet complete: rte, cola.")
+
+
+def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
+    def grid(**last_job):
+        config = {"name": "g", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+                  "teachers": {"mrpc": {"task": "mrpc", "max_train_samples": 32}},
+                  "jobs": [{"variant": "kap", "teacher": "mrpc"}, {"variant": "late", "teacher": "mrpc", **last_job}]}
+        path = tmp_path / "grid.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = run_cli("experiment", str(path))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert not (tmp_path / "runs").exists(), "nothing ran"
+        return result.stderr.strip()
+
+    assert grid(prune={"learning_rat": 1e-4}).endswith("grid.yaml: unknown setting 'learning_rat' in late:")
+    assert "job 2 (late): unknown key 'sparsity'" in grid(sparsity=[0.9])
+    assert "job 2 (late): teacher 'rte' is not defined under 'teachers:'" in grid(teacher="rte")
+    assert "job 2 (late): trains on 'mrpc-x4', which 'augmented:' does not define" in grid(train="mrpc-x4")
+
+
+def test_the_shipped_grids_are_valid():
+    shipped = sorted((Path(__file__).parent.parent / "src/sparsebert/experiments").glob("*.yaml"))
+    assert shipped
+    for config in shipped:
+        listed = run_cli("experiment", str(config), "--dry-run")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines() and all(line.split()[0] in ("done", "todo") for line in listed.stdout.splitlines())

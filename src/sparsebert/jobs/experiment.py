@@ -63,7 +63,33 @@ def load_config(path: str) -> dict:
     for key in ("name", "output", "runs_dir", "teachers", "jobs"):
         if key not in (config or {}):
             raise UserError(f"{path}: missing '{key}:'")
+    check_jobs(config, path)
     return config
+
+
+JOB_KEYS = {"variant", "teacher", "seeds", "sparsities", "steps", "prune", "train"}
+
+
+def check_jobs(config: dict, path: str) -> None:
+    """Every job's settings are checked before any job runs: a typo in the last job of a grid would otherwise
+    stop it hours in, and a misspelt key (`sparsity:` for `sparsities:`) would silently run the default."""
+    for name, settings in config["teachers"].items():
+        job_args(finetune, settings or {}, f"teachers: {name}", path)
+    augmented = config.get("augmented") or {}
+    for name, settings in augmented.items():
+        job_args(augment, settings or {}, f"augmented: {name}", path)
+    for number, spec in enumerate(config["jobs"], 1):
+        if not isinstance(spec, dict) or not {"variant", "teacher"} <= spec.keys():
+            raise UserError(f"{path}: job {number} of 'jobs:' needs 'variant:' and 'teacher:'")
+        where = f"{path}: job {number} ({spec['variant']})"
+        if spec.keys() - JOB_KEYS:
+            raise UserError(f"{where}: unknown key '{sorted(spec.keys() - JOB_KEYS)[0]}'; a job takes "
+                            f"{', '.join(sorted(JOB_KEYS))}")
+        if spec["teacher"] not in config["teachers"]:
+            raise UserError(f"{where}: teacher '{spec['teacher']}' is not defined under 'teachers:'")
+        if "train" in spec and spec["train"] not in augmented:
+            raise UserError(f"{where}: trains on '{spec['train']}', which 'augmented:' does not define")
+        job_args(prune, {**config.get("prune_defaults", {}), **spec.get("prune", {})}, spec["variant"], path)
 
 
 def expand(config: dict) -> list[dict]:
@@ -223,9 +249,7 @@ def ensure_teacher(config: dict, name: str, args) -> str:
 
 
 def ensure_augmented(config: dict, name: str, args) -> str:
-    sets = config.get("augmented") or {}
-    if name not in sets:
-        raise UserError(f"{args.config}: a job trains on '{name}', which 'augmented:' does not define")
+    sets = config["augmented"]  # the name is checked by check_jobs
     path = Path(config["runs_dir"]) / f"augmented-{name}.tsv"
     made_once(path, path, lambda: augment.run(job_args(augment, {**sets[name], "output": str(path)}, "augmented",
                                                  args.config)))
