@@ -73,6 +73,8 @@ def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_p
     proc.wait()
     assert not (out / "student" / "metrics.json").exists(), "the run finished before it could be killed"
     teacher_log = (out / "teacher" / "log.jsonl").read_text()
+    # the user moves the run before resuming it: the student is then taught by the teacher in its new place
+    out = out.rename(tmp_path / "moved")
 
     resumed = run_cli("run", "--resume", "--output", str(out))
     assert resumed.returncode == 0, resumed.stderr

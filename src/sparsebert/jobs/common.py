@@ -49,7 +49,9 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
     p.add_argument("--keep-checkpoints", type=int, default=2,
                    help="how many recent checkpoints to keep (`run` and `experiment` delete them when the job is done)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output from its latest complete checkpoint, with its config.yaml")
+                   help="continue the run in --output from its latest complete checkpoint, with its config.yaml; "
+                        "only inputs that moved may be given anew (--teacher, --student, --model, --train-file, "
+                        "--data-dir)")
 
 
 def check_training_args(args) -> None:
@@ -70,13 +72,19 @@ def check_training_args(args) -> None:
         raise UserError("--max-seq-length: BERT-family encoders take at most 512 tokens")
 
 
+# the settings that say where a run's inputs are, not how it trains
+INPUT_LOCATIONS = ("model", "student", "teacher", "train_file", "data_dir")
+
+
 def resumed_args(args):
-    """With --resume, the settings are the run's own config.yaml, whatever else the command line says."""
+    """With --resume, the settings are the run's own config.yaml, whatever else the command line says, except
+    where things are: the run's folder is where it is now, and an input given anew (a teacher moved with the
+    run, as `run --resume` gives its own) replaces the one the run started from."""
     if not args.resume:
         return args
     saved = saved_config(Path(args.output))
-    # the folder is where the run is now, even if it was moved since
-    settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, "resume": True,
+    moved = {k: getattr(args, k) for k in INPUT_LOCATIONS if getattr(args, k, None) is not None}
+    settings = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args)}, **moved, "resume": True,
                 "output": args.output}
     return argparse.Namespace(**settings)
 
