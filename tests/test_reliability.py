@@ -88,6 +88,12 @@ def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_p
         (tmp_path / "whole" / "report.json").read_text())["sparse_score"]
     assert checkpoint.complete_checkpoints(out / "student") == checkpoint.complete_checkpoints(out / "teacher") == []
 
+    # a student cut off before its first checkpoint starts over, and the user hears so
+    (out / "student" / "metrics.json").unlink()
+    again = run_cli("run", "--resume", "--output", str(out))
+    assert again.returncode == 0, again.stderr
+    assert f"{out / 'student'}: no checkpoint, running it from the start" in again.stdout
+
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     result = run_cli("finetune", "--output", str(tmp_path / "nothing"), "--resume")

@@ -101,16 +101,18 @@ def saved_config(out: Path) -> dict:
     return saved
 
 
-def run_to_the_end(job, settings: argparse.Namespace, resume: bool) -> dict:
+def run_to_the_end(job, settings: argparse.Namespace, resume: bool, say_fresh_start: bool = False) -> dict:
     """Runs one job of `run` or `experiment` in settings.output; with `resume`, from the latest checkpoint an
-    earlier sitting left there. Its checkpoints are deleted once its model is written: they serve only to
-    resume, and these commands hand over finished models, not optimiser states."""
+    earlier sitting left there (a user who asked for it hears when there was none: `say_fresh_start`). Its
+    checkpoints are deleted once its model is written: they serve only to resume, and these commands hand
+    over finished models, not optimiser states."""
     folder = Path(settings.output)
     latest = checkpoint.latest(folder) if resume else None
     settings.resume = latest is not None
-    if resume:
-        print(f"{folder}: " + (f"resuming from {latest.name}" if latest else "no checkpoint, running it from the start"),
-              flush=True)
+    if latest is not None:
+        print(f"{folder}: resuming from {latest.name}", flush=True)
+    elif resume and say_fresh_start:
+        print(f"{folder}: no checkpoint, running it from the start", flush=True)
     result = job.run(settings)
     checkpoint.remove_all(folder)
     return result

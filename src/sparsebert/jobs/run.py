@@ -107,7 +107,7 @@ def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
         print(f"{folder}: finished before, kept", flush=True)
         return json.loads((folder / "metrics.json").read_text())
     settings.overwrite = settings.overwrite or resume
-    return common.run_to_the_end(job, settings, resume)
+    return common.run_to_the_end(job, settings, resume, say_fresh_start=True)
 
 
 def run(args) -> dict:
