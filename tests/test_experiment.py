@@ -61,11 +61,18 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     at_target = [r["eval"]["f1"] for r in log if "eval" in r and r["sparsity"] >= 0.5 - 1e-3]
     kap1 = next(r for r in records if r["variant"] == "kap" and r["seed"] == 1)
     assert at_target and abs(kap1["mean_at_target"] - sum(at_target) / len(at_target)) < 1e-12
-    # `label:` renames the field the jobs are named by (issue 8's records say `method`)
+    # the plots follow accuracy where the task has it, each record saying which metric its evaluations are in
+    evaluated = lambda metric: [[r["step"], r.get("sparsity", 0.0), r["eval"][metric]] for r in log if "eval" in r]
+    assert kap1["evaluations_metric"] == "accuracy" and kap1["evaluations"] == evaluated("accuracy")
+    # `label:` renames the field the jobs are named by (issue 8's records say `method`); `plot_metric: score`
+    # plots the task's score (MRPC's F1) instead
     relabelled = tmp_path / "relabelled.yaml"
-    relabelled.write_text(yaml.safe_dump({**config, "label": "method", "output": str(tmp_path / "relabelled")}))
+    relabelled.write_text(yaml.safe_dump({**config, "label": "method", "output": str(tmp_path / "relabelled"),
+                                          "plot_metric": "score"}))
     assert run_cli("experiment", str(relabelled), "--collect").returncode == 0
     renamed = json.loads((tmp_path / "relabelled" / "results.json").read_text())
+    scored = next(r for r in renamed if r["method"] == "kap" and r["seed"] == 1)
+    assert scored["evaluations_metric"] == "f1" and scored["evaluations"] == evaluated("f1")
     assert sorted(r["method"] for r in renamed) == ["kap", "kap", "kap-aug", "no-teacher", "teacher"]
     assert not any("variant" in r for r in renamed)
     assert (tmp_path / "relabelled" / "table.md").read_text().startswith("| task | method |")
@@ -253,6 +260,10 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     assert "job 2 (late): unknown key 'sparsity'" in grid(sparsity=[0.9])
     assert "job 2 (late): teacher 'rte' is not defined under 'teachers:'" in grid(teacher="rte")
     assert "job 2 (late): trains on 'mrpc-x4', which 'augmented:' does not define" in grid(train="mrpc-x4")
+    config = yaml.safe_load((tmp_path / "grid.yaml").read_text())
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "plot_metric": "f1", "jobs": config["jobs"][:1]}))
+    refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
+    assert refused.returncode != 0 and "plot_metric: 'f1'; give accuracy or score" in refused.stderr
 
 
 def test_the_shipped_grids_are_valid():

@@ -13,6 +13,7 @@ Config:
     name: recipe
     output: results/recipe          # committed: results.json, table.md, layers.md, PNG
     label: variant                  # optional: what results.json and the tables call a job's variant
+    plot_metric: accuracy           # optional: what the plots show, accuracy where the task has it or its score
     runs_dir: runs/recipe           # models and logs (not committed)
     teachers:                       # finetune settings per teacher name
       mrpc: {task: mrpc, epochs: 3}
@@ -38,6 +39,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ..errors import UserError
+from ..metrics import compute_metrics
 from ..plots import eval_trajectory, plot_curves, plot_trajectories
 from ..pruning.report import per_layer
 from ..runio import read_json, write_json
@@ -63,6 +65,8 @@ def load_config(path: str) -> dict:
     for key in ("name", "output", "runs_dir", "teachers", "jobs"):
         if key not in (config or {}):
             raise UserError(f"{path}: missing '{key}:'")
+    if config.get("plot_metric", "accuracy") not in ("accuracy", "score"):
+        raise UserError(f"{path}: plot_metric: '{config['plot_metric']}'; give accuracy or score")
     check_jobs(config, path)
     return config
 
@@ -261,8 +265,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
     results.json, in an earlier one) into results.json, the tables and the plots."""
     runs = Path(config["runs_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    # accuracy where the task has it: on MRPC a collapsed model still shows F1 0.81
-    shown = lambda task: "accuracy" if "accuracy" in task.metrics else task.main_metric
+    by_score = config.get("plot_metric", "accuracy") == "score"
+    shown = lambda task: plotted_metric(task, by_score)
     fresh, teacher_sha256 = {}, {}
     for name, settings in config["teachers"].items():
         folder = runs / f"teacher-{name}"
@@ -280,6 +284,7 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 "job": job["dir"], "layer_sparsity": layer_sparsity(folder / "masks.safetensors"),
                 "teacher_sha256": None if job.get("prune", {}).get("no_teacher") else teacher_sha256.get(job["teacher"]),
                 "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
+                "evaluations_metric": shown(get_task(job["task"])),
                 "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
     earlier = {r["job"]: r for r in committed_records(config)}
     names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
@@ -295,21 +300,29 @@ def write_results(config: dict, out: Path) -> list[dict]:
     # jobs of one `steps:` list differ only in their length, which their names end with
     trajectories = {f"{r['task']} {r['variant']} {r['sparsity']:g} seed {r['seed']}"
                     + (f" {r['steps']} steps" if r["job"].endswith("steps") else ""):
-                    (r["evaluations"], shown(get_task(r["task"]))) for r in records if r.get("evaluations")}
+                    (r["evaluations"], r.get("evaluations_metric") or plotted_metric(get_task(r["task"]), False))
+                    for r in records if r.get("evaluations")}  # records from before `plot_metric` lack the field
     if trajectories:
         teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records if r["variant"] == "teacher"}
         majority = {}
         for settings in config["teachers"].values():
             task = get_task(settings["task"])
-            if "accuracy" in task.metrics:
+            if not task.is_regression:
                 labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
-                majority[task.name.lower()] = max(labels.count(c) for c in set(labels)) / len(labels)
+                always = [max(set(labels), key=labels.count)] * len(labels)
+                majority[task.name.lower()] = compute_metrics(task, labels, always)[shown(task)]
         plot_trajectories(trajectories, teachers, majority, out / "trajectories.png")
         metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
         pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records if r["variant"] != "teacher"]
         plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
         plot_curves(pruned, "sparsity", metrics, teachers, majority, out / "sparsity.png")
     return records
+
+
+def plotted_metric(task, by_score: bool) -> str:
+    """What the plots show: accuracy where the task has it (on MRPC a collapsed model still shows F1 0.81),
+    unless the grid asks for its score (`plot_metric: score`); either way beside the majority class's value."""
+    return "accuracy" if "accuracy" in task.metrics and not by_score else task.main_metric
 
 
 def mean_at_target(log: Path, metric: str, sparsity: float) -> float | None:
