@@ -23,34 +23,56 @@ def prune_cmd(tiny_model, teacher, out, *extra):
             "--criterion", "taylor", *extra]  # the criterion with state (squared gradients) that must survive
 
 
+def kill_once_written(args: list, marker) -> None:
+    """Starts `sparsebert ARGS` in a new process and kills it (SIGKILL) as soon as `marker` exists."""
+    # the same number of threads as the in-process runs: another reduction order would change the bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not marker.is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def assert_same_weights(a_folder, b_folder, names=("model.safetensors", "masks.safetensors")) -> None:
+    for name in names:
+        a, b = load_file(str(a_folder / name)), load_file(str(b_folder / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+
+
 def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
     reference = run_cli(*prune_cmd(tiny_model, tiny_teacher, tmp_path / "whole"))
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
-    # the same number of threads as the in-process runs: another reduction order would change the bits
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *prune_cmd(tiny_model, tiny_teacher, out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while not (out / "checkpoint-12").is_dir() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(prune_cmd(tiny_model, tiny_teacher, out), out / "checkpoint-12")
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
     assert checkpoint.latest(out) is not None
 
     resumed = run_cli(*prune_cmd(tiny_model, tiny_teacher, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    for name in ("model.safetensors", "masks.safetensors"):
-        a, b = load_file(str(tmp_path / "whole" / name)), load_file(str(out / name))
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+    assert_same_weights(tmp_path / "whole", out)
     assert len(checkpoint.complete_checkpoints(out)) <= 2  # --keep-checkpoints 2
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (out / "log.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert steps == list(range(1, 37)), "the resumed log should read as one uninterrupted run"
+
+
+def test_killed_finetune_resumes_to_the_same_teacher(tiny_model, tmp_path):
+    # a grid retrains its teachers in each sitting and resumes one cut off; its fingerprint must not change
+    def finetune(out, *extra):
+        return ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "96",
+                "--epochs", "2", "--batch-size", "8", "--save-every", "4", "--learning-rate", "1e-3", *extra]
+
+    assert run_cli(*finetune(tmp_path / "whole")).returncode == 0
+    out = tmp_path / "killed"
+    kill_once_written(finetune(out), out / "checkpoint-8")
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(*finetune(out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(tmp_path / "whole", out, names=("model.safetensors",))
 
 
 def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_path):
@@ -63,14 +85,7 @@ def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_p
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *run, "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while not (out / "student" / "checkpoint-12").is_dir() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written([*run, "--output", str(out)], out / "student" / "checkpoint-12")
     assert not (out / "student" / "metrics.json").exists(), "the run finished before it could be killed"
     teacher_log = (out / "teacher" / "log.jsonl").read_text()
     # the user moves the run before resuming it: the student is then taught by the teacher in its new place
@@ -80,9 +95,7 @@ def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_p
     assert resumed.returncode == 0, resumed.stderr
     assert "finished before, kept" in resumed.stdout and "resuming from checkpoint-" in resumed.stdout
     assert (out / "teacher" / "log.jsonl").read_text() == teacher_log, "the finished teacher was trained again"
-    for name in ("model.safetensors", "masks.safetensors"):
-        a, b = load_file(str(tmp_path / "whole" / "student" / name)), load_file(str(out / "student" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+    assert_same_weights(tmp_path / "whole" / "student", out / "student")
     report = json.loads((out / "report.json").read_text())
     assert report["resumed"] and report["sparse_score"] == json.loads(
         (tmp_path / "whole" / "report.json").read_text())["sparse_score"]
