@@ -1,7 +1,9 @@
 import contextlib
 import io
 import os
+import signal
 import subprocess
+import time
 import traceback
 import sys
 from pathlib import Path
@@ -69,3 +71,16 @@ def run_cli(*args, cwd=None, launcher=()) -> subprocess.CompletedProcess:
     finally:
         os.chdir(previous)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def kill_once_written(args: list, marker) -> None:
+    """Starts `sparsebert ARGS` in a new process and kills it (SIGKILL) as soon as `marker` exists."""
+    # the same number of threads as the in-process runs: another reduction order would change the bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not marker.is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,17 +1,15 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import run_cli
+from conftest import kill_once_written, run_cli
 from sparsebert import checkpoint
 from sparsebert.jobs.experiment import claim, release, write_comparison
 from sparsebert.tasks import get_task, task_file
@@ -202,15 +200,7 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     assert not checkpoint.complete_checkpoints(whole.parent / "teacher-mrpc"), "nor does its teacher"
 
     cut_config, cut = grid("cut")
-    # the same number of threads as the in-process runs: another reduction order would change the bits
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", "experiment", cut_config],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while not (cut / "checkpoint-8").is_dir() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # the sitting ends
-    proc.wait()
+    kill_once_written(["experiment", cut_config], cut / "checkpoint-8")  # the sitting ends
     assert not (cut / "metrics.json").exists(), "the job finished before it could be cut off"
     started = checkpoint.latest(cut)
     again = run_cli("experiment", cut_config)

@@ -1,9 +1,4 @@
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -13,7 +8,7 @@ from sparsebert import checkpoint
 from sparsebert.errors import UserError
 from sparsebert.jobs.common import check_training_state
 
-from conftest import run_cli
+from conftest import kill_once_written, run_cli
 
 
 def prune_cmd(tiny_model, teacher, out, *extra):
@@ -21,19 +16,6 @@ def prune_cmd(tiny_model, teacher, out, *extra):
             "--max-train-samples", "96", "--max-steps", "36", "--batch-size", "8", "--sparsity", "0.9",
             "--prune-events", "9", "--eval-every", "12", "--save-every", "4", "--learning-rate", "1e-3",
             "--criterion", "taylor", *extra]  # the criterion with state (squared gradients) that must survive
-
-
-def kill_once_written(args: list, marker) -> None:
-    """Starts `sparsebert ARGS` in a new process and kills it (SIGKILL) as soon as `marker` exists."""
-    # the same number of threads as the in-process runs: another reduction order would change the bits
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while not marker.is_dir() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def assert_same_weights(a_folder, b_folder, names=("model.safetensors", "masks.safetensors")) -> None:
