@@ -129,6 +129,18 @@ def test_clear_one_line_errors(args, message, tmp_path):
     assert_clean_error(run_cli(*args, cwd=tmp_path), message)
 
 
+def test_a_yaml_file_that_does_not_parse_or_has_the_wrong_shape_is_one_line(tmp_path):
+    (tmp_path / "preset.yaml").write_text("teacher: {epochs: 1\nprune: {}\n")
+    assert_clean_error(run_cli("run", "--preset", "preset.yaml", cwd=tmp_path), "preset.yaml, line 2: not valid YAML")
+    (tmp_path / "preset.yaml").write_text("- teacher\n")
+    assert_clean_error(run_cli("run", "--preset", "preset.yaml", cwd=tmp_path),
+                       "preset.yaml: holds a YAML list, but a preset is a mapping of settings")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("task: [mrpc\n")
+    assert_clean_error(run_cli("prune", "--resume", "--output", "run", cwd=tmp_path), "config.yaml, line 2: not valid YAML")
+    assert (tmp_path / "run" / "config.yaml").read_text() == "task: [mrpc\n", "the user's file is untouched"
+
+
 def test_bad_row_in_user_data_names_file_and_line(tiny_model, tmp_path):
     data = tmp_path / "rte"
     data.mkdir()

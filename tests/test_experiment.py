@@ -250,10 +250,21 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     assert "job 2 (late): unknown key 'sparsity'" in grid(sparsity=[0.9])
     assert "job 2 (late): teacher 'rte' is not defined under 'teachers:'" in grid(teacher="rte")
     assert "job 2 (late): trains on 'mrpc-x4', which 'augmented:' does not define" in grid(train="mrpc-x4")
+    assert "job 2 (late): 'seeds:' is a list like [42]" in grid(seeds=42)
+    assert "job 2 (late): 'sparsities:' is a list like [0.95]" in grid(sparsities=[0.9, 95])
+    assert "job 2 (late): prune: is a mapping ({key: value, ...}), not a list" in grid(prune=["max_steps"])
     config = yaml.safe_load((tmp_path / "grid.yaml").read_text())
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "plot_metric": "f1", "jobs": config["jobs"][:1]}))
     refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
     assert refused.returncode != 0 and "plot_metric: 'f1'; give accuracy or score" in refused.stderr
+    without_teachers = yaml.safe_dump({k: v for k, v in config.items() if k != "teachers"})
+    for text, message in ((without_teachers + "teachers: [mrpc]\n", "teachers: is a mapping ({key: value, ...}), not a list"),
+                          ("name: g\njobs: [{variant: kap\n", "grid.yaml, line 3: not valid YAML"),
+                          ("- kap\n", "holds a YAML list, but an experiment config is a mapping of settings")):
+        (tmp_path / "grid.yaml").write_text(text)
+        refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr and message in refused.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_shipped_grids_are_valid():

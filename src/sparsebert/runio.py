@@ -39,6 +39,24 @@ def write_config(output_dir: Path, config: dict) -> None:
         yaml.safe_dump(plain(config), f, sort_keys=False)
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file that must hold a mapping of settings (an empty file is an empty one). `what` names the file
+    for the user ("an experiment config"); a syntax error or another shape is one line naming the file (and
+    the line)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); correct it there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: holds a YAML {type(data).__name__}, but {what} is a mapping of settings")
+    return data
+
+
 def write_json(path: Path, data) -> None:
     """Atomic: a reader never sees half a file, a crash leaves the old one."""
     tmp = Path(f"{path}.tmp")

@@ -9,12 +9,11 @@ import torch
 
 from pathlib import Path
 
-import yaml
 
 from .. import checkpoint
 from ..data import encode, steps_per_epoch
 from ..errors import UserError
-from ..runio import prepare_output_dir, write_config
+from ..runio import prepare_output_dir, read_yaml_mapping, write_config
 from ..tasks import get_task, load_split, read_examples
 
 
@@ -94,10 +93,9 @@ def saved_config(out: Path) -> dict:
     config = out / "config.yaml"
     if not config.is_file():
         raise UserError(f"{config}: not found; --resume continues a run in its output folder")
-    with open(config) as f:
-        saved = yaml.safe_load(f)
-    if not isinstance(saved, dict):
-        raise UserError(f"{config}: not a run's settings (a YAML mapping); --resume needs the one the run wrote")
+    saved = read_yaml_mapping(config, "the config.yaml a run writes")
+    if not saved:
+        raise UserError(f"{config}: empty; --resume needs the config.yaml the run wrote")
     return saved
 
 

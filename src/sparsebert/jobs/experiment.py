@@ -35,14 +35,13 @@ import statistics
 import time
 from pathlib import Path
 
-import yaml
 from safetensors.torch import load_file
 
 from ..errors import UserError
 from ..metrics import compute_metrics
 from ..plots import eval_trajectory, plot_curves, plot_trajectories
 from ..pruning.report import per_layer
-from ..runio import read_json, write_json
+from ..runio import read_json, read_yaml_mapping, write_json
 from ..tasks import get_task, load_split
 from . import augment, common, finetune, prune
 from .run import job_args
@@ -60,10 +59,9 @@ def add_arguments(p) -> None:
 def load_config(path: str) -> dict:
     if not Path(path).is_file():
         raise UserError(f"{path}: experiment config not found")
-    with open(path) as f:
-        config = yaml.safe_load(f)
+    config = read_yaml_mapping(path, "an experiment config")
     for key in ("name", "output", "runs_dir", "teachers", "jobs"):
-        if key not in (config or {}):
+        if key not in config:
             raise UserError(f"{path}: missing '{key}:'")
     if config.get("plot_metric", "accuracy") not in ("accuracy", "score"):
         raise UserError(f"{path}: plot_metric: '{config['plot_metric']}'; give accuracy or score")
@@ -72,16 +70,25 @@ def load_config(path: str) -> dict:
 
 
 JOB_KEYS = {"variant", "teacher", "seeds", "sparsities", "steps", "prune", "train"}
+# the keys a job expands over: what each value must be, and an example for the message
+JOB_LISTS = {"seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), 42),
+             "sparsities": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, 0.95),
+             "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, 500)}
 
 
 def check_jobs(config: dict, path: str) -> None:
     """Every job's settings are checked before any job runs: a typo in the last job of a grid would otherwise
     stop it hours in, and a misspelt key (`sparsity:` for `sparsities:`) would silently run the default."""
-    for name, settings in config["teachers"].items():
-        job_args(finetune, settings or {}, f"teachers: {name}", path)
-    augmented = config.get("augmented") or {}
+    for name, settings in mapping(config["teachers"], f"{path}: teachers:").items():
+        if "task" not in mapping(settings, f"{path}: teachers: {name}"):
+            raise UserError(f"{path}: teachers: {name} needs 'task:'")
+        job_args(finetune, settings, f"teachers: {name}", path)
+    augmented = mapping(config.get("augmented") or {}, f"{path}: augmented:")
     for name, settings in augmented.items():
-        job_args(augment, settings or {}, f"augmented: {name}", path)
+        job_args(augment, mapping(settings, f"{path}: augmented: {name}"), f"augmented: {name}", path)
+    mapping(config.get("prune_defaults", {}), f"{path}: prune_defaults:")
+    if not isinstance(config["jobs"], list):
+        raise UserError(f"{path}: 'jobs:' is a list of jobs, one '- {{variant: ..., teacher: ...}}' each")
     for number, spec in enumerate(config["jobs"], 1):
         if not isinstance(spec, dict) or not {"variant", "teacher"} <= spec.keys():
             raise UserError(f"{path}: job {number} of 'jobs:' needs 'variant:' and 'teacher:'")
@@ -89,11 +96,23 @@ def check_jobs(config: dict, path: str) -> None:
         if spec.keys() - JOB_KEYS:
             raise UserError(f"{where}: unknown key '{sorted(spec.keys() - JOB_KEYS)[0]}'; a job takes "
                             f"{', '.join(sorted(JOB_KEYS))}")
+        for key, (fits, example) in JOB_LISTS.items():
+            values = spec.get(key, [example])
+            if not isinstance(values, list) or not values or not all(map(fits, values)):
+                raise UserError(f"{where}: '{key}:' is a list like [{example}]")
+        mapping(spec.get("prune", {}), f"{where}: prune:")
         if spec["teacher"] not in config["teachers"]:
             raise UserError(f"{where}: teacher '{spec['teacher']}' is not defined under 'teachers:'")
         if "train" in spec and spec["train"] not in augmented:
             raise UserError(f"{where}: trains on '{spec['train']}', which 'augmented:' does not define")
         job_args(prune, {**config.get("prune_defaults", {}), **spec.get("prune", {})}, spec["variant"], path)
+
+
+def mapping(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        shape = "empty" if value is None else f"a {type(value).__name__}"
+        raise UserError(f"{where} is a mapping ({{key: value, ...}}), not {shape}")
+    return value
 
 
 def expand(config: dict) -> list[dict]:

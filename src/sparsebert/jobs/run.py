@@ -14,10 +14,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from ..errors import UserError
-from ..runio import prepare_output_dir, write_config, write_json
+from ..runio import prepare_output_dir, read_yaml_mapping, write_config, write_json
 from ..tasks import get_task
 from . import common, finetune, prune
 
@@ -43,9 +41,9 @@ def load_preset(name: str) -> dict:
         path = Path(str(resources.files("sparsebert") / "presets" / f"{name}.yaml"))
         if not path.is_file():
             raise UserError(f"--preset {name}: neither a YAML file nor one of quick, long, paper")
-    with open(path) as f:
-        preset = yaml.safe_load(f) or {}
-    if not isinstance(preset, dict) or set(preset) - {"teacher", "prune"}:
+    preset = read_yaml_mapping(path, "a preset")
+    preset = {section: settings or {} for section, settings in preset.items()}
+    if set(preset) - {"teacher", "prune"} or not all(isinstance(v, dict) for v in preset.values()):
         raise UserError(f"{path}: a preset has two sections, teacher: and prune:, of job settings")
     return preset
 
