@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-
-import torch
-
 from pathlib import Path
 
+import torch
 
 from .. import checkpoint
 from ..data import encode, steps_per_epoch
