@@ -1,40 +1,64 @@
-"""Where the sparse engine's time goes: the CSR layers against everything else, at batch 1 and 32.
+"""Where the sparse engine's time goes: per part of the forward, at batch 1 and 32 (sequence 128).
 
-Times the embedded MiniLM magnitude-pruned to 95% through the engine, then the same model with every
-SparseLinear replaced by a stand-in that returns zeros (so what remains is embeddings,
-attention products, softmax, LayerNorm, GELU). Writes results/bench/profile.json.
-Usage: python benchmarks/profile_engine.py [THREADS]
+Times the embedded MiniLM magnitude-pruned to 95% through the engine, with each part's functions wrapped in
+a timer: the sparse linears (Q/K/V, attention output; the fused FFN), attention, residual + LayerNorm; the
+rest (embeddings, packing, head, Python) is the whole minus those. Writes results/bench/profile_<N>thread.json.
+    python benchmarks/profile_engine.py [THREADS]
 """
 
 import json
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from sparsebert.jobs.bench import magnitude_pruned, median_ms
-from sparsebert.sparse.engine import SparseLinear, match_threads, sparsify
+from sparsebert.sparse import engine as engine_module
+from sparsebert.sparse.engine import EngineLinear, from_hf_model
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
 torch.set_num_threads(threads)
-match_threads()
-model = magnitude_pruned(0.95)
-sparsify(model)
+engine = from_hf_model(magnitude_pruned(0.95), values="fp32")
+spent = defaultdict(float)
+
+
+def timed(part, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[part] += time.perf_counter() - start
+    return wrapper
+
+
 records = []
 for batch in (1, 32):
     ids = torch.randint(1000, 30000, (batch, 128), generator=torch.Generator().manual_seed(0))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    with torch.inference_mode():
-        whole = median_ms(lambda: model(**inputs), 7, 2)
-        original = SparseLinear.forward
-        SparseLinear.forward = lambda self, x: x.new_zeros(*x.shape[:-1], self.out_features)
-        try:
-            rest = median_ms(lambda: model(**inputs), 7, 2)
-        finally:
-            SparseLinear.forward = original
-    records.append({"batch_size": batch, "seq_length": 128, "threads": threads, "engine_ms": round(whole, 2),
-                    "without_csr_layers_ms": round(rest, 2), "csr_layers_ms": round(whole - rest, 2),
-                    "csr_share": round((whole - rest) / whole, 3)})
-    print(records[-1])
+    whole = median_ms(lambda: engine(**inputs), 10, 2)
+    originals = {name: getattr(engine_module, name) for name in ("fused_ffn", "packed_attention", "add_layernorm")}
+    linear_call = EngineLinear.__call__
+    parts = {"fused_ffn": "ffn (up + GELU + down, fused)", "packed_attention": "attention",
+             "add_layernorm": "residual + LayerNorm"}
+    for name, part in parts.items():
+        setattr(engine_module, name, timed(part, originals[name]))
+    EngineLinear.__call__ = timed("linears (Q/K/V, attention output)", linear_call)
+    try:
+        spent.clear()
+        calls = 10
+        for _ in range(calls):
+            engine(**inputs)
+    finally:
+        for name, fn in originals.items():
+            setattr(engine_module, name, fn)
+        EngineLinear.__call__ = linear_call
+    per_part = {part: round(seconds / calls * 1e3, 2) for part, seconds in spent.items()}
+    records.append({"batch_size": batch, "seq_length": 128, "threads": threads, "sparsity": 0.95,
+                    "engine_ms": round(whole, 2), "parts_ms": per_part,
+                    "rest_ms": round(whole - sum(per_part.values()), 2)})
+    print(json.dumps(records[-1]))
 Path("results/bench").mkdir(parents=True, exist_ok=True)
 Path(f"results/bench/profile_{threads}thread.json").write_text(json.dumps(records, indent=2) + "\n")

@@ -15,6 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from sparsebert.models import load_tokenizer, resolve_model_path
 
 torch.set_num_threads(2)
+os.environ["SPARSEBERT_CALIBRATION"] = ""  # the engine's measurements stay in memory, not in the user's cache
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -42,3 +42,24 @@ def test_minilm_pruned_to_90_percent_hits_the_target_in_every_matrix(minilm_teac
     assert len(sparsity["per_matrix"]) == 36
     assert all(abs(s - 0.9) <= 0.005 for s in sparsity["per_matrix"].values())
     assert sparsity["targets"]["sparsity"] == pytest.approx(0.9, abs=1e-4)
+
+
+def test_the_engine_gives_minilm_pruned_to_95_percent_its_hidden_states():
+    from sparsebert.jobs.bench import magnitude_pruned
+    from sparsebert.models import load_tokenizer, resolve_model_path
+    from sparsebert.sparse.engine import from_hf_model
+
+    model = magnitude_pruned(0.95)
+    tokenizer = load_tokenizer(resolve_model_path(None))
+    inputs = tokenizer(["The company said its profit rose.", "Shares fell sharply on Monday after the report."],
+                       ["Profit rose, the company said.", "It rained."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs, output_hidden_states=True)
+    real = inputs["attention_mask"].bool()
+    # fp32 values: float noise; int8 values (one scale per row): within 3% of each layer's largest activation
+    for values, relative in (("fp32", 1e-5), ("int8", 3e-2)):
+        engine = from_hf_model(model, values=values, engine="sparse")
+        got = engine(**inputs, output_hidden_states=True)
+        for e, g in zip(expected.hidden_states, got.hidden_states):
+            assert (g[real] - e[real]).abs().max() <= relative * e[real].abs().max(), values
+        assert (got.logits - expected.logits).abs().max() <= relative * expected.logits.abs().max(), values

@@ -1,30 +1,65 @@
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
+from transformers.modeling_outputs import SequenceClassifierOutput
 
-from sparsebert.pruning import build_pruner, find_targets
-from sparsebert.sparse.engine import SparseLinear, sparsify
-from sparsebert.sparse.format import export_model, load_exported
-from sparsebert.sparse.kernels import csr_linear, dense_to_csr
+import sparsebert
 from sparsebert.models import load_tokenizer
+from sparsebert.pruning import build_pruner, find_targets
+from sparsebert.sparse import calibration
+from sparsebert.sparse.engine import from_hf_model
+from sparsebert.sparse.format import export_model, load_exported
+from sparsebert.sparse.kernels import CsrMatrix, add_layernorm, csr_linear, dense_to_csr, packed_attention, spmm
 
 from conftest import run_cli
 
 
 @pytest.mark.parametrize("tokens,in_f,out_f", [(1, 16, 8), (37, 64, 96), (200, 96, 40), (130, 384, 1536)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 0.99, 1.0])
-def test_kernel_matches_dense_product(tokens, in_f, out_f, sparsity):
+def test_kernels_match_the_dense_product(tokens, in_f, out_f, sparsity):
     rng = np.random.default_rng(tokens + out_f)
     weight = rng.standard_normal((out_f, in_f)).astype(np.float32)
     weight[rng.random(weight.shape) < sparsity] = 0
     weight[: out_f // 4] = 0  # empty rows
     x = rng.standard_normal((tokens, in_f)).astype(np.float32)
     bias = rng.standard_normal(out_f).astype(np.float32)
-    y = csr_linear(x, *dense_to_csr(weight), bias)
-    np.testing.assert_allclose(y, x @ weight.T + bias, atol=1e-4, rtol=1e-4)
+    expected = x @ weight.T + bias
+    np.testing.assert_allclose(csr_linear(x, *dense_to_csr(weight), bias), expected, atol=1e-4, rtol=1e-4)
+    fp32 = CsrMatrix.from_dense(weight, bias)
+    np.testing.assert_allclose(spmm(torch.from_numpy(x), fp32).numpy(), expected, atol=1e-4, rtol=1e-4)
+    gelu = spmm(torch.from_numpy(x), fp32, gelu=True)
+    torch.testing.assert_close(gelu, torch.nn.functional.gelu(torch.from_numpy(expected)), atol=1e-4, rtol=1e-4)
+    # int8 values: exactly the product of the weights they stand for, and near the fp32 one
+    int8 = CsrMatrix.from_dense(weight, bias, "int8")
+    assert int8.values.dtype == np.int8 and np.abs(int8.values).max(initial=0) <= 127
+    stood_for = int8.dense_weight().numpy()
+    assert (stood_for[weight == 0] == 0).all()  # pruned weights stay zero (a tiny one may round to zero too)
+    np.testing.assert_allclose(spmm(torch.from_numpy(x), int8).numpy(), x @ stood_for.T + bias, atol=1e-4, rtol=1e-4)
+    assert np.abs(stood_for - weight).max(initial=0) <= np.abs(weight).max(initial=0) / 254 + 1e-6
+
+
+def test_fused_kernels_match_pytorch():
+    rng = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 384, generator=rng) * 3, torch.randn(300, 384, generator=rng)
+    weight, bias = torch.randn(384, generator=rng), torch.randn(384, generator=rng)
+    out = add_layernorm(a, b, weight, bias, 1e-12, torch.empty(300, 384))
+    torch.testing.assert_close(out, torch.nn.functional.layer_norm(a + b, (384,), weight, bias, 1e-12),
+                               atol=1e-5, rtol=1e-5)
+    # packed attention: three sequences of different lengths against PyTorch's attention one by one
+    lengths, heads, head_dim = [5, 33, 17], 4, 16
+    qkv = torch.randn(sum(lengths), 3 * heads * head_dim, generator=rng)
+    starts = torch.tensor([0, 5, 38, 55])
+    got = packed_attention(qkv, starts, heads, torch.empty(sum(lengths), heads * head_dim))
+    if got is None:
+        pytest.skip("the C kernel is not built here")
+    for s, e in zip(starts[:-1], starts[1:]):
+        q, k, v = qkv[s:e].view(e - s, 3, heads, head_dim).permute(1, 2, 0, 3)
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(e - s, -1)
+        torch.testing.assert_close(got[s:e], expected, atol=1e-5, rtol=1e-5)
 
 
 def pruned_tiny(tiny_model, sparsity=0.9):
@@ -36,71 +71,190 @@ def pruned_tiny(tiny_model, sparsity=0.9):
     return model
 
 
-def test_engine_logits_match_dense(tiny_model):
-    dense = pruned_tiny(tiny_model)
-    sparse = pruned_tiny(tiny_model)
-    assert sparsify(sparse) == 12
-    assert all(isinstance(m, SparseLinear) for m in find_targets_modules(sparse))
-    ids = torch.randint(1000, 30522, (3, 17), generator=torch.Generator().manual_seed(0))
+def batch_of_mixed_lengths(batch=4, length=19, seed=0, left_padded_row=None):
+    ids = torch.randint(1000, 30522, (batch, length), generator=torch.Generator().manual_seed(seed))
     mask = torch.ones_like(ids)
-    mask[1, 10:] = 0
+    for row in range(1, batch):
+        mask[row, length - 3 * row:] = 0  # lengths 19, 16, 13, 10
+    if left_padded_row is not None:
+        mask[left_padded_row] = 0
+        mask[left_padded_row, 4:] = 1
+    types = torch.zeros_like(ids)
+    types[:, length // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def assert_same_as_dense(model, engine, inputs, atol):
     with torch.no_grad():
-        a, b = dense(input_ids=ids, attention_mask=mask).logits, sparse(input_ids=ids, attention_mask=mask).logits
-    assert a.abs().max() > 1e-3
-    assert torch.allclose(a, b, atol=1e-4)
+        expected = model(**inputs, output_hidden_states=True)
+    got = engine(**inputs, output_hidden_states=True)
+    real = inputs["attention_mask"].bool()
+    assert len(got.hidden_states) == len(expected.hidden_states)
+    for e, g in zip(expected.hidden_states, got.hidden_states):  # padded positions are not computed
+        torch.testing.assert_close(g[real], e[real], atol=atol, rtol=atol)
+    assert expected.logits.abs().max() > 1e-3
+    torch.testing.assert_close(got.logits, expected.logits, atol=atol, rtol=atol)
 
 
-def find_targets_modules(model):
-    return [m for n, m in model.named_modules() if n.endswith(("query", "key", "value", "dense"))
-            and "encoder.layer" in n]
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_export_round_trip(tiny_model, tmp_path, dtype):
+@pytest.mark.parametrize("mode", ["sparse", "dense", "auto"])
+@pytest.mark.parametrize("left_padded_row", [None, 2])
+def test_engine_hidden_states_match_the_dense_model(tiny_model, mode, left_padded_row):
     model = pruned_tiny(tiny_model)
-    report = export_model(model, load_tokenizer(str(tiny_model)), tmp_path / dtype, dtype)
-    restored = load_exported(tmp_path / dtype)
+    engine = from_hf_model(model, engine=mode)
+    assert_same_as_dense(model, engine, batch_of_mixed_lengths(left_padded_row=left_padded_row), 1e-4)
+    single = {k: v[:1, :7] for k, v in batch_of_mixed_lengths().items()}  # batch 1
+    assert_same_as_dense(model, engine, single, 1e-4)
+
+
+def test_engine_int8_values_stay_near_fp32(tiny_model):
+    model = pruned_tiny(tiny_model)
+    inputs = batch_of_mixed_lengths()
+    fp32, int8 = from_hf_model(model, engine="sparse"), from_hf_model(model, values="int8", engine="sparse")
+    a, b = fp32(**inputs).logits, int8(**inputs).logits
+    assert (a - b).abs().max() < 2e-2 * a.abs().max()
+
+
+def test_auto_picks_dense_for_a_dense_matrix_and_sparse_for_a_very_sparse_one(one_thread):
+    # MiniLM's FFN shape: unpruned, the dense product is about 2x faster here; at 99% the kernel ~20x
+    weight = np.random.default_rng(0).standard_normal((1536, 384)).astype(np.float32)
+    assert not calibration.measure(CsrMatrix.from_dense(weight), repeats=15)
+    weight[np.random.default_rng(1).random(weight.shape) < 0.99] = 0
+    assert calibration.measure(CsrMatrix.from_dense(weight))
+
+
+@pytest.fixture
+def one_thread():
+    """Timings that a second thread would make depend on what else the machine is doing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_calibration_is_cached_on_disk(tmp_path, monkeypatch):
+    cache = tmp_path / "calibration.json"
+    monkeypatch.setenv("SPARSEBERT_CALIBRATION", str(cache))
+    monkeypatch.setattr(calibration, "_answers", {})
+    matrix = CsrMatrix.from_dense(np.eye(64, dtype=np.float32))
+    calibration.runs_faster_sparse(matrix)
+    stored = json.loads(cache.read_text())
+    assert list(stored) == [calibration.key(matrix)]
+    # a later process reads the answer instead of measuring again
+    monkeypatch.setattr(calibration, "_answers", {})
+    monkeypatch.setattr(calibration, "measure", lambda m: pytest.fail("measured again"))
+    assert calibration.runs_faster_sparse(matrix) == stored[calibration.key(matrix)]
+
+
+@pytest.mark.parametrize("values", ["fp32", "fp16", "int8"])
+def test_export_round_trip(tiny_model, tmp_path, values):
+    model = pruned_tiny(tiny_model)
+    report = export_model(model, load_tokenizer(str(tiny_model)), tmp_path / values, values, embeddings_dtype=values)
+    restored = load_exported(tmp_path / values).state_dict()
     for name, tensor in model.state_dict().items():
-        if dtype == "fp32":
-            assert torch.equal(restored.state_dict()[name], tensor), name
+        if values == "fp32":
+            assert torch.equal(restored[name], tensor), name
         else:
-            assert torch.allclose(restored.state_dict()[name], tensor, rtol=1e-3, atol=1e-4), name
-            assert ((restored.state_dict()[name] == 0) == (tensor == 0)).all() or name.endswith("bias")
-    assert report["pruned_compressed_bytes"] * 4 < report["pruned_dense_bytes"]
+            # int8: half a step of the row's scale (its largest magnitude / 127) at most
+            atol = float(tensor.abs().max()) / 254 * 1.001 if values == "int8" else 1e-4
+            assert torch.allclose(restored[name], tensor, rtol=0 if values == "int8" else 1e-3, atol=atol), name
+        if name.endswith("weight"):
+            assert ((restored[name] == 0) >= (tensor == 0)).all(), name  # pruned weights stay zero
     assert report["pruned_dense_bytes"] == sum(m.weight.numel() * 4 for m in find_targets(model).values())
-    # 90% sparse: 10% of weights kept at 2 B index + 2 or 4 B value, plus row offsets
-    assert report["pruned_compression"] > (7 if dtype == "fp16" else 5)
+    # per matrix: 4 B row offsets (out + 1), 2 B index and 1, 2 or 4 B value per non-zero, int8's 4 B row scales
+    value_bytes = {"int8": 1, "fp16": 2, "fp32": 4}[values]
+    expected = sum(4 * (w.shape[0] + 1) + int((w != 0).sum()) * (2 + value_bytes) + 4 * w.shape[0] * (values == "int8")
+                   for w in (m.weight for m in find_targets(model).values()))
+    assert report["pruned_compressed_bytes"] == expected
 
 
-def test_export_bench_predict_on_the_cli(tiny_model, tmp_path):
+def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_path):
+    model = pruned_tiny(tiny_model)
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    engine = sparsebert.load_sparse(tmp_path / "pruned")
+    inputs = engine.tokenizer(["a cat sat", "dogs bark at night"], ["on a mat", "loudly"], padding=True,
+                              return_tensors="pt")
+    output = engine(**inputs)
+    assert isinstance(output, SequenceClassifierOutput) and isinstance(output.logits, torch.Tensor)
+    with torch.no_grad():
+        torch.testing.assert_close(output.logits, model(**inputs).logits, atol=1e-4, rtol=1e-4)
+    assert output.logits.softmax(-1).shape == (2, model.config.num_labels)
+    assert engine.summary()["matrices"] == 8
+
+
+def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
     model = pruned_tiny(tiny_model)
     model.save_pretrained(tmp_path / "pruned")
     load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
     result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "exp"))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
-    assert {"pruned_dense_bytes", "pruned_compressed_bytes", "folder_bytes"} <= set(report)
+    assert report["values_dtype"] == "int8" and report["embeddings_dtype"] == "int8"
+    assert report["folder_compression"] == pytest.approx(report["dense_folder_bytes"] / report["folder_bytes"], rel=0.01)
+    assert report["max_logit_diff_vs_dense"] < 2e-2
 
-    result = run_cli("bench", "--model", str(tmp_path / "pruned"), "--batch-sizes", "1,2", "--seq-length", "16",
-                     "--repeats", "2", "--warmup", "1", "--json", str(tmp_path / "bench.json"))
-    assert result.returncode == 0, result.stderr
-    records = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["batch_size"] for r in records] == [1, 2]
-    for r in records:
-        assert {"batch_size", "seq_length", "sparsity", "dense_ms", "sparse_ms", "speedup"} <= set(r)
-        assert r["seq_length"] == 16 and r["sparsity"] == pytest.approx(0.9, abs=0.01)
-        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"], rel=0.02)
-        assert r["max_logit_diff"] < 1e-4
+    # the export runs through load_sparse as the model it came from, within int8's tolerance
+    engine = sparsebert.load_sparse(tmp_path / "exp")
+    inputs = batch_of_mixed_lengths()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert (engine(**inputs).logits - expected).abs().max() < 2e-2 * expected.abs().max()
 
     (tmp_path / "in.jsonl").write_text('{"text_a": "a cat", "text_b": "a dog"}\n\n{"text": "hello"}\n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"))
     assert result.returncode == 0, result.stderr
+    assert "sparse engine" in result.stderr
     lines = [json.loads(l) for l in result.stdout.splitlines()]
     assert [l["line"] for l in lines] == [1, 3]
     assert all(abs(sum(l["probabilities"].values()) - 1) < 1e-5 for l in lines)
     (tmp_path / "bad.jsonl").write_text('{"text_a": "ok"}\n{"text_a": \n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "bad.jsonl"))
     assert result.returncode == 2 and "bad.jsonl:2: not valid JSON" in result.stderr
+
+
+def test_evaluate_on_the_sparse_engine_gives_the_dense_metrics(tiny_teacher, tmp_path):
+    dense = run_cli("evaluate", str(tiny_teacher), "--json", str(tmp_path / "dense.json"))
+    sparse = run_cli("evaluate", str(tiny_teacher), "--engine", "sparse", "--json", str(tmp_path / "sparse.json"))
+    assert dense.returncode == 0 and sparse.returncode == 0, sparse.stderr
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("dense.json", "sparse.json"))
+    assert (a["accuracy"], a["f1"]) == (b["accuracy"], b["f1"])
+    # an unpruned teacher: every matrix is faster dense, and the engine says so
+    assert b["engine_summary"]["dense_matrices"] == 8 and "0 of 8 matrices run sparse" in sparse.stdout
+
+
+def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
+    model = pruned_tiny(tiny_model)
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    result = run_cli("bench", "--model", str(tmp_path / "pruned"), "--batch-sizes", "1,2", "--seq-length", "16",
+                     "--threads", "1", "--repeats", "2", "--warmup", "1", "--dev-task", "none",
+                     "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "bench.json").read_text())
+    engines = {r["engine"] for r in records}
+    assert engines == {"pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8", "sparsebert-fp32",
+                       "sparsebert-int8"}
+    for r in records:
+        assert r["batch_size"] in (1, 2) and r["seq_length"] == 16 and r["threads"] == 1
+        assert r["max_logit_diff"] < (1e-4 if r["engine"] in ("pytorch-fp32", "sparsebert-fp32") else 0.1), r
+        base = next(b for b in records if b["engine"] == "pytorch-fp32" and b["batch_size"] == r["batch_size"])
+        assert r["speedup_vs_pytorch_fp32"] == pytest.approx(base["ms"] / r["ms"], rel=0.02)
+    assert [r["sparsity"] for r in records if r["engine"].startswith("sparsebert")] == pytest.approx([0.9] * 4, abs=1e-3)
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_a_missing_onnxruntime_is_reported_before_anything_is_written(tiny_model, tmp_path, monkeypatch):
+    model = pruned_tiny(tiny_model)
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as where it is not installed
+    result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "exp"), "--onnx")
+    assert result.returncode == 2 and "pip install 'sparsebert[onnx]'" in result.stderr
+    assert not (tmp_path / "exp").exists()
+    result = run_cli("bench", "--model", str(tmp_path / "pruned"), "--engines", "onnxruntime-int8",
+                     "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 2 and "not installed" in result.stderr
+    assert not (tmp_path / "bench.json").exists()
 
 
 def test_onnx_export_matches_pytorch(tiny_model, tmp_path):

@@ -13,7 +13,7 @@ def predict_logits(model, data: Encoded, batch_size: int = 64, device=None) -> t
     """Logits in the data's own order."""
     was_training = model.training
     model.eval()
-    device = device or next(model.parameters()).device
+    device = device or getattr(model, "device", None) or next(model.parameters()).device
     logits = torch.empty(len(data), model.config.num_labels)
     for batch in eval_batches(data, batch_size):
         inputs = {k: batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")}

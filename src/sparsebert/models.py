@@ -86,6 +86,18 @@ def load_config(path: str):
     return config
 
 
+def _use_safetensors(path: str) -> bool:
+    return not (trust_pickle and Path(path).is_dir() and not any(Path(path).glob("*.safetensors")))
+
+
+def load_classifier(path: str):
+    """A fine-tuned classifier (task head included) from a resolved model folder, for inference."""
+    config = load_config(path)
+    if "ForSequenceClassification" not in str(config.architectures):
+        raise UserError(f"{path}: not a fine-tuned model with a task head (sparsebert finetune or prune)")
+    return AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path)).eval()
+
+
 def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
     """Loads an encoder for `task`.
 
@@ -112,8 +124,7 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
         if new_head:
             raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
         return load_exported(path), tokenizer, path
-    safetensors = not (trust_pickle and Path(path).is_dir() and not any(Path(path).glob("*.safetensors")))
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=safetensors, **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path), **kwargs)
     return model, tokenizer, path
 
 

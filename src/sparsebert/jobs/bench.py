@@ -1,35 +1,86 @@
-"""sparsebert bench: dense PyTorch against the sparse engine, in the same run with the same threads."""
+"""sparsebert bench: the sparse engine against everything a user would pick instead, in one run.
+
+Engines: dense PyTorch fp32, PyTorch dynamic int8 (`torch.ao.quantization.quantize_dynamic`), ONNX Runtime
+fp32 and dynamic int8 (where onnxruntime is installed: `pip install 'sparsebert[onnx]'`), and the sparse
+engine with fp32 and int8 values. Each is timed with the same inputs and threads, at batch sizes of
+`--seq-length` tokens and on a real dev set (its own lengths, examples per second). The dense engines' speed
+does not depend on how many weights are zero, so they are timed once per thread count, on the first model;
+the sparse engine at every sparsity. Writes JSON and a plot of latency against sparsity.
+"""
 
 from __future__ import annotations
 
 import copy
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from ..errors import UserError
-from ..pruning import build_pruner, find_targets
 from ..runio import write_json
-from ..sparse.engine import match_threads, sparsify
 
-SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97)
+SPARSITIES = "0.8,0.9,0.95,0.97"
+DENSE_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8")
+SPARSE_ENGINES = ("sparsebert-fp32", "sparsebert-int8")
+ALL_ENGINES = ",".join(DENSE_ENGINES + SPARSE_ENGINES)
 
 
 def add_arguments(p) -> None:
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", default=None, help="a pruned model folder (default: embedded MiniLM pruned on the spot)")
-    source.add_argument("--sparsity", type=float, default=None, help="magnitude-prune the embedded model to this (default 0.95)")
-    p.add_argument("--sweep", action="store_true", help=f"time sparsities {', '.join(map(str, SWEEP))}; plot speed-up")
-    p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--seq-length", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="threads for both engines (default: PyTorch's)")
-    p.add_argument("--json", default="bench.json")
-    p.add_argument("--plot", default=None, help="PNG of speed-up against sparsity (with --sweep; default beside --json)")
+    source.add_argument("--model", default=None, help="a pruned model folder (default: the embedded MiniLM, "
+                                                       "magnitude-pruned to each of --sparsities)")
+    source.add_argument("--sparsities", default=SPARSITIES, help="for the embedded model (default %(default)s)")
+    p.add_argument("--engines", default=ALL_ENGINES,
+                   help="comma-separated (default: all; the ONNX Runtime ones are skipped when it is not installed)")
+    p.add_argument("--batch-sizes", default="1,32", help="default %(default)s")
+    p.add_argument("--seq-length", type=int, default=128, help="default %(default)s")
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default %(default)s)")
+    p.add_argument("--dev-task", default="mrpc", help="also time this task's dev set at its own lengths, at the "
+                                                      "sparsity nearest 0.95 ('none': skip; default %(default)s)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default %(default)s)")
+    p.add_argument("--json", default="bench.json", help="default %(default)s")
+    p.add_argument("--plot", default=None, help="PNG of latency against sparsity (default: beside --json)")
+
+
+def whole_numbers(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} '{text}': give whole numbers separated by commas") from None
+    if min(values) < 1:
+        raise UserError(f"{flag} '{text}': every value must be at least 1")
+    return values
+
+
+def check_args(args):
+    batch_sizes = whole_numbers(args.batch_sizes, "--batch-sizes")
+    threads = whole_numbers(args.threads, "--threads")
+    if args.seq_length < 2 or args.repeats < 1 or args.warmup < 0:
+        raise UserError("--seq-length must be at least 2, --repeats at least 1, --warmup at least 0")
+    engines = args.engines.split(",")
+    unknown = [e for e in engines if e not in DENSE_ENGINES + SPARSE_ENGINES]
+    if unknown:
+        raise UserError(f"--engines: unknown '{unknown[0]}'; choose from {', '.join(DENSE_ENGINES + SPARSE_ENGINES)}")
+    if any(e.startswith("onnxruntime") for e in engines):
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if args.engines != ALL_ENGINES:  # asked for by name: refuse before anything is timed or written
+                raise UserError("--engines names ONNX Runtime, which is not installed: "
+                                "pip install 'sparsebert[onnx]'") from None
+            engines = [e for e in engines if not e.startswith("onnxruntime")]
+            print("onnxruntime is not installed: its engines are skipped (pip install 'sparsebert[onnx]')")
+    sparsities = None
+    if not args.model:
+        try:
+            sparsities = [float(s) for s in args.sparsities.split(",")]
+        except ValueError:
+            raise UserError(f"--sparsities '{args.sparsities}': give fractions separated by commas") from None
+        if not all(0 <= s < 1 for s in sparsities):
+            raise UserError(f"--sparsities '{args.sparsities}': every value is a fraction in [0, 1)")
+    return batch_sizes, threads, engines, sparsities
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
@@ -45,6 +96,7 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
 
 def magnitude_pruned(sparsity: float):
     from ..models import load_model
+    from ..pruning import build_pruner, find_targets
     from ..tasks import get_task
 
     model, _, _ = load_model(None, get_task("mrpc"), new_head=True)
@@ -53,76 +105,165 @@ def magnitude_pruned(sparsity: float):
     return model.eval()
 
 
-def time_model(dense, sparsity: float, batch_sizes, args) -> list[dict]:
-    sparse = copy.deepcopy(dense)
-    sparsify(sparse)
+def target_sparsity(model) -> float:
+    from ..pruning import find_targets
+
+    targets = find_targets(model).values()
+    return round(float(sum((m.weight == 0).sum() for m in targets) / sum(m.weight.numel() for m in targets)), 4)
+
+
+def onnx_files(model, tokenizer, folder: Path) -> dict[str, Path]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ..sparse.onnx import export_onnx
+
+    export_onnx(model, tokenizer, folder / "model.onnx")
+    quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    return {"onnxruntime-fp32": folder / "model.onnx", "onnxruntime-int8": folder / "model.int8.onnx"}
+
+
+def build_engine(name: str, model, threads: int, onnx: dict[str, Path]):
+    """A function of the inputs dict returning logits as a torch tensor."""
+    import torch
+
+    if name == "pytorch-fp32":
+        return lambda inputs: model(**inputs).logits
+    if name == "pytorch-int8":
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        return lambda inputs: quantized(**inputs).logits
+    if name.startswith("onnxruntime"):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(onnx[name]), options, providers=["CPUExecutionProvider"])
+        return lambda inputs: torch.from_numpy(session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})[0])
+    from ..sparse.engine import from_hf_model
+
+    engine = from_hf_model(model, values=name.rsplit("-", 1)[1])
+    return lambda inputs: engine(**inputs).logits
+
+
+def synthetic_inputs(model, batch: int, seq_length: int) -> dict:
+    import torch
+
+    ids = torch.randint(1000, model.config.vocab_size, (batch, seq_length), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def dev_batches(task_name: str, tokenizer, batch_size: int = 32) -> list[dict]:
+    from ..data import encode, eval_batches
+    from ..tasks import get_task, load_split
+
+    task = get_task(task_name)
+    dev = encode(load_split(task, None, "dev"), tokenizer, 128, task.is_regression)
+    return [{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for b in eval_batches(dev, batch_size)]
+
+
+def time_engine(name, fn, reference, sparsity, threads, batch_sizes, args, dev) -> list[dict]:
+    import torch
+
     records = []
-    for batch in batch_sizes:
-        ids = torch.randint(1000, dense.config.vocab_size, (batch, args.seq_length),
-                            generator=torch.Generator().manual_seed(0))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        with torch.inference_mode():
-            dense_ms = median_ms(lambda: dense(**inputs), args.repeats, args.warmup)
-            sparse_ms = median_ms(lambda: sparse(**inputs), args.repeats, args.warmup)
-            max_diff = float((dense(**inputs).logits - sparse(**inputs).logits).abs().max())
-        records.append({"batch_size": batch, "seq_length": args.seq_length, "sparsity": round(sparsity, 4),
-                        "dense_ms": round(dense_ms, 2), "sparse_ms": round(sparse_ms, 2),
-                        "speedup": round(dense_ms / sparse_ms, 3), "threads": torch.get_num_threads(),
-                        "max_logit_diff": max_diff})
-        tqdm.write(f"sparsity {sparsity:.2f} batch {batch:3d}: dense {dense_ms:8.1f} ms  sparse {sparse_ms:8.1f} ms  "
-                   f"speed-up {dense_ms / sparse_ms:.2f}x")
+    with torch.inference_mode():
+        for batch in batch_sizes:
+            inputs = synthetic_inputs(reference, batch, args.seq_length)
+            ms = median_ms(lambda: fn(inputs), args.repeats, args.warmup)
+            diff = float((fn(inputs) - reference(**inputs).logits).abs().max())
+            records.append({"engine": name, "sparsity": sparsity, "threads": threads, "batch_size": batch,
+                            "seq_length": args.seq_length, "ms": round(ms, 2), "max_logit_diff": diff})
+            print(f"{threads} thr  sparsity {sparsity if sparsity is not None else 'any':>4}  batch {batch:3d}  "
+                  f"{name:18s} {ms:9.1f} ms")
+        if dev:
+            seconds = min(_run_all(fn, dev) for _ in range(max(1, args.repeats // 5)))
+            examples = sum(len(b["input_ids"]) for b in dev)
+            records.append({"engine": name, "sparsity": sparsity, "threads": threads, "dataset": args.dev_task,
+                            "examples": examples, "seconds": round(seconds, 3),
+                            "examples_per_second": round(examples / seconds, 1)})
+            print(f"{threads} thr  {args.dev_task} dev  {name:18s} {examples / seconds:9.1f} examples/s")
     return records
+
+
+def _run_all(fn, batches) -> float:
+    start = time.perf_counter()
+    for b in batches:
+        fn(b)
+    return time.perf_counter() - start
+
+
+def add_speedups(records: list[dict]) -> None:
+    """Each record's speed-up over dense PyTorch fp32 measured with the same threads and batch."""
+    base = {(r["threads"], r.get("batch_size"), r.get("dataset")): r for r in records if r["engine"] == "pytorch-fp32"}
+    for r in records:
+        b = base.get((r["threads"], r.get("batch_size"), r.get("dataset")))
+        if b and "ms" in r:
+            r["speedup_vs_pytorch_fp32"] = round(b["ms"] / r["ms"], 2)
+        elif b:
+            r["speedup_vs_pytorch_fp32"] = round(r["examples_per_second"] / b["examples_per_second"], 2)
 
 
 def run(args) -> list[dict]:
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        raise UserError(f"--batch-sizes '{args.batch_sizes}': give whole numbers separated by commas") from None
-    if min(batch_sizes) < 1 or args.seq_length < 1 or args.repeats < 1:
-        raise UserError("--batch-sizes, --seq-length and --repeats must be at least 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    match_threads()
-    records = []
-    if args.model:
-        from ..models import resolve_model_path
-        from .export import load_dense
+    import torch
 
-        dense = load_dense(resolve_model_path(args.model))
-        level = float(sum((m.weight == 0).sum() for m in find_targets(dense).values()) /
-                      sum(m.weight.numel() for m in find_targets(dense).values()))
-        records += time_model(dense, level, batch_sizes, args)
+    from ..models import load_classifier, load_tokenizer, resolve_model_path
+
+    batch_sizes, thread_counts, engines, sparsities = check_args(args)
+    json_path = Path(args.json)
+    if json_path.is_dir() or not json_path.parent.is_dir():
+        raise UserError(f"--json {json_path}: give a file in an existing folder")
+    if args.model:
+        path = resolve_model_path(args.model)
+        model = load_classifier(path)
+        tokenizer = load_tokenizer(path)
+        models = {target_sparsity(model): model}
     else:
-        levels = SWEEP if args.sweep else [0.95 if args.sparsity is None else args.sparsity]
-        for level in levels:
-            if not 0 <= level < 1:
-                raise UserError(f"--sparsity {level}: give a fraction in [0, 1)")
-            records += time_model(magnitude_pruned(level), level, batch_sizes, args)
-    write_json(Path(args.json), records)
-    print(f"{'sparsity':>8} {'batch':>5} {'seq':>4} {'dense ms':>9} {'sparse ms':>9} {'speed-up':>8}")
-    for r in records:
-        print(f"{r['sparsity']:8.2f} {r['batch_size']:5d} {r['seq_length']:4d} {r['dense_ms']:9.1f} "
-              f"{r['sparse_ms']:9.1f} {r['speedup']:7.2f}x")
-    if args.sweep:
-        plot_sweep(records, Path(args.plot or Path(args.json).with_suffix(".png")))
+        tokenizer = load_tokenizer(resolve_model_path(None))
+        models = {s: magnitude_pruned(s) for s in sparsities}
+    dev_at = min(models, key=lambda s: abs(s - 0.95))
+    dev = dev_batches(args.dev_task, tokenizer) if args.dev_task != "none" else None
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        first = next(iter(models.values()))
+        onnx = onnx_files(first, tokenizer, Path(tmp)) if any(e.startswith("onnx") for e in engines) else {}
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for name in [e for e in engines if e in DENSE_ENGINES]:
+                records += time_engine(name, build_engine(name, first, threads, onnx), first, None, threads,
+                                       batch_sizes, args, dev)
+            for sparsity, model in models.items():
+                for name in [e for e in engines if e in SPARSE_ENGINES]:
+                    records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity, threads,
+                                           batch_sizes, args, dev if sparsity == dev_at else None)
+    add_speedups(records)
+    write_json(json_path, records)
+    plot_latency(records, Path(args.plot) if args.plot else json_path.with_suffix(".png"))
+    print(f"results: {json_path}")
     return records
 
 
-def plot_sweep(records: list[dict], path: Path) -> None:
+def plot_latency(records: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for batch in sorted({r["batch_size"] for r in records}):
-        rows = [r for r in records if r["batch_size"] == batch]
-        ax.plot([r["sparsity"] for r in rows], [r["speedup"] for r in rows], marker="o", label=f"batch {batch}")
-    ax.axhline(1, color="grey", lw=0.8)
-    ax.set_xlabel("sparsity of the encoder linear weights")
-    ax.set_ylabel("speed-up over dense PyTorch")
-    ax.set_title(f"MiniLM-L6, sequence {records[0]['seq_length']}, {records[0]['threads']} threads")
-    ax.legend()
+    timed = [r for r in records if "batch_size" in r]
+    panels = sorted({(r["threads"], r["batch_size"]) for r in timed})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    sparsities = sorted({r["sparsity"] for r in timed if r["sparsity"] is not None})
+    for ax, (threads, batch) in zip(axes[0], panels):
+        rows = [r for r in timed if (r["threads"], r["batch_size"]) == (threads, batch)]
+        for name in dict.fromkeys(r["engine"] for r in rows):
+            mine = [r for r in rows if r["engine"] == name]
+            if mine[0]["sparsity"] is None:
+                ax.axhline(mine[0]["ms"], ls="--", lw=1, label=name, color=f"C{DENSE_ENGINES.index(name) + 2}")
+            else:
+                ax.plot([r["sparsity"] for r in mine], [r["ms"] for r in mine], marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(sparsities)
+        ax.set_xlabel("sparsity of the encoder's linear weights")
+        ax.set_ylabel("ms per batch")
+        ax.set_title(f"batch {batch} x {rows[0]['seq_length']}, {threads} thread{'s' * (threads > 1)}", fontsize=10)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

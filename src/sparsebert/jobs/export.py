@@ -1,43 +1,69 @@
-"""sparsebert export: a compressed sparse model folder (CSR in safetensors), optionally ONNX too."""
+"""sparsebert export: a compressed sparse model folder (CSR and compressed embeddings in safetensors),
+optionally ONNX too. The export is checked before the report is written: its weights against the model's, and
+the sparse engine's logits on it against the dense model's."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..models import load_config, load_tokenizer, resolve_model_path
+from ..models import load_classifier, load_tokenizer, resolve_model_path, save_model
 from ..runio import prepare_output_dir, write_json
-from ..sparse.format import export_model, load_exported
+from ..sparse.format import VALUE_DTYPES, export_model, read_export
+
+SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
+          ["a cat was sitting", "loudly, at night", "and its pair"])
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="pruned model folder (from prune)")
     p.add_argument("output", help="folder for the compressed model (must be empty unless --overwrite)")
-    p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="precision of the stored non-zeros")
+    p.add_argument("--values", choices=VALUE_DTYPES, default="int8",
+                   help="the stored non-zeros: int8 with one scale per row, fp16 or fp32 (default %(default)s)")
+    p.add_argument("--embeddings", choices=VALUE_DTYPES, default="int8",
+                   help="the embedding tables: int8 with one scale per row, fp16 or fp32 (default %(default)s)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (dense form) and check it")
     p.add_argument("--overwrite", action="store_true")
 
 
-def load_dense(path: str):
-    from transformers import AutoModelForSequenceClassification
-
-    config = load_config(path)
-    if "ForSequenceClassification" not in str(config.architectures):
-        raise UserError(f"{path}: not a fine-tuned model with a task head (sparsebert finetune or prune)")
-    return AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def run(args) -> dict:
+    import torch
+
+    from ..sparse.engine import load_sparse
+
     path = resolve_model_path(args.model)
     if Path(args.output).resolve() == Path(path).resolve():
         raise UserError("the output folder must differ from the model folder")
+    if args.onnx:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UserError("--onnx needs onnx and onnxruntime: pip install 'sparsebert[onnx]'") from None
     tokenizer = load_tokenizer(path)
-    model = load_dense(path)
+    model = load_classifier(path)
     out = prepare_output_dir(args.output, args.overwrite)
-    report = export_model(model, tokenizer, out, args.dtype)
-    reloaded = load_exported(out)
-    original, restored = model.state_dict(), reloaded.state_dict()
-    report["max_weight_error"] = max(float((original[k] - restored[k]).abs().max()) for k in original)
+    report = export_model(model, tokenizer, out, args.values, args.embeddings)
+    with tempfile.TemporaryDirectory() as dense_folder:
+        save_model(model, tokenizer, Path(dense_folder))
+        report["dense_folder_bytes"] = folder_bytes(Path(dense_folder))
+    report["folder_compression"] = round(report["dense_folder_bytes"] / report["folder_bytes"], 2)
+
+    tensors, matrices = read_export(out)
+    tensors.update({name: m.dense_weight() for name, m in matrices.items()})
+    original = model.state_dict()
+    report["max_weight_error"] = max(float((original[k].float() - tensors[k]).abs().max()) for k in tensors)
+    engine = load_sparse(out)
+    sample = tokenizer(*SAMPLE, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**sample).logits
+    report["engine"] = engine.summary()
+    report["max_logit_diff_vs_dense"] = float((engine(**sample).logits - expected).abs().max())
     if args.onnx:
         from ..sparse.onnx import export_onnx
 
@@ -45,5 +71,7 @@ def run(args) -> dict:
     write_json(out / "export_report.json", report)
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
-          f"folder {report['folder_bytes'] / 2**20:.1f} MiB; report: {out / 'export_report.json'}")
+          f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "
+          f"MiB ({report['folder_compression']}x); logits within {report['max_logit_diff_vs_dense']:.1e} of dense; "
+          f"report: {out / 'export_report.json'}")
     return report

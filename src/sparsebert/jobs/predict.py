@@ -17,7 +17,6 @@ from tqdm import tqdm
 from ..data import Encoded, eval_batches
 from ..errors import UserError
 from ..models import load_config, load_tokenizer, resolve_model_path
-from ..sparse.engine import sparsify
 from ..sparse.format import is_exported, load_exported
 from ..tasks import read_tsv_rows
 
@@ -58,16 +57,15 @@ def read_lines(path: Path):
 
 
 def load_engine(path: str, dense: bool):
-    model = load_exported(path) if is_exported(path) else _load_hf(path)
-    if not dense:
-        sparsify(model)
-    return model.eval()
+    if dense:
+        from ..models import load_classifier
 
+        return load_exported(path) if is_exported(path) else load_classifier(path)
+    from ..sparse.engine import load_sparse
 
-def _load_hf(path: str):
-    from .export import load_dense
-
-    return load_dense(path)
+    model = load_sparse(path)
+    print(model.describe(), file=sys.stderr)
+    return model
 
 
 def run(args) -> None:

@@ -1,69 +1,268 @@
-"""The sparse inference engine: a Hugging Face model whose pruned linear layers run a CSR kernel.
+"""The sparse encoder engine: a BERT-family classifier's forward of our own, for inference on a CPU.
 
-Everything else (embeddings, attention products, LayerNorm, GELU) stays PyTorch. Only matrices that
-are sparse enough for the kernel to pay off are converted.
+Per layer: one fused Q/K/V product (the three matrices' rows in one CSR), attention through
+`torch.nn.functional.scaled_dot_product_attention`, the output projection, residual + LayerNorm, the FFN
+up-projection with GELU fused into the kernel, the down-projection, residual + LayerNorm. Only real tokens
+run through the linear layers: a batch's tokens are packed into one (tokens, hidden) matrix and spread
+back out for attention alone, so padding costs nothing there.
+
+Each matrix runs sparse only where that was measured faster on this machine than the dense product
+(`calibration.py`); elsewhere it runs dense (PyTorch's BLAS). Called like a Hugging Face classifier:
+`model(input_ids=..., attention_mask=..., token_type_ids=...)` returns an output with `.logits`.
 """
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+import torch.nn.functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..pruning.targets import find_targets
-from .kernels import csr_linear, dense_to_csr
+from ..errors import UserError
+from .calibration import runs_faster_sparse
+from .kernels import KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, spmm
 
-MIN_SPARSITY = 0.5  # below this the dense BLAS product is faster than the CSR kernel here
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
+SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
+# The classification heads on the first token: (dense layer name or None, its activation, output layer name)
+HEADS = {"bert": ("pooler.dense", torch.tanh, "classifier"),  # pooler under the base model's prefix
+         "electra": ("classifier.dense", F.gelu, "classifier.out_proj"),
+         **{t: ("classifier.dense", torch.tanh, "classifier.out_proj") for t in ROBERTA_LIKE}}
 
 
-class SparseLinear(nn.Module):
-    """y = x @ W.T + b with W in CSR form (fp32 values); inference only."""
+class EngineLinear:
+    """One of the encoder's linear layers: the sparse kernel or the dense product, whichever is faster here."""
 
-    def __init__(self, row_offsets: np.ndarray, col_indices: np.ndarray, values: np.ndarray, bias: np.ndarray,
-                 in_features: int):
+    def __init__(self, matrix: CsrMatrix, bias: torch.Tensor, sparse: bool):
+        self.bias = bias.float().contiguous()
+        self.out_features, self.in_features = matrix.out_features, matrix.in_features
+        self.nnz = matrix.nnz
+        self.sparse = sparse
+        if sparse:
+            matrix.bias = self.bias.numpy()
+            self.matrix = matrix
+        else:
+            self.weight_t = matrix.dense_weight().T.contiguous()
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        if self.sparse:
+            return spmm(x, self.matrix, gelu, out)
+        torch.addmm(self.bias, x, self.weight_t, out=out)
+        return gelu_(out) if gelu else out
+
+
+@dataclass
+class EngineLayer:
+    qkv: EngineLinear
+    attention_out: EngineLinear
+    attention_norm: tuple[torch.Tensor, torch.Tensor]
+    ffn_up: EngineLinear
+    ffn_down: EngineLinear
+    output_norm: tuple[torch.Tensor, torch.Tensor]
+
+
+def concat_rows(matrices: list[CsrMatrix]) -> CsrMatrix:
+    """One CSR matrix holding the rows of several with the same inputs (Q, K and V)."""
+    import numpy as np
+
+    if len({m.scales is None for m in matrices}) != 1:
+        raise ValueError("cannot fuse matrices with different value types")
+    offsets, total = [matrices[0].row_offsets[:1]], 0
+    for m in matrices:
+        offsets.append(m.row_offsets[1:] + total)
+        total += m.nnz
+    return CsrMatrix(np.concatenate(offsets).astype(np.int32), np.concatenate([m.col_indices for m in matrices]),
+                     np.concatenate([m.values for m in matrices]),
+                     None if matrices[0].scales is None else np.concatenate([m.scales for m in matrices]),
+                     None, matrices[0].in_features)
+
+
+class SparseModel(torch.nn.Module):
+    """A BERT-family sequence classifier on the sparse engine (inference only; weights are not parameters)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, config, tensors: dict[str, torch.Tensor], matrices: dict[str, CsrMatrix], tokenizer=None,
+                 engine: str = "auto"):
         super().__init__()
-        self.row_offsets, self.col_indices = row_offsets, col_indices
-        self.values, self.bias = values.astype(np.float32), bias.astype(np.float32)
-        self.in_features, self.out_features = in_features, len(row_offsets) - 1
+        if engine not in ("auto", "sparse", "dense"):
+            raise ValueError(f"engine '{engine}': give auto, sparse or dense")
+        if config.model_type not in SUPPORTED:
+            raise UserError(f"the sparse engine runs {', '.join(SUPPORTED)} encoders, not '{config.model_type}'")
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise UserError(f"the sparse engine runs absolute position embeddings, not "
+                            f"'{config.position_embedding_type}'")
+        self.config, self.tokenizer = config, tokenizer
+        self.heads, self.hidden = config.num_attention_heads, config.hidden_size
+        self.eps = config.layer_norm_eps
+        self.model_type = config.model_type
+        prefix = {"bert": "bert", "electra": "electra"}.get(config.model_type, "roberta")
+        emb = f"{prefix}.embeddings."
+        self.word, self.position = tensors[emb + "word_embeddings.weight"], tensors[emb + "position_embeddings.weight"]
+        self.token_type = tensors.get(emb + "token_type_embeddings.weight")
+        self.embedding_norm = (tensors[emb + "LayerNorm.weight"], tensors[emb + "LayerNorm.bias"])
+        project = f"{prefix}.embeddings_project"  # ELECTRA with embeddings narrower than the hidden size
+        self.embeddings_project = ((tensors[project + ".weight"], tensors[project + ".bias"])
+                                   if project + ".weight" in tensors else None)
+        self.padding_idx = config.pad_token_id if config.model_type in ROBERTA_LIKE else None
 
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "SparseLinear":
-        weight = linear.weight.detach().cpu().float().numpy()
-        bias = (linear.bias.detach().cpu().float().numpy() if linear.bias is not None
-                else np.zeros(weight.shape[0], np.float32))
-        return cls(*dense_to_csr(weight), bias, weight.shape[1])
+        def linear(names: list[str]) -> EngineLinear:
+            parts = [matrices[f"{n}.weight"] for n in names]
+            fused = concat_rows(parts) if len(parts) > 1 else parts[0]
+            bias = torch.cat([tensors[f"{n}.bias"] for n in names])
+            sparse = engine == "sparse" or (engine == "auto" and runs_faster_sparse(fused))
+            return EngineLinear(fused, bias, sparse)
 
-    @property
-    def nnz(self) -> int:
-        return len(self.values)
+        self.layers = []
+        for i in range(config.num_hidden_layers):
+            p = f"{prefix}.encoder.layer.{i}."
+            self.layers.append(EngineLayer(
+                qkv=linear([p + f"attention.self.{n}" for n in ("query", "key", "value")]),
+                attention_out=linear([p + "attention.output.dense"]),
+                attention_norm=(tensors[p + "attention.output.LayerNorm.weight"],
+                                tensors[p + "attention.output.LayerNorm.bias"]),
+                ffn_up=linear([p + "intermediate.dense"]),
+                ffn_down=linear([p + "output.dense"]),
+                output_norm=(tensors[p + "output.LayerNorm.weight"], tensors[p + "output.LayerNorm.bias"])))
+        dense_name, self.head_activation, out_name = HEADS[config.model_type]
+        if config.model_type == "bert":
+            dense_name = f"{prefix}.{dense_name}"
+        self.head_dense = ((tensors[f"{dense_name}.weight"], tensors[f"{dense_name}.bias"])
+                           if f"{dense_name}.weight" in tensors else None)
+        self.head_out = (tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
+        self._outputs: dict[str, torch.Tensor] = {}
+        self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, self.in_features).float().contiguous().numpy()
-        out = csr_linear(flat, self.row_offsets, self.col_indices, self.values, self.bias)
-        return torch.from_numpy(out).view(*shape[:-1], self.out_features)
+    def summary(self) -> dict:
+        linears = [lin for layer in self.layers
+                   for lin in (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)]
+        sparse = [lin for lin in linears if lin.sparse]
+        return {"kernel": KERNEL, "matrices": len(linears), "sparse_matrices": len(sparse),
+                "dense_matrices": len(linears) - len(sparse),
+                "threads": torch.get_num_threads()}
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
+    def describe(self) -> str:
+        s = self.summary()
+        return (f"sparse engine ({s['kernel']} kernel, {s['threads']} threads): {s['sparse_matrices']} of "
+                f"{s['matrices']} matrices run sparse, {s['dense_matrices']} dense (measured faster here)")
+
+    def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        """Output buffers reused across layers and calls (allocated again only for a bigger batch)."""
+        buffer = self._outputs.get(name)
+        if buffer is None or buffer.numel() < rows * cols:
+            buffer = self._outputs[name] = torch.empty(rows * cols, dtype=torch.float32)
+        return buffer[: rows * cols].view(rows, cols)
+
+    def _padded_attention(self, qkv, mask, index, out) -> torch.Tensor:
+        """Attention through PyTorch's scaled_dot_product_attention, the packed tokens spread out to the
+        padded batch and gathered back (left padding, or where the C kernel is not in use)."""
+        batch, length = mask.shape
+        if index is not None:
+            spread = qkv.new_zeros(batch * length, qkv.shape[1])
+            spread[index] = qkv
+            qkv = spread
+        q, k, v = qkv.view(batch, length, 3, self.heads, self.hidden // self.heads).permute(2, 0, 3, 1, 4)
+        attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        context = context.transpose(1, 2).reshape(batch * length, self.hidden)
+        return out.copy_(context if index is None else context[index])
+
+    def _embeddings(self, ids, token_types, positions) -> torch.Tensor:
+        x = F.embedding(ids, self.word) + F.embedding(positions, self.position)
+        if self.token_type is not None:
+            x += F.embedding(token_types, self.token_type)
+        x = F.layer_norm(x, (x.shape[-1],), *self.embedding_norm, self.eps)
+        if self.embeddings_project is not None:
+            x = F.linear(x, *self.embeddings_project)
+        return x
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                return_dict: bool = True) -> SequenceClassifierOutput:
+        with torch.inference_mode():
+            return self._forward(input_ids, attention_mask, token_type_ids, output_hidden_states)
+
+    def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states):
+        batch, length = input_ids.shape
+        mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if self.padding_idx is not None:
+            real = input_ids != self.padding_idx
+            positions = torch.cumsum(real, 1) * real + self.padding_idx
+        else:
+            positions = torch.arange(length).expand(batch, length)
+        # The tokens the linear layers run on: the real ones, and the first of each sequence, which the
+        # head reads (a Hugging Face model computes it even where it is padding).
+        keep = mask.clone()
+        keep[:, 0] = True
+        padded = not bool(keep.all())
+        index = keep.flatten().nonzero().squeeze(1) if padded else None
+
+        def pack(t):
+            return t.flatten()[index] if padded else t.flatten()
+
+        h = self._embeddings(pack(input_ids), pack(token_type_ids), pack(positions))
+        tokens, hidden = h.shape[0], self.hidden
+        lengths = keep.sum(1)
+        # Sequences whose real tokens come first (right padding) are attended packed, as they are stored.
+        starts = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+        right_padded = bool((mask == keep).all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
+        states = [h] if output_hidden_states else None
+        for layer in self.layers:
+            qkv = layer.qkv(h, self._buffer("qkv", tokens, 3 * hidden))
+            context = self._buffer("context", tokens, hidden)
+            if not (right_padded and packed_attention(qkv, starts, self.heads, context) is not None):
+                context = self._padded_attention(qkv, mask, index, context)
+            attended = layer.attention_out(context, self._buffer("attention_out", tokens, hidden))
+            a = add_layernorm(attended, h, *layer.attention_norm, self.eps, self._buffer("attended", tokens, hidden))
+            down = self._buffer("ffn_down", tokens, hidden)
+            if not (layer.ffn_up.sparse and layer.ffn_down.sparse
+                    and fused_ffn(a, layer.ffn_up.matrix, layer.ffn_down.matrix, down) is not None):
+                up = layer.ffn_up(a, self._buffer("ffn_up", tokens, layer.ffn_up.out_features), gelu=True)
+                layer.ffn_down(up, down)
+            h = add_layernorm(down, a, *layer.output_norm, self.eps, self._buffer("hidden", tokens, hidden))
+            if states is not None:
+                states.append(h.clone())
+        pooled = h[starts[:-1]]
+        if self.head_dense is not None:
+            pooled = self.head_activation(F.linear(pooled, *self.head_dense))
+        logits = F.linear(pooled, *self.head_out)
+        hidden_states = None
+        if states is not None:
+            def unpack(s):
+                full = s.new_zeros(batch * length, hidden)
+                full[index if padded else slice(None)] = s
+                return full.view(batch, length, hidden)
+
+            hidden_states = tuple(unpack(s) for s in states)
+        return SequenceClassifierOutput(logits=logits, hidden_states=hidden_states)
 
 
-def match_threads() -> int:
-    """The kernel uses as many threads as PyTorch, so dense and sparse timings are comparable."""
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    return threads
+def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "auto") -> SparseModel:
+    """The engine for a Hugging Face classifier (its target linears in CSR form, values fp32 or int8)."""
+    from ..pruning.targets import find_targets
+
+    state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    matrices = {f"{name}.weight": CsrMatrix.from_dense(state[f"{name}.weight"].numpy(), None, values)
+                for name in find_targets(model)}
+    return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
-def sparsify(model: nn.Module, min_sparsity: float = MIN_SPARSITY) -> int:
-    """Replaces the sparse enough target linears of `model` in place; returns how many it replaced."""
-    match_threads()
-    replaced = 0
-    for name, linear in find_targets(model).items():
-        if (linear.weight == 0).float().mean().item() < min_sparsity:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, SparseLinear.from_linear(linear))
-        replaced += 1
-    model.eval()
-    return replaced
+def load_sparse(path, values: str = "fp32", engine: str = "auto") -> SparseModel:
+    """A model folder on the sparse engine: an export (`sparsebert export`) as stored, or a fine-tuned or
+    pruned Hugging Face folder, converted on loading (its values as `values`: fp32 or int8).
+
+    engine: "auto" runs each matrix the faster way here, "sparse" forces the kernel, "dense" the BLAS product.
+    """
+    from ..models import load_classifier, load_config, load_tokenizer, resolve_model_path
+    from .format import is_exported, read_export
+
+    path = resolve_model_path(str(path))
+    config = load_config(path)
+    tokenizer = load_tokenizer(path)
+    if is_exported(path):
+        tensors, matrices = read_export(path)
+        return SparseModel(config, tensors, matrices, tokenizer, engine)
+    return from_hf_model(load_classifier(path), tokenizer, values, engine)

@@ -1,19 +1,204 @@
-"""CSR sparse x dense kernels for the CPU, compiled with numba.
+"""Sparse x dense products for the CPU: y = act(x @ W.T + b) with W (out, in) in CSR form.
 
-y = x @ W.T + b with W (out, in) stored as CSR: for each output row, the column index and value of
-its non-zeros. Tokens are processed in tiles of `tile` rows: a tile of x is transposed into a small
-buffer that stays in cache, and every non-zero then does one contiguous, vectorisable multiply-add
-over the tile. Tiles run in parallel on all numba threads.
+Two implementations of one operation:
+- `_spmm.c`, a C kernel with AVX2 and OpenMP built by the install (see its header for the layout); used
+  where it was built and the processor has AVX2 and FMA;
+- a numba kernel, the fall-back everywhere else (about 3x slower).
+`KERNEL` names the one in use. Values are fp32, or int8 with one scale per row; column indices uint16.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
+from dataclasses import dataclass
 
 import numba
 import numpy as np
+import torch  # first: the C kernel then shares torch's OpenMP runtime (see _spmm.c)
 
 
+@dataclass
+class CsrMatrix:
+    """One pruned (out, in) matrix and its bias, in the form the kernels read."""
+
+    row_offsets: np.ndarray  # int32, out + 1
+    col_indices: np.ndarray  # uint16
+    values: np.ndarray  # float32, or int8 with `scales`
+    scales: np.ndarray | None  # float32 per row, for int8 values
+    bias: np.ndarray  # float32
+    in_features: int
+
+    @property
+    def out_features(self) -> int:
+        return len(self.row_offsets) - 1
+
+    @property
+    def nnz(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def from_dense(cls, weight: np.ndarray, bias: np.ndarray | None = None, values: str = "fp32") -> "CsrMatrix":
+        if weight.shape[1] > 65536:
+            raise ValueError(f"a matrix with {weight.shape[1]} inputs: column indices are uint16 (at most 65536)")
+        row_offsets, col_indices, nonzero = dense_to_csr(weight.astype(np.float32))
+        bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias.astype(np.float32)
+        if values == "int8":
+            nonzero, scales = quantize_rows(nonzero, row_offsets)
+            return cls(row_offsets, col_indices, nonzero, scales, bias, weight.shape[1])
+        return cls(row_offsets, col_indices, nonzero.astype(np.float32), None, bias, weight.shape[1])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out, in) fp32 matrix these values stand for (int8 values times their row's scale)."""
+        values = self.values.astype(np.float32)
+        rows = np.repeat(np.arange(self.out_features), np.diff(self.row_offsets))
+        if self.scales is not None:
+            values *= self.scales[rows]
+        dense = np.zeros((self.out_features, self.in_features), np.float32)
+        dense[rows, self.col_indices.astype(np.int64)] = values
+        return torch.from_numpy(dense)
+
+
+def dense_to_csr(weight: np.ndarray):
+    """(row_offsets int32, col_indices uint16 or int32, values) of a dense (out, in) matrix's non-zeros."""
+    rows, cols = np.nonzero(weight)
+    row_offsets = np.zeros(weight.shape[0] + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=weight.shape[0]), out=row_offsets[1:])
+    index_type = np.uint16 if weight.shape[1] <= 65536 else np.int32
+    return row_offsets, cols.astype(index_type), weight[rows, cols]
+
+
+def quantize_rows(values: np.ndarray, row_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: value ~ scale[row] * q, q in [-127, 127], scale = max |value| / 127."""
+    rows = np.repeat(np.arange(len(row_offsets) - 1), np.diff(row_offsets))
+    peak = np.zeros(len(row_offsets) - 1, np.float32)
+    np.maximum.at(peak, rows, np.abs(values).astype(np.float32))
+    scales = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+    q = np.clip(np.rint(values / scales[rows]), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def _load_c_kernel():
+    try:
+        from . import _spmm
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(_spmm.__file__)
+    if not lib.sb_has_avx2():
+        return None
+    p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    lib.sb_spmm.argtypes = [i, i, i, p, i, p, p, p, p, p, p, i, p, i, p]
+    lib.sb_spmm.restype = None
+    lib.sb_spmm_work.argtypes = [i, i, i]
+    lib.sb_spmm_work.restype = s
+    lib.sb_gelu.argtypes = [p, s]
+    lib.sb_gelu.restype = None
+    lib.sb_ffn.argtypes = [i, i, i, p, i] + [p] * 6 + [p] * 6 + [p, i, p]
+    lib.sb_ffn.restype = i
+    lib.sb_ffn_work.argtypes = [i, i]
+    lib.sb_ffn_work.restype = s
+    lib.sb_add_layernorm.argtypes = [i, i, p, p, p, p, ctypes.c_float, p]
+    lib.sb_add_layernorm.restype = None
+    lib.sb_attention.argtypes = [i, p, i, i, p, i, ctypes.c_float, p, i, p]
+    lib.sb_attention.restype = None
+    lib.sb_attention_work.argtypes = [i, i]
+    lib.sb_attention_work.restype = s
+    return lib
+
+
+_C = _load_c_kernel()
+KERNEL = "avx2" if _C is not None else "numba"
+_workspace = threading.local()  # each calling thread its own scratch: strips of x and of y
+
+
+def _work(floats: int) -> torch.Tensor:
+    buffer = getattr(_workspace, "buffer", None)
+    if buffer is None or buffer.numel() < floats:
+        buffer = _workspace.buffer = torch.empty(max(floats, 1 << 16), dtype=torch.float32)  # 64-byte aligned
+    return buffer
+
+
+def _ptr(array) -> int | None:
+    if array is None:
+        return None
+    return array.data_ptr() if isinstance(array, torch.Tensor) else array.ctypes.data
+
+
+def spmm(x: torch.Tensor, m: CsrMatrix, gelu: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """act(x @ W.T + b) for x (tokens, in) fp32 with unit stride along features; returns (tokens, out)."""
+    tokens = x.shape[0]
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    if out is None:
+        out = torch.empty(tokens, m.out_features, dtype=torch.float32)
+    if _C is None:
+        values = m.values if m.scales is None else m.values.astype(np.float32) * np.repeat(
+            m.scales, np.diff(m.row_offsets))
+        out.copy_(torch.from_numpy(csr_linear(x.contiguous().numpy(), m.row_offsets, m.col_indices, values, m.bias)))
+        return torch.nn.functional.gelu(out, out=out) if gelu else out
+    work = _work(_C.sb_spmm_work(tokens, m.in_features, m.out_features))
+    _C.sb_spmm(tokens, m.in_features, m.out_features, x.data_ptr(), x.stride(0), *_matrix_args(m), int(gelu),
+               out.data_ptr(), out.stride(0), work.data_ptr())
+    return out
+
+
+def _matrix_args(m: CsrMatrix) -> list:
+    int8 = m.scales is not None
+    return [_ptr(m.row_offsets), _ptr(m.col_indices), None if int8 else _ptr(m.values), _ptr(m.values) if int8 else None,
+            _ptr(m.scales), _ptr(m.bias)]
+
+
+def fused_ffn(x: torch.Tensor, up: CsrMatrix, down: CsrMatrix, out: torch.Tensor) -> torch.Tensor | None:
+    """GELU(x @ up.T + b) @ down.T + b, strip by strip (see sb_ffn); None where the C kernel is not in use or
+    the batch has too few tokens to give every thread whole strips (then run the two products apart)."""
+    if _C is None:
+        return None
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    work = _work(_C.sb_ffn_work(down.out_features, up.out_features))
+    done = _C.sb_ffn(x.shape[0], down.out_features, up.out_features, x.data_ptr(), x.stride(0),
+                     *_matrix_args(up), *_matrix_args(down), out.data_ptr(), out.stride(0), work.data_ptr())
+    return out if done else None
+
+
+def add_layernorm(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                  out: torch.Tensor) -> torch.Tensor:
+    """LayerNorm(a + b) over the last dimension, in one pass where the C kernel is in use."""
+    hidden = a.shape[-1]
+    if _C is None or hidden % 8 or not (a.is_contiguous() and b.is_contiguous() and out.is_contiguous()):
+        return out.copy_(torch.nn.functional.layer_norm(a + b, (hidden,), weight, bias, eps))
+    _C.sb_add_layernorm(a.shape[0], hidden, a.data_ptr(), b.data_ptr(), weight.data_ptr(), bias.data_ptr(), eps,
+                        out.data_ptr())
+    return out
+
+
+def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: torch.Tensor) -> torch.Tensor | None:
+    """Softmax attention of packed sequences (sequence b: rows starts[b]..starts[b+1] of qkv, whose columns
+    are Q, K and V, each heads x head_dim); writes (tokens, heads x head_dim) into out. None where the C kernel
+    is not in use or head_dim is not a multiple of 8."""
+    hidden = qkv.shape[1] // 3
+    head_dim = hidden // heads
+    if _C is None or head_dim % 8 or qkv.stride(1) != 1 or out.stride(1) != 1:
+        return None
+    starts = starts.to(torch.int32).contiguous()
+    max_length = int((starts[1:] - starts[:-1]).max())
+    work = _work(_C.sb_attention_work(max_length, head_dim))
+    _C.sb_attention(len(starts) - 1, starts.data_ptr(), heads, head_dim, qkv.data_ptr(), qkv.stride(0),
+                    head_dim ** -0.5, out.data_ptr(), out.stride(0), work.data_ptr())
+    return out
+
+
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """BERT's erf GELU in place, the same approximation as the sparse kernel's (so a layer gives the same
+    result whichever way it runs)."""
+    if _C is None or not x.is_contiguous():
+        return x.copy_(torch.nn.functional.gelu(x))
+    _C.sb_gelu(x.data_ptr(), x.numel())
+    return x
+
+
+# The numba fall-back: tokens in tiles of `tile` rows; a tile of x is transposed into a small buffer that
+# stays in cache, and every non-zero does one contiguous multiply-add over the tile. Tiles run in parallel.
 def _csr_linear(x, row_offsets, col_indices, values, bias, out, tile):
     tokens, in_features = x.shape
     out_features = row_offsets.shape[0] - 1
@@ -50,21 +235,13 @@ PARALLEL_MIN_WORK = 1_000_000
 
 def csr_linear(x: np.ndarray, row_offsets: np.ndarray, col_indices: np.ndarray, values: np.ndarray,
                bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """x: (tokens, in) float32 C-contiguous; returns (tokens, out) float32."""
+    """The numba kernel. x: (tokens, in) float32 C-contiguous; returns (tokens, out) float32."""
     tokens = x.shape[0]
     if out is None:
         out = np.empty((tokens, row_offsets.shape[0] - 1), dtype=np.float32)
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     # Enough tiles to keep every thread busy, at most 64 tokens each so a tile of x stays in cache.
     tile = max(1, min(64, math.ceil(tokens / numba.get_num_threads())))
     kernel = _parallel if tokens * len(values) >= PARALLEL_MIN_WORK else _serial
     kernel(x, row_offsets, col_indices, values, bias, out, tile)
     return out
-
-
-def dense_to_csr(weight: np.ndarray):
-    """(row_offsets int32, col_indices uint16 or int32, values) of a dense (out, in) matrix's non-zeros."""
-    rows, cols = np.nonzero(weight)
-    row_offsets = np.zeros(weight.shape[0] + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=weight.shape[0]), out=row_offsets[1:])
-    index_type = np.uint16 if weight.shape[1] <= 65536 else np.int32
-    return row_offsets, cols.astype(index_type), weight[rows, cols]

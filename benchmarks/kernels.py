@@ -1,0 +1,73 @@
+"""Useful GFLOP/s of one pruned layer: the sparse kernel against MKL's dense product and torch.sparse CSR.
+
+The three MiniLM matrices of a layer (fused Q/K/V 1152x384, FFN up 1536x384, FFN down 384x1536),
+magnitude-free random sparsity, at batch 32 x 128 tokens and at 128 tokens, fp32 and int8 values,
+every alternative timed in the same process with the same threads. "Useful" counts 2 FLOPs per non-zero
+per token (the dense product is credited with the same, so its figure is its speed on this layer's work).
+    python benchmarks/kernels.py [--threads N] [--json results/bench/kernels.json]
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sparsebert.sparse.kernels import KERNEL, CsrMatrix, spmm
+
+SHAPES = {"qkv": (1152, 384), "ffn_up": (1536, 384), "ffn_down": (384, 1536)}
+
+
+def median_s(fn, repeats=15, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--sparsities", default="0.8,0.9,0.95,0.97")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    records = []
+    for sparsity in map(float, args.sparsities.split(",")):
+        for name, (out_f, in_f) in SHAPES.items():
+            weight = rng.standard_normal((out_f, in_f)).astype(np.float32)
+            weight[rng.random(weight.shape) < sparsity] = 0
+            bias = np.zeros(out_f, np.float32)
+            dense = torch.from_numpy(weight)
+            torch_csr = dense.to_sparse_csr()
+            fp32, int8 = CsrMatrix.from_dense(weight, bias), CsrMatrix.from_dense(weight, bias, "int8")
+            for tokens in (128, 4096):
+                x = torch.randn(tokens, in_f)
+                out = torch.empty(tokens, out_f)
+                useful = 2 * fp32.nnz * tokens
+                with torch.inference_mode():
+                    times = {"mkl_dense": median_s(lambda: torch.mm(x, dense.T, out=out)),
+                             "torch_sparse_csr": median_s(lambda: torch_csr @ x.T),
+                             f"{KERNEL}_fp32": median_s(lambda: spmm(x, fp32, out=out)),
+                             f"{KERNEL}_int8": median_s(lambda: spmm(x, int8, out=out))}
+                record = {"matrix": name, "shape": [out_f, in_f], "sparsity": sparsity, "tokens": tokens,
+                          "threads": args.threads,
+                          **{f"{k}_gflops": round(useful / t / 1e9, 2) for k, t in times.items()},
+                          "speedup_over_dense": round(times["mkl_dense"] / times[f"{KERNEL}_fp32"], 2)}
+                records.append(record)
+                print(json.dumps(record))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

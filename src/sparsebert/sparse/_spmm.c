@@ -1,0 +1,396 @@
+/* Sparse x dense products for the encoder engine: y = act(x @ W.T + b), W (out, in) in CSR form.
+ *
+ * Why this layout: tokens are processed in strips of 32. A strip of x is first transposed into
+ * [feature][32 tokens], so the non-zero (o, k) of W is one broadcast of its value and four fused
+ * multiply-adds on x's 32 tokens of feature k, loaded contiguously. The 32 sums of a row stay in
+ * registers (two sets of four, alternating between non-zeros, so eight independent FMA chains hide the
+ * FMA latency) while the row's non-zeros stream; nothing but x is loaded per non-zero.
+ *
+ * Values come as fp32, or as int8 with one fp32 scale per row (the scale is applied once, to the
+ * row's sums). Column indices are uint16 (in_features <= 65536).
+ *
+ * Threads: OpenMP. Loaded after torch, this library shares torch's libgomp (same soname), so torch's
+ * operators and these kernels run on one thread pool and obey torch.set_num_threads.
+ *
+ * Built by the package's install (setup.py). The AVX2 code is compiled with a target attribute and
+ * only called after sb_has_avx2() says the processor has AVX2 and FMA.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+
+#define STRIP 32
+#define ROW_BLOCK 64 /* output rows per task: enough tasks for every thread even at one strip */
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+int sb_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+int sb_max_threads(void) { return omp_get_max_threads(); }
+
+/* exp(x) for x <= 0 (Cephes' single-precision polynomial, relative error ~1e-7). */
+AVX2 static inline __m256 exp_neg(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+/* GELU with erf (BERT's "gelu"): 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26
+ * (absolute error below 1.5e-7). */
+AVX2 static inline __m256 gelu(__m256 x) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    __m256 az = _mm256_andnot_ps(sign_mask, z);
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, _mm256_set1_ps(1.0f)));
+    __m256 p = _mm256_set1_ps(1.061405429f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+    p = _mm256_mul_ps(p, t);
+    __m256 erf_abs = _mm256_fnmadd_ps(p, exp_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az)),
+                                      _mm256_set1_ps(1.0f));
+    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_mask));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
+/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][STRIP], zero-padded. */
+static void pack_strip(const float *x, int ldx, int start, int width, int in_f, float *xs) {
+    for (int k = 0; k < in_f; k++) {
+        float *dst = xs + (size_t)k * STRIP;
+        int i = 0;
+        for (; i < width; i++) dst[i] = x[(size_t)(start + i) * ldx + k];
+        for (; i < STRIP; i++) dst[i] = 0.0f;
+    }
+}
+
+/* The rows [row_begin, row_end) of one strip: ys[o][STRIP] = act(scale[o] * (W[o] . xs) + b[o]).
+ * Exactly one of vals_f32 / vals_i8 is given. */
+AVX2 static void strip_rows(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
+                            const int8_t *vals_i8, const float *scales, const float *bias, int act,
+                            int row_begin, int row_end, float *ys) {
+    for (int o = row_begin; o < row_end; o++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        int j = offsets[o];
+        const int end = offsets[o + 1];
+        for (; j + 1 < end; j += 2) {
+            const float *p = xs + (size_t)cols[j] * STRIP, *q = xs + (size_t)cols[j + 1] * STRIP;
+            __m256 v, w;
+            if (vals_f32) {
+                v = _mm256_broadcast_ss(vals_f32 + j);
+                w = _mm256_broadcast_ss(vals_f32 + j + 1);
+            } else {
+                v = _mm256_set1_ps((float)vals_i8[j]);
+                w = _mm256_set1_ps((float)vals_i8[j + 1]);
+            }
+            a0 = _mm256_fmadd_ps(v, _mm256_load_ps(p), a0);
+            a1 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8), a1);
+            a2 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 16), a2);
+            a3 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 24), a3);
+            c0 = _mm256_fmadd_ps(w, _mm256_load_ps(q), c0);
+            c1 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 8), c1);
+            c2 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 16), c2);
+            c3 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 24), c3);
+        }
+        if (j < end) {
+            const float *p = xs + (size_t)cols[j] * STRIP;
+            __m256 v = vals_f32 ? _mm256_broadcast_ss(vals_f32 + j) : _mm256_set1_ps((float)vals_i8[j]);
+            a0 = _mm256_fmadd_ps(v, _mm256_load_ps(p), a0);
+            a1 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8), a1);
+            a2 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 16), a2);
+            a3 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 24), a3);
+        }
+        __m256 s = _mm256_set1_ps(scales ? scales[o] : 1.0f), b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
+        __m256 r0 = _mm256_fmadd_ps(_mm256_add_ps(a0, c0), s, b), r1 = _mm256_fmadd_ps(_mm256_add_ps(a1, c1), s, b);
+        __m256 r2 = _mm256_fmadd_ps(_mm256_add_ps(a2, c2), s, b), r3 = _mm256_fmadd_ps(_mm256_add_ps(a3, c3), s, b);
+        if (act == 1) {
+            r0 = gelu(r0); r1 = gelu(r1); r2 = gelu(r2); r3 = gelu(r3);
+        }
+        float *y = ys + (size_t)o * STRIP;
+        _mm256_store_ps(y, r0);
+        _mm256_store_ps(y + 8, r1);
+        _mm256_store_ps(y + 16, r2);
+        _mm256_store_ps(y + 24, r3);
+    }
+}
+
+/* ys[out][STRIP] -> out rows [start, start + width) (token-major, row stride ldo). */
+static void unpack_strip(const float *ys, int out_f, int start, int width, float *out, int ldo) {
+    for (int i = 0; i < width; i++) {
+        float *dst = out + (size_t)(start + i) * ldo;
+        for (int o = 0; o < out_f; o++) dst[o] = ys[(size_t)o * STRIP + i];
+    }
+}
+
+/* out = act(x @ W.T + b) for x (tokens, in_f) and out (tokens, out_f), both token-major.
+ * work: at least sb_spmm_work(tokens, in_f, out_f) floats, 32-byte aligned.
+ *
+ * With enough strips for every thread, each thread takes whole strips: packs one, runs every row on it and
+ * writes it back while the strip is still in L1/L2. With fewer strips than that (a short batch), the
+ * strips are packed first and the rows are shared out in blocks, so every thread has work. */
+size_t sb_spmm_work(int tokens, int in_f, int out_f) {
+    size_t strips = (size_t)(tokens + STRIP - 1) / STRIP, threads = (size_t)omp_get_max_threads();
+    return (strips > threads ? strips : threads) * STRIP * ((size_t)in_f + (size_t)out_f);
+}
+
+void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
+             const uint16_t *cols, const float *vals_f32, const int8_t *vals_i8, const float *scales,
+             const float *bias, int act, float *out, int ldo, float *work) {
+    const int strips = (tokens + STRIP - 1) / STRIP;
+    const int threads = omp_get_max_threads();
+    if (strips >= 2 * threads) {
+        #pragma omp parallel
+        {
+            float *xs = work + (size_t)omp_get_thread_num() * STRIP * (in_f + out_f), *ys = xs + (size_t)STRIP * in_f;
+            #pragma omp for schedule(static)
+            for (int s = 0; s < strips; s++) {
+                int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+                pack_strip(x, ldx, start, width, in_f, xs);
+                strip_rows(xs, offsets, cols, vals_f32, vals_i8, scales, bias, act, 0, out_f, ys);
+                unpack_strip(ys, out_f, start, width, out, ldo);
+            }
+        }
+        return;
+    }
+    const int blocks = (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
+    float *xb = work, *yb = work + (size_t)strips * STRIP * in_f;
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(static)
+        for (int s = 0; s < strips; s++) {
+            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            pack_strip(x, ldx, start, width, in_f, xb + (size_t)s * STRIP * in_f);
+        }
+        #pragma omp for schedule(static)
+        for (int task = 0; task < strips * blocks; task++) {
+            int s = task / blocks, block = task % blocks;
+            int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
+            strip_rows(xb + (size_t)s * STRIP * in_f, offsets, cols, vals_f32, vals_i8, scales, bias, act,
+                       block * ROW_BLOCK, row_end, yb + (size_t)s * STRIP * out_f);
+        }
+        #pragma omp for schedule(static)
+        for (int s = 0; s < strips; s++) {
+            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            unpack_strip(yb + (size_t)s * STRIP * out_f, out_f, start, width, out, ldo);
+        }
+    }
+}
+
+/* The feed-forward block, fused: out = GELU(x @ W1.T + b1) @ W2.T + b2, one strip at a time, so the
+ * intermediate activations (4x the hidden width) stay in the strip's buffer in L2 instead of going to
+ * memory and being transposed twice. Each thread takes whole strips; the caller uses two sb_spmm calls
+ * when there are too few strips for that (sb_ffn returns 0 then, having done nothing). */
+size_t sb_ffn_work(int hidden, int inter) {
+    return (size_t)omp_get_max_threads() * STRIP * (2 * (size_t)hidden + (size_t)inter);
+}
+
+int sb_ffn(int tokens, int hidden, int inter, const float *x, int ldx,
+           const int32_t *offsets1, const uint16_t *cols1, const float *f32_1, const int8_t *i8_1,
+           const float *scales1, const float *bias1,
+           const int32_t *offsets2, const uint16_t *cols2, const float *f32_2, const int8_t *i8_2,
+           const float *scales2, const float *bias2, float *out, int ldo, float *work) {
+    const int strips = (tokens + STRIP - 1) / STRIP;
+    if (strips < 2 * omp_get_max_threads()) return 0;
+    #pragma omp parallel
+    {
+        float *xs = work + (size_t)omp_get_thread_num() * STRIP * (2 * hidden + inter);
+        float *hs = xs + (size_t)STRIP * hidden, *ys = hs + (size_t)STRIP * inter;
+        #pragma omp for schedule(static)
+        for (int s = 0; s < strips; s++) {
+            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            pack_strip(x, ldx, start, width, hidden, xs);
+            strip_rows(xs, offsets1, cols1, f32_1, i8_1, scales1, bias1, 1, 0, inter, hs);
+            strip_rows(hs, offsets2, cols2, f32_2, i8_2, scales2, bias2, 0, 0, hidden, ys);
+            unpack_strip(ys, hidden, start, width, out, ldo);
+        }
+    }
+    return 1;
+}
+
+/* out = LayerNorm(a + b) * gamma + beta over rows of `hidden` floats (the residual and the norm of every
+ * BERT layer in one pass); out may be a or b. */
+AVX2 static float sum_lanes(__m256 v) {
+    float lanes[8], total = 0.0f;
+    _mm256_storeu_ps(lanes, v);
+    for (int l = 0; l < 8; l++) total += lanes[l];
+    return total;
+}
+
+/* Two passes over the row (mean, then the squares about it), as PyTorch's LayerNorm: E[x^2] - mean^2
+ * loses digits on BERT's outlier dimensions. hidden is a multiple of 8 (the caller checks). */
+AVX2 void sb_add_layernorm(int rows, int hidden, const float *a, const float *b, const float *gamma,
+                           const float *beta, float eps, float *out) {
+    #pragma omp parallel for schedule(static) if (rows >= 64)
+    for (int r = 0; r < rows; r++) {
+        const float *pa = a + (size_t)r * hidden, *pb = b + (size_t)r * hidden;
+        float *po = out + (size_t)r * hidden;
+        __m256 sum = _mm256_setzero_ps(), sq = _mm256_setzero_ps();
+        for (int i = 0; i < hidden; i += 8) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(pa + i), _mm256_loadu_ps(pb + i));
+            _mm256_storeu_ps(po + i, v);
+            sum = _mm256_add_ps(sum, v);
+        }
+        __m256 m = _mm256_set1_ps(sum_lanes(sum) / hidden);
+        for (int i = 0; i < hidden; i += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(po + i), m);
+            sq = _mm256_fmadd_ps(d, d, sq);
+        }
+        __m256 s = _mm256_set1_ps(1.0f / sqrtf(sum_lanes(sq) / hidden + eps));
+        for (int i = 0; i < hidden; i += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(po + i), m), s);
+            _mm256_storeu_ps(po + i, _mm256_fmadd_ps(v, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
+        }
+    }
+}
+
+/* Attention over packed sequences: sequence b holds the rows [starts[b], starts[b + 1]) of qkv (each row:
+ * the head_dim-wide slices of Q for every head, then K, then V) and of out (the heads' outputs side by
+ * side). Only real tokens are stored, so padding costs nothing. One task per (sequence, head):
+ * for each 4 query rows (their scores stay in L1):
+ *   S = (Q * scale) K^T   4 query rows x 16 keys at a time in 8 registers, over K^T laid out [dim][key];
+ *   P = softmax(S)        row by row, vectorised exp;
+ *   O = P V               2 query rows x 32 dims in 8 registers, V's rows read where they are.
+ * head_dim must be a multiple of 8 (the caller checks). */
+static inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+size_t sb_attention_work(int max_length, int head_dim) {
+    size_t lp = (size_t)round_up(max_length, 16);
+    return (size_t)omp_get_max_threads() * (2 * lp * head_dim + 4 * lp);
+}
+
+AVX2 static void softmax_row(float *row, int length, int lp) {
+    for (int j = length; j < lp; j++) row[j] = -INFINITY;
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < lp; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + j));
+    float lanes[8], peak = -INFINITY, total = 0.0f;
+    _mm256_storeu_ps(lanes, m);
+    for (int l = 0; l < 8; l++) peak = lanes[l] > peak ? lanes[l] : peak;
+    __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(peak);
+    for (int j = 0; j < lp; j += 8) {
+        __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(row + j), mx));
+        _mm256_storeu_ps(row + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_storeu_ps(lanes, sum);
+    for (int l = 0; l < 8; l++) total += lanes[l];
+    __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (int j = 0; j < lp; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+}
+
+/* out rows i and i + 1 (only i where !pair) = P rows p0, p1 times V. */
+AVX2 static void pv_pair(const float *p0, const float *p1, int pair, int length, int head_dim, const float *v, int ld,
+                         float *out, int ldo) {
+    int c = 0;
+    for (; c + 32 <= head_dim; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int j = 0; j < length; j++) {
+            const float *vr = v + (size_t)j * ld + c;
+            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8), v2 = _mm256_loadu_ps(vr + 16),
+                   v3 = _mm256_loadu_ps(vr + 24);
+            __m256 x = _mm256_broadcast_ss(p0 + j), y = _mm256_broadcast_ss(p1 + j);
+            a0 = _mm256_fmadd_ps(x, v0, a0); a1 = _mm256_fmadd_ps(x, v1, a1);
+            a2 = _mm256_fmadd_ps(x, v2, a2); a3 = _mm256_fmadd_ps(x, v3, a3);
+            b0 = _mm256_fmadd_ps(y, v0, b0); b1 = _mm256_fmadd_ps(y, v1, b1);
+            b2 = _mm256_fmadd_ps(y, v2, b2); b3 = _mm256_fmadd_ps(y, v3, b3);
+        }
+        float *o = out + c;
+        _mm256_storeu_ps(o, a0); _mm256_storeu_ps(o + 8, a1); _mm256_storeu_ps(o + 16, a2); _mm256_storeu_ps(o + 24, a3);
+        if (pair) {
+            o += ldo;
+            _mm256_storeu_ps(o, b0); _mm256_storeu_ps(o + 8, b1); _mm256_storeu_ps(o + 16, b2); _mm256_storeu_ps(o + 24, b3);
+        }
+    }
+    for (; c < head_dim; c += 8) {
+        __m256 a = _mm256_setzero_ps(), b = a;
+        for (int j = 0; j < length; j++) {
+            __m256 vv = _mm256_loadu_ps(v + (size_t)j * ld + c);
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), vv, a);
+            b = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), vv, b);
+        }
+        _mm256_storeu_ps(out + c, a);
+        if (pair) _mm256_storeu_ps(out + ldo + c, b);
+    }
+}
+
+/* One head of one sequence, four query rows at a time (their scores stay in L1). */
+AVX2 static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
+                                float scale, float *out, int ldo, float *work) {
+    const int lp = round_up(length, 16);
+    float *qs = work, *kt = qs + (size_t)lp * head_dim, *sc = kt + (size_t)lp * head_dim;
+    for (int i = 0; i < lp; i++)
+        for (int c = 0; c < head_dim; c++) qs[(size_t)i * head_dim + c] = i < length ? q[(size_t)i * ld + c] * scale : 0.0f;
+    for (int c = 0; c < head_dim; c++)
+        for (int i = 0; i < lp; i++) kt[(size_t)c * lp + i] = i < length ? k[(size_t)i * ld + c] : 0.0f;
+    for (int i = 0; i < length; i += 4) {
+        const float *qr = qs + (size_t)i * head_dim;
+        for (int j = 0; j < lp; j += 16) {
+            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+            for (int c = 0; c < head_dim; c++) {
+                __m256 k0 = _mm256_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm256_loadu_ps(kt + (size_t)c * lp + j + 8);
+                __m256 a = _mm256_broadcast_ss(qr + c), b = _mm256_broadcast_ss(qr + head_dim + c);
+                s00 = _mm256_fmadd_ps(a, k0, s00); s01 = _mm256_fmadd_ps(a, k1, s01);
+                s10 = _mm256_fmadd_ps(b, k0, s10); s11 = _mm256_fmadd_ps(b, k1, s11);
+                a = _mm256_broadcast_ss(qr + 2 * head_dim + c);
+                b = _mm256_broadcast_ss(qr + 3 * head_dim + c);
+                s20 = _mm256_fmadd_ps(a, k0, s20); s21 = _mm256_fmadd_ps(a, k1, s21);
+                s30 = _mm256_fmadd_ps(b, k0, s30); s31 = _mm256_fmadd_ps(b, k1, s31);
+            }
+            float *row = sc + j;
+            _mm256_storeu_ps(row, s00); _mm256_storeu_ps(row + 8, s01);
+            _mm256_storeu_ps(row + lp, s10); _mm256_storeu_ps(row + lp + 8, s11);
+            _mm256_storeu_ps(row + 2 * lp, s20); _mm256_storeu_ps(row + 2 * lp + 8, s21);
+            _mm256_storeu_ps(row + 3 * lp, s30); _mm256_storeu_ps(row + 3 * lp + 8, s31);
+        }
+        const int rows = length - i < 4 ? length - i : 4;
+        for (int r = 0; r < rows; r++) softmax_row(sc + (size_t)r * lp, length, lp);
+        for (int r = 0; r < rows; r += 2)
+            pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, r + 1 < rows, length, head_dim, v, ld,
+                    out + (size_t)(i + r) * ldo, ldo);
+    }
+}
+
+AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim, const float *qkv, int ld,
+                       float scale, float *out, int ldo, float *work) {
+    const int hidden = heads * head_dim;
+    int max_length = 0;
+    for (int b = 0; b < batch; b++)
+        if (starts[b + 1] - starts[b] > max_length) max_length = starts[b + 1] - starts[b];
+    const size_t lp = (size_t)round_up(max_length, 16), per_thread = 2 * lp * head_dim + 4 * lp;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < batch * heads; task++) {
+        const int b = task / heads, h = task % heads, start = starts[b];
+        const float *q = qkv + (size_t)start * ld + h * head_dim;
+        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
+                       out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
+    }
+}
+
+/* GELU in place on n floats (the dense fall-back's activation, so both paths compute the same GELU). */
+AVX2 void sb_gelu(float *x, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n / 8; i++) _mm256_storeu_ps(x + 8 * i, gelu(_mm256_loadu_ps(x + 8 * i)));
+    for (size_t i = n / 8 * 8; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+/* A module object, so that the install builds and finds this file like any extension; the functions
+ * are called through ctypes. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_spmm", "sparse kernels (called through ctypes)", -1, NULL};
+
+PyMODINIT_FUNC PyInit__spmm(void) { return PyModule_Create(&module); }

@@ -1,0 +1,98 @@
+"""Whether a matrix runs faster through the sparse kernel than through the dense product, on this machine.
+
+Measured, not assumed: the crossover depends on the processor, the thread count, the shape and the
+density (on these 2-core machines the kernel loses below about 80% sparsity). Each (processor, threads,
+kernel, shape, density to the percent, value type) is timed once, on 256 tokens, and the answer is cached in
+memory and in a JSON file: `$SPARSEBERT_CALIBRATION`, by default ~/.cache/sparsebert/calibration.json
+(an empty SPARSEBERT_CALIBRATION keeps it in memory only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from .kernels import KERNEL, CsrMatrix, spmm
+
+CALIBRATION_TOKENS = 256
+_answers: dict[str, bool] = {}
+
+
+@cache
+def processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cache_file() -> Path | None:
+    path = os.environ.get("SPARSEBERT_CALIBRATION", str(Path.home() / ".cache" / "sparsebert" / "calibration.json"))
+    return Path(path) if path else None
+
+
+def _read_cache() -> dict[str, bool]:
+    path = cache_file()
+    try:
+        return json.loads(path.read_text()) if path and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # a damaged cache is measured again
+
+
+def _write_cache(answers: dict[str, bool]) -> None:
+    path = cache_file()
+    if not path:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**_read_cache(), **answers}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: the answers stay in memory
+
+
+def key(m: CsrMatrix) -> str:
+    density = round(m.nnz / (m.out_features * m.in_features), 2)
+    values = "int8" if m.scales is not None else "fp32"
+    return f"{processor()}|{torch.get_num_threads()} threads|{KERNEL}|{m.out_features}x{m.in_features}|{density}|{values}"
+
+
+def measure(m: CsrMatrix, repeats: int = 7) -> bool:
+    """True where the kernel beats the dense product on this matrix: the best of `repeats` calls each,
+    taken in turns, so that a burst of load elsewhere slows both alike."""
+    x = torch.randn(CALIBRATION_TOKENS, m.in_features, generator=torch.Generator().manual_seed(0))
+    out = torch.empty(CALIBRATION_TOKENS, m.out_features)
+    weight_t = m.dense_weight().T.contiguous()
+    bias = torch.zeros(m.out_features)
+    runs = {"dense": lambda: torch.addmm(bias, x, weight_t, out=out), "sparse": lambda: spmm(x, m, out=out)}
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for fn in runs.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best["sparse"] < best["dense"]
+
+
+def runs_faster_sparse(m: CsrMatrix) -> bool:
+    k = key(m)
+    if k not in _answers:
+        _answers.update(_read_cache())
+    if k not in _answers:
+        _answers[k] = measure(m)
+        _write_cache({k: _answers[k]})
+    return _answers[k]
