@@ -171,3 +171,29 @@ def test_taylor_state_restores_the_same_next_masks(tiny_model):
         p.observe()
         p.step(8)
     assert all(torch.equal(fresh.masks[n], pruner.masks[n]) for n in pruner.masks)
+
+
+def test_the_1x4_pattern_keeps_and_removes_whole_blocks_at_the_exact_sparsity():
+    torch.manual_seed(0)
+    targets = {"a": torch.nn.Linear(16, 8), "b": torch.nn.Linear(32, 12)}
+    pruner = build_pruner(targets, 0.75, 0, 4, 4, criterion="magnitude", pattern="1x4")
+    for step in range(5):
+        pruner.step(step)
+        for name, module in targets.items():
+            mask = pruner.masks[name].reshape(module.out_features, -1, 4)
+            assert (mask.all(-1) | ~mask.any(-1)).all()  # each block all kept or all removed
+        with torch.no_grad():
+            for module in targets.values():
+                module.weight.add_(torch.randn_like(module.weight))  # training moves the weights
+        pruner.apply()
+    for name, module in targets.items():
+        assert (module.weight == 0).float().mean() == 0.75
+    # the blocks kept are those with the largest sum of |w|, and removed ones stay removed
+    w = torch.randn(4, 8)
+    single = {"m": torch.nn.Linear(8, 4)}
+    single["m"].weight.data = w.clone()
+    one_shot = build_pruner(single, 0.5, 0, 0, 1, criterion="magnitude", pattern="1x4")
+    one_shot.step(0)
+    block_scores = w.abs().reshape(-1, 2, 4).sum(-1).flatten()
+    kept = one_shot.masks["m"].reshape(-1, 2, 4)[..., 0].flatten()
+    assert set(kept.nonzero().flatten().tolist()) == set(block_scores.topk(4).indices.tolist())

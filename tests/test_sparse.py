@@ -13,7 +13,7 @@ from sparsebert.pruning import build_pruner, find_targets
 from sparsebert.sparse import calibration
 from sparsebert.sparse.engine import from_hf_model
 from sparsebert.sparse.format import export_model, load_exported
-from sparsebert.sparse.kernels import CsrMatrix, add_layernorm, csr_linear, dense_to_csr, packed_attention, spmm
+from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, csr_linear, dense_to_csr, packed_attention, spmm
 
 from conftest import run_cli
 
@@ -266,3 +266,52 @@ def test_onnx_export_matches_pytorch(tiny_model, tmp_path):
     report = json.loads((tmp_path / "exp" / "export_report.json").read_text())
     assert (tmp_path / "exp" / "model.onnx").is_file()
     assert report["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
+
+
+def emulated_int8_blocks(x: np.ndarray, m: CsrMatrix) -> np.ndarray:
+    """What the int8 1x4 kernel computes, in numpy: activations quantized per token to uint8 with a zero point
+    (zero kept exact), times the int8 weights, rescaled."""
+    lo, hi = np.minimum(x.min(1), 0), np.maximum(x.max(1), 0)
+    scale = np.where(hi > lo, (hi - lo) / 255, 1).astype(np.float32)
+    zero = np.rint(-lo / scale)
+    q = np.clip(np.rint(x / scale[:, None] + zero[:, None]), 0, 255)
+    weights = (m.dense_weight().numpy() / m.scales[:, None]).round()  # the int8 values, in place
+    return scale[:, None] * m.scales[None, :] * (q @ weights.T - zero[:, None] * weights.sum(1)[None, :]) + m.bias
+
+
+@pytest.mark.parametrize("tokens", [1, 37, 130])
+def test_int8_block_kernel_matches_its_arithmetic_and_stays_near_fp32(tokens):
+    rng = np.random.default_rng(tokens)
+    weight = rng.standard_normal((96, 64)).astype(np.float32)
+    weight *= np.repeat(rng.random((96, 16)) >= 0.8, 4, axis=1)  # 80% of 1x4 blocks removed
+    weight[:5] = 0
+    bias = rng.standard_normal(96).astype(np.float32)
+    m = CsrMatrix.from_dense(weight, bias, "int8", block=4)
+    assert m.block == 4 and np.abs(m.values).max() <= 63 and len(m.values) == 4 * len(m.col_indices)
+    assert (m.dense_weight().numpy()[weight == 0] == 0).all()
+    x = rng.standard_normal((tokens, 64)).astype(np.float32)
+    got = spmm(torch.from_numpy(x), m).numpy()
+    if KERNEL == "avx2":  # the fall-back runs fp32 products of the same weights
+        np.testing.assert_allclose(got, emulated_int8_blocks(x, m), atol=1e-3, rtol=1e-3)
+    exact = x @ weight.T + bias
+    assert np.linalg.norm(got - exact) <= 0.02 * np.linalg.norm(exact)
+
+
+def test_a_model_pruned_in_1x4_blocks_runs_and_exports_in_int8_blocks(tiny_model, tmp_path):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        for m in find_targets(model).values():
+            m.weight.mul_(20)
+    build_pruner(find_targets(model), 0.75, 0, 0, 1, pattern="1x4").step(0)
+    engine = from_hf_model(model, values="int8", engine="sparse")
+    assert engine.summary()["int8_block_matrices"] == 8
+    assert from_hf_model(model, values="fp32").summary()["int8_block_matrices"] == 0
+    inputs = batch_of_mixed_lengths()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert (engine(**inputs).logits - expected).abs().max() < 0.03 * expected.abs().max()
+    report = export_model(model, load_tokenizer(str(tiny_model)), tmp_path / "exp")
+    assert report["pattern"] == "1x4"
+    exported = sparsebert.load_sparse(tmp_path / "exp", engine="sparse")
+    assert exported.summary()["int8_block_matrices"] == 8
+    torch.testing.assert_close(exported(**inputs).logits, engine(**inputs).logits, atol=2e-2, rtol=2e-2)

@@ -14,13 +14,15 @@ from safetensors.torch import load_file, save_file
 
 from .allocation import ALLOCATIONS
 from .criterion import CRITERIA, Criterion
+from .pattern import PATTERNS
 from .schedule import CubicSchedule
 
 
 class Pruner:
     def __init__(self, targets: dict[str, torch.nn.Linear], criterion: Criterion, schedule: CubicSchedule,
-                 allocation: str = "uniform"):
+                 allocation: str = "uniform", pattern: str = "unstructured"):
         self.targets, self.criterion, self.schedule, self.allocation = targets, criterion, schedule, allocation
+        self.pattern = pattern
         self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in targets.items()}
         self.level = 0.0  # sparsity of the last mask update
 
@@ -36,8 +38,11 @@ class Pruner:
 
     @torch.no_grad()
     def prune_to(self, sparsity: float) -> None:
-        scores = {name: self.criterion.scores(name, m.weight) for name, m in self.targets.items()}
-        self.masks = ALLOCATIONS[self.allocation](scores, self.masks, sparsity)
+        pattern = PATTERNS[self.pattern]
+        scores = {name: pattern.group(self.criterion.scores(name, m.weight)) for name, m in self.targets.items()}
+        grouped = {name: pattern.group(mask) for name, mask in self.masks.items()}
+        kept = ALLOCATIONS[self.allocation](scores, grouped, sparsity)
+        self.masks = {name: pattern.expand(mask, self.masks[name].shape) for name, mask in kept.items()}
         self.level = sparsity
         self.apply()
 
@@ -51,7 +56,7 @@ class Pruner:
     def state_dict(self) -> dict:
         return {"masks": {k: v.clone() for k, v in self.masks.items()}, "level": self.level,
                 "schedule": self.schedule.state_dict(), "criterion": self.criterion.state_dict(),
-                "allocation": self.allocation}
+                "allocation": self.allocation, "pattern": self.pattern}
 
     def load_state_dict(self, state: dict) -> None:
         self.masks = {k: state["masks"][k].to(torch.bool) for k in self.targets}
@@ -59,6 +64,7 @@ class Pruner:
         self.schedule = CubicSchedule.from_state_dict(state["schedule"])
         self.criterion.load_state_dict(state["criterion"])
         self.allocation = state["allocation"]
+        self.pattern = state.get("pattern", "unstructured")  # checkpoints from before block patterns
         self.apply()
 
     def save_masks(self, path: Path) -> None:
@@ -73,5 +79,5 @@ class Pruner:
 
 
 def build_pruner(targets, sparsity: float, start: int, end: int, events: int,
-                 criterion: str = "magnitude", allocation: str = "uniform") -> Pruner:
-    return Pruner(targets, CRITERIA[criterion](), CubicSchedule(sparsity, start, end, events), allocation)
+                 criterion: str = "magnitude", allocation: str = "uniform", pattern: str = "unstructured") -> Pruner:
+    return Pruner(targets, CRITERIA[criterion](), CubicSchedule(sparsity, start, end, events), allocation, pattern)

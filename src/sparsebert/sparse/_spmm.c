@@ -193,6 +193,169 @@ void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int
     }
 }
 
+/* ---- int8 blocks of 1x4 ----
+ * Where a matrix was pruned in blocks of 4 consecutive inputs (`prune --pattern 1x4`), each block is 4 int8
+ * weights (7-bit: [-63, 63], so that vpmaddubsw's pairwise sums cannot saturate) with one fp32 scale per
+ * row, and the activations are quantized per token to uint8 with a zero point:
+ *   x ~ s_t * (q - z_t),  W[o] ~ w_o * Wq[o]  =>  y = s_t * w_o * (Wq[o] . q - z_t * sum(Wq[o])) + b.
+ * A strip's quantized activations are laid out [group of 4 inputs][32 tokens][4 bytes], so a block is one
+ * broadcast of its 4 weights and, per 8 tokens, vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds. */
+
+/* xs[in][STRIP] (fp32) -> xq[in / 4][STRIP][4] (uint8) and, per token, zero point and scale. */
+AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *zero, float *scale) {
+    for (int r = 0; r < STRIP / 8; r++) {
+        __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
+        for (int k = 0; k < in_f; k++) {
+            __m256 v = _mm256_load_ps(xs + (size_t)k * STRIP + 8 * r);
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+        }
+        lo = _mm256_min_ps(lo, _mm256_setzero_ps()); /* zero stays exact */
+        hi = _mm256_max_ps(hi, _mm256_setzero_ps());
+        __m256 s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(255.0f));
+        s = _mm256_blendv_ps(s, _mm256_set1_ps(1.0f), _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_EQ_OQ));
+        __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+        __m256 z = _mm256_round_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), lo), inv),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_storeu_ps(zero + 8 * r, z);
+        _mm256_storeu_ps(scale + 8 * r, s);
+        const __m256i zmax = _mm256_set1_epi32(255), zmin = _mm256_setzero_si256();
+        for (int g = 0; g < in_f / 4; g++) {
+            __m256i packed = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                __m256 v = _mm256_load_ps(xs + (size_t)(4 * g + j) * STRIP + 8 * r);
+                __m256i q = _mm256_cvtps_epi32(_mm256_fmadd_ps(v, inv, z));
+                q = _mm256_min_epi32(_mm256_max_epi32(q, zmin), zmax);
+                packed = _mm256_or_si256(packed, _mm256_slli_epi32(q, 8 * j));
+            }
+            _mm256_storeu_si256((__m256i *)(xq + (size_t)g * STRIP * 4 + 32 * r), packed);
+        }
+    }
+}
+
+AVX2 static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
+                                 const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
+                                 const float *bias, int act, int row_begin, int row_end, float *ys) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 z[4], s[4];
+    for (int r = 0; r < 4; r++) {
+        z[r] = _mm256_loadu_ps(zero + 8 * r);
+        s[r] = _mm256_loadu_ps(scale + 8 * r);
+    }
+    for (int o = row_begin; o < row_end; o++) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = offsets[o]; j < offsets[o + 1]; j++) {
+            int32_t w4;
+            memcpy(&w4, vals + 4 * (size_t)j, 4);
+            const __m256i w = _mm256_set1_epi32(w4);
+            const uint8_t *p = xq + (size_t)cols[j] * STRIP * 4;
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)p), w), ones));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 32)), w), ones));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 64)), w), ones));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 96)), w), ones));
+        }
+        const __m256 rs = _mm256_set1_ps((float)row_sums[o]), ws = _mm256_set1_ps(scales[o]);
+        const __m256 b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
+        __m256i acc[4] = {a0, a1, a2, a3};
+        float *y = ys + (size_t)o * STRIP;
+        for (int r = 0; r < 4; r++) {
+            __m256 v = _mm256_fnmadd_ps(z[r], rs, _mm256_cvtepi32_ps(acc[r]));
+            v = _mm256_fmadd_ps(v, _mm256_mul_ps(s[r], ws), b);
+            if (act == 1) v = gelu(v);
+            _mm256_store_ps(y + 8 * r, v);
+        }
+    }
+}
+
+/* Per-thread scratch of the int8 path, in floats: the fp32 strip, its uint8 form, zero points and scales. */
+static size_t i8x4_strip_floats(int in_f) { return (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4 + 2 * STRIP; }
+
+size_t sb_spmm_i8x4_work(int tokens, int in_f, int out_f) {
+    size_t strips = (size_t)(tokens + STRIP - 1) / STRIP, threads = (size_t)omp_get_max_threads();
+    return (strips > threads ? strips : threads) * (i8x4_strip_floats(in_f) + (size_t)STRIP * out_f);
+}
+
+/* out = act(x @ W.T + b) for W in int8 1x4 blocks; the same split of work as sb_spmm. in_f % 4 == 0. */
+void sb_spmm_i8x4(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
+                  const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
+                  const float *bias, int act, float *out, int ldo, float *work) {
+    const int strips = (tokens + STRIP - 1) / STRIP, threads = omp_get_max_threads();
+    const size_t per_strip = i8x4_strip_floats(in_f) + (size_t)STRIP * out_f;
+    const int streaming = strips >= 2 * threads;
+    const int blocks = streaming ? 1 : (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(static)
+        for (int s = 0; s < strips; s++) {
+            float *xs = work + (size_t)(streaming ? omp_get_thread_num() : s) * per_strip;
+            uint8_t *xq = (uint8_t *)(xs + (size_t)STRIP * in_f);
+            float *zero = xs + (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4, *scale = zero + STRIP;
+            float *ys = scale + STRIP;
+            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            pack_strip(x, ldx, start, width, in_f, xs);
+            quantize_strip(xs, in_f, xq, zero, scale);
+            if (streaming) {
+                strip_rows_i8x4(xq, zero, scale, offsets, cols, vals, scales, row_sums, bias, act, 0, out_f, ys);
+                unpack_strip(ys, out_f, start, width, out, ldo);
+            }
+        }
+        if (!streaming) {
+            #pragma omp for schedule(static)
+            for (int task = 0; task < strips * blocks; task++) {
+                int s = task / blocks, block = task % blocks;
+                float *xs = work + (size_t)s * per_strip;
+                float *zero = xs + (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4, *scale = zero + STRIP;
+                int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
+                strip_rows_i8x4((uint8_t *)(xs + (size_t)STRIP * in_f), zero, scale, offsets, cols, vals, scales,
+                                row_sums, bias, act, block * ROW_BLOCK, row_end, scale + STRIP);
+            }
+            #pragma omp for schedule(static)
+            for (int s = 0; s < strips; s++) {
+                int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+                float *ys = work + (size_t)s * per_strip + i8x4_strip_floats(in_f);
+                unpack_strip(ys, out_f, start, width, out, ldo);
+            }
+        }
+    }
+}
+
+/* The fused feed-forward block with both matrices in int8 1x4 blocks (see sb_ffn); returns 0 and does
+ * nothing where there are too few strips. */
+size_t sb_ffn_i8x4_work(int hidden, int inter) {
+    return (size_t)omp_get_max_threads() * (i8x4_strip_floats(hidden) + i8x4_strip_floats(inter) + (size_t)STRIP * hidden);
+}
+
+int sb_ffn_i8x4(int tokens, int hidden, int inter, const float *x, int ldx,
+                const int32_t *offsets1, const uint16_t *cols1, const int8_t *vals1, const float *scales1,
+                const int32_t *row_sums1, const float *bias1,
+                const int32_t *offsets2, const uint16_t *cols2, const int8_t *vals2, const float *scales2,
+                const int32_t *row_sums2, const float *bias2, float *out, int ldo, float *work) {
+    const int strips = (tokens + STRIP - 1) / STRIP;
+    if (strips < 2 * omp_get_max_threads()) return 0;
+    const size_t first = i8x4_strip_floats(hidden), second = i8x4_strip_floats(inter);
+    #pragma omp parallel
+    {
+        float *xs = work + (size_t)omp_get_thread_num() * (first + second + (size_t)STRIP * hidden);
+        uint8_t *xq = (uint8_t *)(xs + (size_t)STRIP * hidden);
+        float *zero = xs + (size_t)STRIP * hidden + (size_t)STRIP * hidden / 4, *scale = zero + STRIP;
+        float *hs = xs + first;
+        uint8_t *hq = (uint8_t *)(hs + (size_t)STRIP * inter);
+        float *hzero = hs + (size_t)STRIP * inter + (size_t)STRIP * inter / 4, *hscale = hzero + STRIP;
+        float *ys = hs + second;
+        #pragma omp for schedule(static)
+        for (int s = 0; s < strips; s++) {
+            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            pack_strip(x, ldx, start, width, hidden, xs);
+            quantize_strip(xs, hidden, xq, zero, scale);
+            strip_rows_i8x4(xq, zero, scale, offsets1, cols1, vals1, scales1, row_sums1, bias1, 1, 0, inter, hs);
+            quantize_strip(hs, inter, hq, hzero, hscale);
+            strip_rows_i8x4(hq, hzero, hscale, offsets2, cols2, vals2, scales2, row_sums2, bias2, 0, 0, hidden, ys);
+            unpack_strip(ys, hidden, start, width, out, ldo);
+        }
+    }
+    return 1;
+}
+
 /* The feed-forward block, fused: out = GELU(x @ W1.T + b1) @ W2.T + b2, one strip at a time, so the
  * intermediate activations (4x the hidden width) stay in the strip's buffer in L2 instead of going to
  * memory and being transposed twice. Each thread takes whole strips; the caller uses two sb_spmm calls

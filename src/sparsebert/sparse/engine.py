@@ -21,7 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import UserError
 from .calibration import runs_faster_sparse
-from .kernels import KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, spmm
+from .kernels import KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, spmm, to_matrices
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
 SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
@@ -66,16 +66,16 @@ def concat_rows(matrices: list[CsrMatrix]) -> CsrMatrix:
     """One CSR matrix holding the rows of several with the same inputs (Q, K and V)."""
     import numpy as np
 
-    if len({m.scales is None for m in matrices}) != 1:
-        raise ValueError("cannot fuse matrices with different value types")
+    if len({(m.scales is None, m.block) for m in matrices}) != 1:
+        raise ValueError("cannot fuse matrices with different value types or patterns")
     offsets, total = [matrices[0].row_offsets[:1]], 0
     for m in matrices:
         offsets.append(m.row_offsets[1:] + total)
-        total += m.nnz
+        total += len(m.col_indices)
     return CsrMatrix(np.concatenate(offsets).astype(np.int32), np.concatenate([m.col_indices for m in matrices]),
                      np.concatenate([m.values for m in matrices]),
                      None if matrices[0].scales is None else np.concatenate([m.scales for m in matrices]),
-                     None, matrices[0].in_features)
+                     None, matrices[0].in_features, matrices[0].block)
 
 
 class SparseModel(torch.nn.Module):
@@ -140,12 +140,14 @@ class SparseModel(torch.nn.Module):
         sparse = [lin for lin in linears if lin.sparse]
         return {"kernel": KERNEL, "matrices": len(linears), "sparse_matrices": len(sparse),
                 "dense_matrices": len(linears) - len(sparse),
+                "int8_block_matrices": sum(lin.matrix.block == 4 for lin in sparse),
                 "threads": torch.get_num_threads()}
 
     def describe(self) -> str:
         s = self.summary()
+        blocks = f" ({s['int8_block_matrices']} in int8 1x4 blocks)" if s["int8_block_matrices"] else ""
         return (f"sparse engine ({s['kernel']} kernel, {s['threads']} threads): {s['sparse_matrices']} of "
-                f"{s['matrices']} matrices run sparse, {s['dense_matrices']} dense (measured faster here)")
+                f"{s['matrices']} matrices run sparse{blocks}, {s['dense_matrices']} dense (measured faster here)")
 
     def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
         """Output buffers reused across layers and calls (allocated again only for a bigger batch)."""
@@ -245,8 +247,7 @@ def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "au
     from ..pruning.targets import find_targets
 
     state = {k: v.detach().float() for k, v in model.state_dict().items()}
-    matrices = {f"{name}.weight": CsrMatrix.from_dense(state[f"{name}.weight"].numpy(), None, values)
-                for name in find_targets(model)}
+    matrices = to_matrices({f"{name}.weight": state[f"{name}.weight"] for name in find_targets(model)}, values)
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 

@@ -3,7 +3,8 @@
 A pruned (out, in) matrix is stored as `<name>.row_offsets` (int32, out+1), `<name>.col_indices` (uint16
 where in <= 65536, stored as int16 bits) and `<name>.values`: int8 with `<name>.scales` (fp32, one per
 row), fp16 or fp32. At 95% sparsity with int8 values that is about 0.15 bytes per original weight instead
-of 4. The embedding tables (the word embeddings are half of MiniLM's weights) are stored in fp16, or in
+of 4. A model pruned in 1x4 blocks is stored in blocks (`"block": 4` in sparse_config.json): the indices
+are block columns (input / 4) and each block holds 4 int8 values. The embedding tables (the word embeddings are half of MiniLM's weights) are stored in fp16, or in
 int8 with one scale per row (`<name>.scales`). Every other tensor is stored as it is. The folder also holds
 `config.json`, the tokenizer, `sparse_config.json` (how to read it) and `export_report.json`.
 
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..pruning.targets import find_targets
-from .kernels import CsrMatrix, dense_to_csr, quantize_rows
+from .kernels import CsrMatrix, quantize_rows, to_matrices
 
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 SPARSE_CONFIG = "sparse_config.json"
@@ -35,35 +36,42 @@ def is_embedding_table(name: str) -> bool:
     return name.endswith(".weight") and name.rsplit(".", 2)[-2] in EMBEDDINGS
 
 
-def _stored_values(values: np.ndarray, row_offsets: np.ndarray, dtype: str) -> dict[str, torch.Tensor]:
+def _quantized(values: np.ndarray, row_offsets: np.ndarray, dtype: str) -> dict[str, torch.Tensor]:
     if dtype == "int8":
         q, scales = quantize_rows(values, row_offsets)
         return {"values": torch.from_numpy(q), "scales": torch.from_numpy(scales)}
     return {"values": torch.from_numpy(values.astype(np.float32)).to(FLOAT_DTYPES[dtype])}
 
 
+def _stored_matrix(m: CsrMatrix, dtype: str) -> dict[str, torch.Tensor]:
+    """A matrix as safetensors holds it: int8 ones as the engine runs them, fp32 ones in `dtype`."""
+    stored = {"row_offsets": torch.from_numpy(m.row_offsets),
+              # safetensors has no uint16 in torch: the same bits as int16
+              "col_indices": torch.from_numpy(m.col_indices.view(np.int16) if m.col_indices.dtype == np.uint16
+                                              else m.col_indices)}
+    if m.scales is not None:
+        return {**stored, "values": torch.from_numpy(m.values), "scales": torch.from_numpy(m.scales)}
+    return {**stored, "values": torch.from_numpy(m.values).to(FLOAT_DTYPES[dtype])}
+
+
 def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embeddings_dtype: str = "int8") -> dict:
-    targets = {f"{name}.weight" for name in find_targets(model)}
+    """Writes the folder; int8 values go in 1x4 blocks where the model was pruned in them (`prune --pattern 1x4`)."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    targets = [f"{name}.weight" for name in find_targets(model)]
+    pruned = to_matrices({name: state[name] for name in targets}, "int8" if values_dtype == "int8" else "fp32")
     tensors, matrices, embeddings = {}, {}, {}
-    pruned_dense = pruned_compressed = 0
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        if name in targets:
-            row_offsets, col_indices, values = dense_to_csr(tensor.float().numpy())
-            stored = {"row_offsets": torch.from_numpy(row_offsets),
-                      # safetensors has no uint16 in torch: the same bits as int16
-                      "col_indices": torch.from_numpy(col_indices.view(np.int16) if col_indices.dtype == np.uint16
-                                                      else col_indices),
-                      **_stored_values(values, row_offsets, values_dtype)}
+    for name, tensor in state.items():
+        if name in pruned:
+            m = pruned[name]
+            stored = _stored_matrix(m, values_dtype)
             tensors.update({f"{name}.{part}": t for part, t in stored.items()})
-            matrices[name] = {"shape": list(tensor.shape), "nnz": int(len(values)),
-                              "index_dtype": str(col_indices.dtype)}
-            pruned_dense += tensor.numel() * 4
-            pruned_compressed += sum(t.numel() * t.element_size() for t in stored.values())
+            matrices[name] = {"shape": list(tensor.shape), "nnz": m.nnz, "block": m.block,
+                              "index_dtype": str(m.col_indices.dtype),
+                              "bytes": sum(t.numel() * t.element_size() for t in stored.values())}
         elif is_embedding_table(name) and embeddings_dtype != "fp32":
             rows = tensor.float().numpy()
             offsets = np.arange(0, rows.size + 1, rows.shape[1], dtype=np.int64)
-            stored = _stored_values(rows.reshape(-1), offsets, embeddings_dtype)
+            stored = _quantized(rows.reshape(-1), offsets, embeddings_dtype)
             tensors[name] = stored["values"].reshape(tensor.shape)
             if "scales" in stored:
                 tensors[f"{name}.scales"] = stored["scales"]
@@ -77,16 +85,18 @@ def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embedd
     with open(out / SPARSE_CONFIG, "w") as f:
         json.dump({"format": "csr", "values_dtype": values_dtype, "embeddings_dtype": embeddings_dtype,
                    "matrices": matrices, "embeddings": embeddings}, f, indent=2)
-    folder_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    pruned_dense = sum(state[name].numel() * 4 for name in targets)
+    pruned_compressed = sum(m["bytes"] for m in matrices.values())
     return {
         "values_dtype": values_dtype,
         "embeddings_dtype": embeddings_dtype,
+        "pattern": "1x4" if any(m.block == 4 for m in pruned.values()) else "unstructured",
         "pruned_matrices": len(matrices),
         "pruned_dense_bytes": pruned_dense,
         "pruned_compressed_bytes": pruned_compressed,
         "pruned_compression": round(pruned_dense / pruned_compressed, 2),
-        "pruned_nonzero": sum(m["nnz"] for m in matrices.values()),
-        "folder_bytes": folder_bytes,  # before export_report.json itself
+        "pruned_nonzero": sum(int((state[name] != 0).sum()) for name in targets),
+        "folder_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),  # before export_report.json
     }
 
 
@@ -114,7 +124,8 @@ def read_export(folder) -> tuple[dict[str, torch.Tensor], dict[str, CsrMatrix]]:
                 row_offsets=tensors.pop(f"{name}.row_offsets").numpy(),
                 col_indices=cols.view(np.uint16) if info["index_dtype"] == "uint16" else cols,
                 values=values.numpy() if scales is not None else values.float().numpy(),
-                scales=None if scales is None else scales.numpy(), bias=None, in_features=info["shape"][1])
+                scales=None if scales is None else scales.numpy(), bias=None, in_features=info["shape"][1],
+                block=info.get("block", 1))
         for name in sparse_config.get("embeddings", {}):
             table = tensors[name].float()
             scales = tensors.pop(f"{name}.scales", None)

@@ -21,14 +21,27 @@ import torch  # first: the C kernel then shares torch's OpenMP runtime (see _spm
 
 @dataclass
 class CsrMatrix:
-    """One pruned (out, in) matrix and its bias, in the form the kernels read."""
+    """One pruned (out, in) matrix and its bias, in the form the kernels read.
+
+    block 1: CSR of single weights; values fp32, or int8 with `scales` (one per row).
+    block 4: CSR of 1x4 blocks (4 consecutive inputs of a row); `col_indices` are block columns (input / 4)
+    and `values` 4 int8 per block in [-63, 63], with `scales`.
+    """
 
     row_offsets: np.ndarray  # int32, out + 1
     col_indices: np.ndarray  # uint16
     values: np.ndarray  # float32, or int8 with `scales`
     scales: np.ndarray | None  # float32 per row, for int8 values
-    bias: np.ndarray  # float32
+    bias: np.ndarray | None  # float32
     in_features: int
+    block: int = 1
+
+    def __post_init__(self):
+        # sum of each row's int8 weights: the correction for the activations' zero point (see _spmm.c)
+        self.row_sums = None
+        if self.block == 4:
+            running = np.concatenate([[0], np.cumsum(self.values, dtype=np.int64)])
+            self.row_sums = np.diff(running[self.row_offsets * 4]).astype(np.int32)
 
     @property
     def out_features(self) -> int:
@@ -36,14 +49,26 @@ class CsrMatrix:
 
     @property
     def nnz(self) -> int:
+        """Stored weights (a block's zeros included)."""
         return len(self.values)
 
     @classmethod
-    def from_dense(cls, weight: np.ndarray, bias: np.ndarray | None = None, values: str = "fp32") -> "CsrMatrix":
+    def from_dense(cls, weight: np.ndarray, bias: np.ndarray | None = None, values: str = "fp32",
+                   block: int = 1) -> "CsrMatrix":
         if weight.shape[1] > 65536:
             raise ValueError(f"a matrix with {weight.shape[1]} inputs: column indices are uint16 (at most 65536)")
-        row_offsets, col_indices, nonzero = dense_to_csr(weight.astype(np.float32))
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias.astype(np.float32)
+        weight = weight.astype(np.float32)
+        if block == 4:
+            if values != "int8" or weight.shape[1] % 4:
+                raise ValueError("1x4 blocks take int8 values and inputs in multiples of 4")
+            groups = weight.reshape(weight.shape[0], -1, 4)
+            row_offsets, col_indices, _ = dense_to_csr(np.abs(groups).sum(-1))
+            rows = np.repeat(np.arange(weight.shape[0]), np.diff(row_offsets))
+            blocks = groups[rows, col_indices.astype(np.int64)].reshape(-1)
+            q, scales = quantize_rows(blocks, row_offsets * 4, levels=63)
+            return cls(row_offsets, col_indices, q, scales, bias, weight.shape[1], block=4)
+        row_offsets, col_indices, nonzero = dense_to_csr(weight)
         if values == "int8":
             nonzero, scales = quantize_rows(nonzero, row_offsets)
             return cls(row_offsets, col_indices, nonzero, scales, bias, weight.shape[1])
@@ -52,12 +77,37 @@ class CsrMatrix:
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) fp32 matrix these values stand for (int8 values times their row's scale)."""
         values = self.values.astype(np.float32)
-        rows = np.repeat(np.arange(self.out_features), np.diff(self.row_offsets))
+        per_row = np.diff(self.row_offsets) * self.block
+        rows = np.repeat(np.arange(self.out_features), per_row)
         if self.scales is not None:
             values *= self.scales[rows]
+        cols = self.col_indices.astype(np.int64)
+        if self.block > 1:
+            cols = (cols[:, None] * self.block + np.arange(self.block)).reshape(-1)
         dense = np.zeros((self.out_features, self.in_features), np.float32)
-        dense[rows, self.col_indices.astype(np.int64)] = values
+        dense[rows, cols] = values
         return torch.from_numpy(dense)
+
+
+BLOCKED = 0.9  # share of non-zeros in the 1x4 blocks holding any, above which a matrix is stored in blocks
+
+
+def to_matrices(weights: dict[str, torch.Tensor], values: str) -> dict[str, CsrMatrix]:
+    """Pruned weights in the engine's form: int8 1x4 blocks where every matrix was pruned in such blocks (and
+    int8 is asked for), else CSR of single weights (fp32 or int8 values)."""
+    weights = {name: w.detach().float().numpy() for name, w in weights.items()}
+    blocked = values == "int8" and all(blocked_share(w) >= BLOCKED for w in weights.values())
+    return {name: CsrMatrix.from_dense(w, None, values, 4 if blocked else 1) for name, w in weights.items()}
+
+
+def blocked_share(weight: np.ndarray, block: int = 4) -> float:
+    """Non-zeros over the weights of the 1 x `block` blocks that hold any: 1.0 for a matrix pruned in such
+    blocks, about 1 / block for single weights pruned at high sparsity."""
+    if weight.shape[1] % block:
+        return 0.0
+    groups = (weight != 0).reshape(weight.shape[0], -1, block)
+    held = int(groups.any(-1).sum())
+    return int(groups.sum()) / (block * held) if held else 0.0
 
 
 def dense_to_csr(weight: np.ndarray):
@@ -69,13 +119,13 @@ def dense_to_csr(weight: np.ndarray):
     return row_offsets, cols.astype(index_type), weight[rows, cols]
 
 
-def quantize_rows(values: np.ndarray, row_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: value ~ scale[row] * q, q in [-127, 127], scale = max |value| / 127."""
+def quantize_rows(values: np.ndarray, row_offsets: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: value ~ scale[row] * q, q in [-levels, levels], scale = max |value| / levels."""
     rows = np.repeat(np.arange(len(row_offsets) - 1), np.diff(row_offsets))
     peak = np.zeros(len(row_offsets) - 1, np.float32)
     np.maximum.at(peak, rows, np.abs(values).astype(np.float32))
-    scales = np.where(peak > 0, peak / 127, 1).astype(np.float32)
-    q = np.clip(np.rint(values / scales[rows]), -127, 127).astype(np.int8)
+    scales = np.where(peak > 0, peak / levels, 1).astype(np.float32)
+    q = np.clip(np.rint(values / scales[rows]), -levels, levels).astype(np.int8)
     return q, scales
 
 
@@ -100,6 +150,14 @@ def _load_c_kernel():
     lib.sb_ffn_work.restype = s
     lib.sb_add_layernorm.argtypes = [i, i, p, p, p, p, ctypes.c_float, p]
     lib.sb_add_layernorm.restype = None
+    lib.sb_spmm_i8x4.argtypes = [i, i, i, p, i, p, p, p, p, p, p, i, p, i, p]
+    lib.sb_spmm_i8x4.restype = None
+    lib.sb_spmm_i8x4_work.argtypes = [i, i, i]
+    lib.sb_spmm_i8x4_work.restype = s
+    lib.sb_ffn_i8x4.argtypes = [i, i, i, p, i] + [p] * 6 + [p] * 6 + [p, i, p]
+    lib.sb_ffn_i8x4.restype = i
+    lib.sb_ffn_i8x4_work.argtypes = [i, i]
+    lib.sb_ffn_i8x4_work.restype = s
     lib.sb_attention.argtypes = [i, p, i, i, p, i, ctypes.c_float, p, i, p]
     lib.sb_attention.restype = None
     lib.sb_attention_work.argtypes = [i, i]
@@ -133,10 +191,16 @@ def spmm(x: torch.Tensor, m: CsrMatrix, gelu: bool = False, out: torch.Tensor | 
     if out is None:
         out = torch.empty(tokens, m.out_features, dtype=torch.float32)
     if _C is None:
-        values = m.values if m.scales is None else m.values.astype(np.float32) * np.repeat(
-            m.scales, np.diff(m.row_offsets))
-        out.copy_(torch.from_numpy(csr_linear(x.contiguous().numpy(), m.row_offsets, m.col_indices, values, m.bias)))
+        if m.block > 1 or m.scales is not None:
+            m = CsrMatrix.from_dense(m.dense_weight().numpy(), m.bias)
+        out.copy_(torch.from_numpy(csr_linear(x.contiguous().numpy(), m.row_offsets, m.col_indices, m.values,
+                                              np.zeros(m.out_features, np.float32) if m.bias is None else m.bias)))
         return torch.nn.functional.gelu(out, out=out) if gelu else out
+    if m.block == 4:
+        work = _work(_C.sb_spmm_i8x4_work(tokens, m.in_features, m.out_features))
+        _C.sb_spmm_i8x4(tokens, m.in_features, m.out_features, x.data_ptr(), x.stride(0), *_matrix_args(m),
+                        int(gelu), out.data_ptr(), out.stride(0), work.data_ptr())
+        return out
     work = _work(_C.sb_spmm_work(tokens, m.in_features, m.out_features))
     _C.sb_spmm(tokens, m.in_features, m.out_features, x.data_ptr(), x.stride(0), *_matrix_args(m), int(gelu),
                out.data_ptr(), out.stride(0), work.data_ptr())
@@ -144,6 +208,10 @@ def spmm(x: torch.Tensor, m: CsrMatrix, gelu: bool = False, out: torch.Tensor | 
 
 
 def _matrix_args(m: CsrMatrix) -> list:
+    """The pointers the C functions take for a matrix, in their order."""
+    if m.block == 4:
+        return [_ptr(m.row_offsets), _ptr(m.col_indices), _ptr(m.values), _ptr(m.scales), _ptr(m.row_sums),
+                _ptr(m.bias)]
     int8 = m.scales is not None
     return [_ptr(m.row_offsets), _ptr(m.col_indices), None if int8 else _ptr(m.values), _ptr(m.values) if int8 else None,
             _ptr(m.scales), _ptr(m.bias)]
@@ -152,12 +220,13 @@ def _matrix_args(m: CsrMatrix) -> list:
 def fused_ffn(x: torch.Tensor, up: CsrMatrix, down: CsrMatrix, out: torch.Tensor) -> torch.Tensor | None:
     """GELU(x @ up.T + b) @ down.T + b, strip by strip (see sb_ffn); None where the C kernel is not in use or
     the batch has too few tokens to give every thread whole strips (then run the two products apart)."""
-    if _C is None:
+    if _C is None or up.block != down.block:
         return None
     x = x if x.stride(-1) == 1 else x.contiguous()
-    work = _work(_C.sb_ffn_work(down.out_features, up.out_features))
-    done = _C.sb_ffn(x.shape[0], down.out_features, up.out_features, x.data_ptr(), x.stride(0),
-                     *_matrix_args(up), *_matrix_args(down), out.data_ptr(), out.stride(0), work.data_ptr())
+    work_size, ffn = ((_C.sb_ffn_i8x4_work, _C.sb_ffn_i8x4) if up.block == 4 else (_C.sb_ffn_work, _C.sb_ffn))
+    work = _work(work_size(down.out_features, up.out_features))
+    done = ffn(x.shape[0], down.out_features, up.out_features, x.data_ptr(), x.stride(0),
+               *_matrix_args(up), *_matrix_args(down), out.data_ptr(), out.stride(0), work.data_ptr())
     return out if done else None
 
 
