@@ -1,12 +1,19 @@
 """sparsebert: compress a BERT-family encoder for one task by pruning while distilling.
 
-Python API (imported on first use, so `import sparsebert` stays cheap):
+The Python API (`sparsebert.api`: each job as a function of the command line's options; imported on first
+use, so `import sparsebert` stays cheap):
+    sparsebert.finetune(...), sparsebert.prune(...), sparsebert.evaluate(...), sparsebert.export(...),
+    sparsebert.run(...), sparsebert.bench(...)
     model = sparsebert.load_sparse("exported-or-pruned-folder")   # the sparse CPU engine
 """
 
-__version__ = "0.1.0"
+from .errors import UserError
 
-_LAZY = {"load_sparse": "sparsebert.sparse.engine"}
+__version__ = "0.1.0"
+__all__ = ["UserError", "bench", "evaluate", "export", "finetune", "load_sparse", "prune", "run"]
+
+_LAZY = {"load_sparse": "sparsebert.sparse.engine",
+         **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench")}}
 
 
 def __getattr__(name):

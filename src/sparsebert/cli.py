@@ -6,7 +6,6 @@ import argparse
 import importlib
 import sys
 
-from . import models
 from .errors import UserError
 
 JOBS = {
@@ -23,23 +22,43 @@ JOBS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser(job: str | None = None) -> argparse.ArgumentParser:
+    """The command line; only `job`'s own flags are added, since importing a job loads torch and
+    transformers (seconds), which `sparsebert --help` should not wait for."""
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
     sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, help_text in JOBS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=HelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("--trust-pickle", action="store_true", default=argparse.SUPPRESS,
                        help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
-        importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
+        if name == job:
+            importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
     return parser
 
 
+def job_named_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in JOBS), None)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(job_named_in(argv)).parse_args(argv)
+    from . import models
+
     job = importlib.import_module(f".jobs.{args.job}", __package__)
     models.trust_pickle = args.trust_pickle
     try:

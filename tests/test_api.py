@@ -1,0 +1,36 @@
+"""The Python API: the jobs as functions of the command line's options."""
+
+import json
+
+import pytest
+import torch
+
+import sparsebert
+
+
+def test_the_python_api_runs_finetune_prune_evaluate_export_and_load_sparse(tiny_model, tmp_path):
+    teacher = sparsebert.finetune(model=str(tiny_model), task="mrpc", output=tmp_path / "teacher",
+                                  max_train_samples=64, epochs=1, batch_size=16, learning_rate=1e-3)
+    assert teacher == {k: v for k, v in json.loads((tmp_path / "teacher" / "metrics.json").read_text()).items()}
+    student = sparsebert.prune(task="mrpc", teacher=tmp_path / "teacher", student=str(tiny_model),
+                               output=tmp_path / "student", max_train_samples=64, max_steps=8, batch_size=16,
+                               sparsity=0.75, prune_events=2, cache_teacher=False)
+    assert student["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    dense = sparsebert.evaluate(tmp_path / "student", task="mrpc")
+    sparse = sparsebert.evaluate(tmp_path / "student", task="mrpc", engine="sparse")
+    assert (dense["accuracy"], dense["f1"]) == (sparse["accuracy"], sparse["f1"])
+    report = sparsebert.export(tmp_path / "student", tmp_path / "exported", values="fp32", embeddings="fp32")
+    assert report["max_logit_diff_vs_dense"] < 1e-4
+    model = sparsebert.load_sparse(tmp_path / "exported")
+    inputs = model.tokenizer(["a short one", "and a longer second sentence"], padding=True, return_tensors="pt")
+    assert model(**inputs).logits.shape == (2, 2)
+
+
+def test_the_python_api_refuses_unknown_options_and_bad_values(tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sparsty'"):
+        sparsebert.prune(task="mrpc", no_teacher=True, output=tmp_path / "x", sparsty=0.9)
+    with pytest.raises(TypeError, match="--batch-size: invalid int value"):
+        sparsebert.finetune(task="mrpc", output=tmp_path / "x", batch_size="many")
+    with pytest.raises(sparsebert.UserError, match="--sparsity 1.5"):
+        sparsebert.prune(task="mrpc", no_teacher=True, output=tmp_path / "x", sparsity=1.5)
+    assert not (tmp_path / "x").exists()
