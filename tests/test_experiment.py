@@ -62,7 +62,7 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
     # the plots follow accuracy where the task has it, each record saying which metric its evaluations are in
     evaluated = lambda metric: [[r["step"], r.get("sparsity", 0.0), r["eval"][metric]] for r in log if "eval" in r]
     assert kap1["evaluations_metric"] == "accuracy" and kap1["evaluations"] == evaluated("accuracy")
-    # `label:` renames the field the jobs are named by (issue 8's records say `method`); `plot_metric: score`
+    # `label:` renames the field the jobs are named by (the paper grid's records say `method`); `plot_metric: score`
     # plots the task's score (MRPC's F1) instead
     relabelled = tmp_path / "relabelled.yaml"
     relabelled.write_text(yaml.safe_dump({**config, "label": "method", "output": str(tmp_path / "relabelled"),
@@ -129,7 +129,7 @@ def test_two_processes_share_a_grid_without_repeating_a_job(tiny_model, tmp_path
 def test_a_grid_goes_on_in_a_fresh_clone_from_its_committed_results(tiny_model, tmp_path):
     def grid(seeds):
         config = {
-            "name": "sittings", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+            "name": "sessions", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
             "label": "method",
             "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
                                   "batch_size": 16}},
@@ -145,9 +145,9 @@ def test_a_grid_goes_on_in_a_fresh_clone_from_its_committed_results(tiny_model, 
     assert run_cli("experiment", grid([1])).returncode == 0
     first = {r["job"]: r for r in json.loads(results.read_text())}
     assert first["kap-mrpc-s0.5-seed1"]["evaluations"] and first["teacher-mrpc"]["teacher_sha256"]
-    shutil.rmtree(tmp_path / "runs")  # runs_dir is not committed: a later sitting's clone has none
+    shutil.rmtree(tmp_path / "runs")  # runs_dir is not committed: a later session's clone has none
     assert run_cli("experiment", grid([1]), "--dry-run").stdout.split() == ["done", "kap-mrpc-s0.5-seed1"]
-    # the next sitting retrains the teacher (bit for bit, same seed and threads) and runs only the new seed
+    # the next session retrains the teacher (bit for bit, same seed and threads) and runs only the new seed
     result = run_cli("experiment", grid([1, 2]))
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.endswith(": running")] == ["kap-mrpc-s0.5-seed2: running"]
@@ -200,7 +200,7 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     assert not checkpoint.complete_checkpoints(whole.parent / "teacher-mrpc"), "nor does its teacher"
 
     cut_config, cut = grid("cut")
-    kill_once_written(["experiment", cut_config], cut / "checkpoint-8")  # the sitting ends
+    kill_once_written(["experiment", cut_config], cut / "checkpoint-8")  # the session ends
     assert not (cut / "metrics.json").exists(), "the job finished before it could be cut off"
     started = checkpoint.latest(cut)
     again = run_cli("experiment", cut_config)

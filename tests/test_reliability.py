@@ -43,7 +43,7 @@ def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
 
 
 def test_killed_finetune_resumes_to_the_same_teacher(tiny_model, tmp_path):
-    # a grid retrains its teachers in each sitting and resumes one cut off; its fingerprint must not change
+    # a grid retrains its teachers in each session and resumes one cut off; its fingerprint must not change
     def finetune(out, *extra):
         return ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "96",
                 "--epochs", "2", "--batch-size", "8", "--save-every", "4", "--learning-rate", "1e-3", *extra]

@@ -241,6 +241,8 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
         assert r["speedup_vs_pytorch_fp32"] == pytest.approx(base["ms"] / r["ms"], rel=0.02)
     assert [r["sparsity"] for r in records if r["engine"].startswith("sparsebert")] == pytest.approx([0.9] * 4, abs=1e-3)
     assert (tmp_path / "bench.png").stat().st_size > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert table.count("| sparsebert-fp32 | 0.9") == 1 and "| pytorch-fp32 | any |" in table
 
 
 def test_a_missing_onnxruntime_is_reported_before_anything_is_written(tiny_model, tmp_path, monkeypatch):

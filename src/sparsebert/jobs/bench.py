@@ -42,6 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default %(default)s)")
     p.add_argument("--json", default="bench.json", help="default %(default)s")
     p.add_argument("--plot", default=None, help="PNG of latency against sparsity (default: beside --json)")
+    p.add_argument("--collect", action="store_true",
+                   help="time nothing: write the table (.md beside --json) and the plot from an existing --json")
 
 
 def whole_numbers(text: str, flag: str) -> list[int]:
@@ -207,8 +209,14 @@ def run(args) -> list[dict]:
 
     from ..models import load_classifier, load_tokenizer, resolve_model_path
 
-    batch_sizes, thread_counts, engines, sparsities = check_args(args)
     json_path = Path(args.json)
+    if args.collect:
+        from ..runio import read_json
+
+        if not json_path.is_file():
+            raise UserError(f"--json {json_path}: no such file to collect from")
+        return write_reports(read_json(json_path), json_path, args.plot)
+    batch_sizes, thread_counts, engines, sparsities = check_args(args)
     if json_path.is_dir() or not json_path.parent.is_dir():
         raise UserError(f"--json {json_path}: give a file in an existing folder")
     if args.model:
@@ -240,9 +248,41 @@ def run(args) -> list[dict]:
                                            batch_sizes, args, dev if sparsity == dev_at else None)
     add_speedups(records)
     write_json(json_path, records)
-    plot_latency(records, Path(args.plot) if args.plot else json_path.with_suffix(".png"))
-    print(f"results: {json_path}")
+    return write_reports(records, json_path, args.plot)
+
+
+def write_reports(records: list[dict], json_path: Path, plot: str | None) -> list[dict]:
+    json_path.with_suffix(".md").write_text(speed_table(records))
+    plot_latency(records, Path(plot) if plot else json_path.with_suffix(".png"))
+    print(speed_table(records))
+    print(f"results: {json_path}, {json_path.with_suffix('.md')}")
     return records
+
+
+def speed_table(records: list[dict]) -> str:
+    """Markdown: per thread count, each engine (the sparse ones per sparsity) in ms per batch and examples per
+    second on the dev set, each with its speed-up over dense PyTorch fp32 measured beside it."""
+    lines = []
+    for threads in sorted({r["threads"] for r in records}):
+        mine = [r for r in records if r["threads"] == threads]
+        columns = [(f"batch {b} x {r['seq_length']}", "batch_size", b)
+                   for b, r in {r["batch_size"]: r for r in mine if "batch_size" in r}.items()]
+        columns += [(f"{d} dev (examples/s)", "dataset", d) for d in dict.fromkeys(r["dataset"] for r in mine
+                                                                                  if "dataset" in r)]
+        lines += [f"**{threads} thread{'s' * (threads > 1)}**", "",
+                  "| engine | sparsity | " + " | ".join(c[0] for c in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        for engine, sparsity in dict.fromkeys((r["engine"], r["sparsity"]) for r in mine):
+            cells = []
+            for _, key, value in columns:
+                r = next((r for r in mine if (r["engine"], r["sparsity"]) == (engine, sparsity) and r.get(key) == value),
+                         None)
+                figure = "–" if r is None else (f"{r['ms']:.1f} ms" if "ms" in r else f"{r['examples_per_second']:.0f}")
+                cells.append(figure if r is None or engine == "pytorch-fp32"
+                             else f"{figure} ({r['speedup_vs_pytorch_fp32']:.2f}x)")
+            lines.append(f"| {engine} | {'any' if sparsity is None else sparsity} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot_latency(records: list[dict], path: Path) -> None:

@@ -99,7 +99,7 @@ def saved_config(out: Path) -> dict:
 
 def run_to_the_end(job, settings: argparse.Namespace, resume: bool, say_fresh_start: bool = False) -> dict:
     """Runs one job of `run` or `experiment` in settings.output; with `resume`, from the latest checkpoint an
-    earlier sitting left there (a user who asked for it hears when there was none: `say_fresh_start`). Its
+    earlier, interrupted process left there (a user who asked for it hears when there was none: `say_fresh_start`). Its
     checkpoints are deleted once its model is written: they serve only to resume, and these commands hand
     over finished models, not optimiser states."""
     folder = Path(settings.output)

@@ -3,7 +3,7 @@
 Each job's model folder goes under `runs_dir`; a job whose metrics.json exists there, or whose record is in
 the committed `<output>/results.json`, is not run again, and one with a checkpoint (`save_every: N`) goes on
 from it (its checkpoints are deleted once its model is written), so a long grid survives interruptions and can
-be spread over several sittings, each on a fresh clone (runs_dir is not committed; a teacher is retrained
+be spread over several sessions, each on a fresh clone (runs_dir is not committed; a teacher is retrained
 there, and must come out bit for bit the one that taught the committed runs, which its records'
 `teacher_sha256` names). Several processes can work through one grid side by side (each job is claimed by one
 of them). After every job the records are gathered into `<output>/results.json`, a markdown table of scores,
@@ -125,7 +125,7 @@ def expand(config: dict) -> list[dict]:
             jobs.append({**spec, "seed": seed, "seed_rank": rank, "sparsity": sparsity, "steps": steps,
                          "task": config["teachers"][teacher]["task"],
                          "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}{length}"})
-    # a grid spread over sittings completes every job's first seed before any job's second: a table for
+    # a grid spread over sessions completes every job's first seed before any job's second: a table for
     # one seed comes first, the spread over seeds later
     return sorted(jobs, key=lambda j: j["seed_rank"])
 
@@ -178,14 +178,14 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
         settings["max_steps"] = job["steps"]
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
-    # a job cut off in an earlier sitting goes on from its checkpoint (a `save_every:` job)
+    # a job cut off in an earlier session goes on from its checkpoint (a `save_every:` job)
     common.run_to_the_end(prune, job_args(prune, settings, job["variant"], args.config), resume=True)
 
 
 def is_done(config: dict, name: str) -> bool:
     """A job (or teacher) is done when its folder under runs_dir holds its metrics, or when the committed
     results.json has its record: runs_dir is not committed, so a grid continued from a fresh clone in a
-    later sitting knows its earlier jobs only from there."""
+    later session knows its earlier jobs only from there."""
     return ((Path(config["runs_dir"]) / name / "metrics.json").is_file()
             or any(r["job"] == name for r in committed_records(config)))
 
@@ -198,7 +198,7 @@ def committed_records(config: dict) -> list[dict]:
 
 
 def fingerprint(model_folder: Path) -> str:
-    """Names a trained model by its weights, so results of a grid continued in another sitting can show
+    """Names a trained model by its weights, so results of a grid continued in another session can show
     that their teacher is the same one, retrained bit for bit."""
     digest = hashlib.sha256()
     for weights in sorted(model_folder.glob("*.safetensors")):
@@ -254,8 +254,8 @@ def made_once(target: Path, done: Path, make) -> None:
 
 
 def ensure_teacher(config: dict, name: str, args) -> str:
-    """The teacher's model folder, fine-tuned first if this sitting has none. Committed results were scored
-    with a teacher of an earlier sitting: one retrained differently would make the grid compare runs taught
+    """The teacher's model folder, fine-tuned first if this session has none. Committed results were scored
+    with a teacher of an earlier session: one retrained differently would make the grid compare runs taught
     by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
     made_once(folder, folder / "metrics.json", lambda: common.run_to_the_end(finetune, job_args(
@@ -280,7 +280,7 @@ def ensure_augmented(config: dict, name: str, args) -> str:
 
 
 def write_results(config: dict, out: Path) -> list[dict]:
-    """Gathers every finished job of the grid (whoever ran it, in this sitting or, through the committed
+    """Gathers every finished job of the grid (whoever ran it, in this session or, through the committed
     results.json, in an earlier one) into results.json, the tables and the plots."""
     runs = Path(config["runs_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -308,7 +308,7 @@ def write_results(config: dict, out: Path) -> list[dict]:
     earlier = {r["job"]: r for r in committed_records(config)}
     names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
     records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
-    # the grid's jobs are named by `label:` in the files (issue 8's records say `method`)
+    # the grid's jobs are named by `label:` in the files (the paper grid's records say `method`)
     label = config.get("label", "variant")
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
     write_table(out / "table.md", records, label)

@@ -2,7 +2,7 @@
 
 Settings come from a preset (presets/*.yaml: `quick`, the teacher and 500 pruning steps, sized for a
 2-core CPU; `long`, 4,000 steps, what reached 95% of the teacher on MRPC; `paper`, METHOD.md's recipe);
-every other setting is the default of `finetune` and `prune`. A run cut off (a crash, the end of a sitting)
+every other setting is the default of `finetune` and `prune`. A run cut off (a crash, a killed session)
 goes on with `sparsebert run --resume --output FOLDER`.
 """
 
@@ -130,7 +130,7 @@ def run(args) -> dict:
         "prune_seconds": prune_result["train_seconds"],
         "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],
                              "prune": prune_result["seconds_per_step"]},
-        "resumed": args.resume,  # then wall_seconds is this sitting's only
+        "resumed": args.resume,  # then wall_seconds is this session's only
         "preset": args.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
     }
     write_json(out / "report.json", report)
