@@ -1,7 +1,8 @@
 """Useful GFLOP/s of one pruned layer: the sparse kernel against MKL's dense product and torch.sparse CSR.
 
 The three MiniLM matrices of a layer (fused Q/K/V 1152x384, FFN up 1536x384, FFN down 384x1536),
-magnitude-free random sparsity, at batch 32 x 128 tokens and at 128 tokens, fp32 and int8 values,
+random sparsity, at batch 32 x 128 tokens and at 128 tokens: CSR with fp32 and int8 values, and int8 1x4
+blocks (a matrix of the same sparsity pruned in blocks),
 every alternative timed in the same process with the same threads. "Useful" counts 2 FLOPs per non-zero
 per token (the dense product is credited with the same, so its figure is its speed on this layer's work).
     python benchmarks/kernels.py [--threads N] [--json results/bench/kernels.json]
@@ -35,7 +36,7 @@ def median_s(fn, repeats=15, warmup=3):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--sparsities", default="0.8,0.9,0.95,0.97")
+    parser.add_argument("--sparsities", default="0.5,0.6,0.7,0.8,0.9,0.95,0.97")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,6 +50,10 @@ def main():
             dense = torch.from_numpy(weight)
             torch_csr = dense.to_sparse_csr()
             fp32, int8 = CsrMatrix.from_dense(weight, bias), CsrMatrix.from_dense(weight, bias, "int8")
+            # the same sparsity in 1x4 blocks, as `prune --pattern 1x4` leaves a matrix
+            blocked = rng.standard_normal((out_f, in_f)).astype(np.float32)
+            blocked *= np.repeat(rng.random((out_f, in_f // 4)) >= sparsity, 4, axis=1)
+            int8_1x4 = CsrMatrix.from_dense(blocked, bias, "int8", block=4)
             for tokens in (128, 4096):
                 x = torch.randn(tokens, in_f)
                 out = torch.empty(tokens, out_f)
@@ -57,7 +62,8 @@ def main():
                     times = {"mkl_dense": median_s(lambda: torch.mm(x, dense.T, out=out)),
                              "torch_sparse_csr": median_s(lambda: torch_csr @ x.T),
                              f"{KERNEL}_fp32": median_s(lambda: spmm(x, fp32, out=out)),
-                             f"{KERNEL}_int8": median_s(lambda: spmm(x, int8, out=out))}
+                             f"{KERNEL}_int8": median_s(lambda: spmm(x, int8, out=out)),
+                             f"{KERNEL}_int8_1x4": median_s(lambda: spmm(x, int8_1x4, out=out))}
                 record = {"matrix": name, "shape": [out_f, in_f], "sparsity": sparsity, "tokens": tokens,
                           "threads": args.threads,
                           **{f"{k}_gflops": round(useful / t / 1e9, 2) for k, t in times.items()},

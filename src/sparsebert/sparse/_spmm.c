@@ -428,17 +428,19 @@ AVX2 void sb_add_layernorm(int rows, int hidden, const float *a, const float *b,
  * side). Only real tokens are stored, so padding costs nothing. One task per (sequence, head):
  * for each 4 query rows (their scores stay in L1):
  *   S = (Q * scale) K^T   4 query rows x 16 keys at a time in 8 registers, over K^T laid out [dim][key];
- *   P = softmax(S)        row by row, vectorised exp;
+ *   P = softmax(S)        row by row, vectorised exp (the division by the sum applied to O's rows);
  *   O = P V               2 query rows x 32 dims in 8 registers, V's rows read where they are.
  * head_dim must be a multiple of 8 (the caller checks). */
 static inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 size_t sb_attention_work(int max_length, int head_dim) {
     size_t lp = (size_t)round_up(max_length, 16);
-    return (size_t)omp_get_max_threads() * (2 * lp * head_dim + 4 * lp);
+    return (size_t)omp_get_max_threads() * (3 * lp * head_dim + 4 * lp);
 }
 
-AVX2 static void softmax_row(float *row, int length, int lp) {
+/* exp(row - max) in place; returns 1 / the sum, which P V applies to its output rows instead of a pass
+ * over the row here. */
+AVX2 static float softmax_row(float *row, int length, int lp) {
     for (int j = length; j < lp; j++) row[j] = -INFINITY;
     __m256 m = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < lp; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + j));
@@ -453,13 +455,13 @@ AVX2 static void softmax_row(float *row, int length, int lp) {
     }
     _mm256_storeu_ps(lanes, sum);
     for (int l = 0; l < 8; l++) total += lanes[l];
-    __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (int j = 0; j < lp; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+    return 1.0f / total;
 }
 
-/* out rows i and i + 1 (only i where !pair) = P rows p0, p1 times V. */
-AVX2 static void pv_pair(const float *p0, const float *p1, int pair, int length, int head_dim, const float *v, int ld,
-                         float *out, int ldo) {
+/* out rows i and i + 1 (only i where !pair) = P rows p0, p1 times V, scaled by s0, s1. */
+AVX2 static void pv_pair(const float *p0, const float *p1, float s0, float s1, int pair, int length, int head_dim,
+                         const float *v, int ld, float *out, int ldo) {
+    const __m256 x0 = _mm256_set1_ps(s0), y0 = _mm256_set1_ps(s1);
     int c = 0;
     for (; c + 32 <= head_dim; c += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -474,10 +476,12 @@ AVX2 static void pv_pair(const float *p0, const float *p1, int pair, int length,
             b2 = _mm256_fmadd_ps(y, v2, b2); b3 = _mm256_fmadd_ps(y, v3, b3);
         }
         float *o = out + c;
-        _mm256_storeu_ps(o, a0); _mm256_storeu_ps(o + 8, a1); _mm256_storeu_ps(o + 16, a2); _mm256_storeu_ps(o + 24, a3);
+        _mm256_storeu_ps(o, _mm256_mul_ps(a0, x0)); _mm256_storeu_ps(o + 8, _mm256_mul_ps(a1, x0));
+        _mm256_storeu_ps(o + 16, _mm256_mul_ps(a2, x0)); _mm256_storeu_ps(o + 24, _mm256_mul_ps(a3, x0));
         if (pair) {
             o += ldo;
-            _mm256_storeu_ps(o, b0); _mm256_storeu_ps(o + 8, b1); _mm256_storeu_ps(o + 16, b2); _mm256_storeu_ps(o + 24, b3);
+            _mm256_storeu_ps(o, _mm256_mul_ps(b0, y0)); _mm256_storeu_ps(o + 8, _mm256_mul_ps(b1, y0));
+            _mm256_storeu_ps(o + 16, _mm256_mul_ps(b2, y0)); _mm256_storeu_ps(o + 24, _mm256_mul_ps(b3, y0));
         }
     }
     for (; c < head_dim; c += 8) {
@@ -487,8 +491,8 @@ AVX2 static void pv_pair(const float *p0, const float *p1, int pair, int length,
             a = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), vv, a);
             b = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), vv, b);
         }
-        _mm256_storeu_ps(out + c, a);
-        if (pair) _mm256_storeu_ps(out + ldo + c, b);
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(a, x0));
+        if (pair) _mm256_storeu_ps(out + ldo + c, _mm256_mul_ps(b, y0));
     }
 }
 
@@ -496,9 +500,17 @@ AVX2 static void pv_pair(const float *p0, const float *p1, int pair, int length,
 AVX2 static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
                                 float scale, float *out, int ldo, float *work) {
     const int lp = round_up(length, 16);
-    float *qs = work, *kt = qs + (size_t)lp * head_dim, *sc = kt + (size_t)lp * head_dim;
-    for (int i = 0; i < lp; i++)
-        for (int c = 0; c < head_dim; c++) qs[(size_t)i * head_dim + c] = i < length ? q[(size_t)i * ld + c] * scale : 0.0f;
+    float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
+    float *sc = vs + (size_t)lp * head_dim;
+    /* Q, K and V copied out of the token rows first: rows of qkv lie 3 x hidden floats apart, a stride that
+     * maps V's rows onto a few L1 sets, so P V read them from L2 where it read them in place. */
+    for (int i = 0; i < length; i++)
+        for (int c = 0; c < head_dim; c++) {
+            qs[(size_t)i * head_dim + c] = q[(size_t)i * ld + c] * scale;
+            vs[(size_t)i * head_dim + c] = v[(size_t)i * ld + c];
+        }
+    for (int i = length; i < lp; i++)
+        for (int c = 0; c < head_dim; c++) qs[(size_t)i * head_dim + c] = 0.0f;
     for (int c = 0; c < head_dim; c++)
         for (int i = 0; i < lp; i++) kt[(size_t)c * lp + i] = i < length ? k[(size_t)i * ld + c] : 0.0f;
     for (int i = 0; i < length; i += 4) {
@@ -522,10 +534,11 @@ AVX2 static void attention_head(int length, int head_dim, const float *q, const 
             _mm256_storeu_ps(row + 3 * lp, s30); _mm256_storeu_ps(row + 3 * lp + 8, s31);
         }
         const int rows = length - i < 4 ? length - i : 4;
-        for (int r = 0; r < rows; r++) softmax_row(sc + (size_t)r * lp, length, lp);
+        float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp);
         for (int r = 0; r < rows; r += 2)
-            pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, r + 1 < rows, length, head_dim, v, ld,
-                    out + (size_t)(i + r) * ldo, ldo);
+            pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, inv[r], inv[r + 1], r + 1 < rows, length, head_dim,
+                    vs, head_dim, out + (size_t)(i + r) * ldo, ldo);
     }
 }
 
@@ -535,7 +548,7 @@ AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim
     int max_length = 0;
     for (int b = 0; b < batch; b++)
         if (starts[b + 1] - starts[b] > max_length) max_length = starts[b + 1] - starts[b];
-    const size_t lp = (size_t)round_up(max_length, 16), per_thread = 2 * lp * head_dim + 4 * lp;
+    const size_t lp = (size_t)round_up(max_length, 16), per_thread = 3 * lp * head_dim + 4 * lp;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < batch * heads; task++) {
         const int b = task / heads, h = task % heads, start = starts[b];

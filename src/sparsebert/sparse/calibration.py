@@ -64,7 +64,7 @@ def _write_cache(answers: dict[str, bool]) -> None:
 
 def key(m: CsrMatrix) -> str:
     density = round(m.nnz / (m.out_features * m.in_features), 2)
-    values = "int8" if m.scales is not None else "fp32"
+    values = "fp32" if m.scales is None else ("int8 1x4" if m.block == 4 else "int8")
     return f"{processor()}|{torch.get_num_threads()} threads|{KERNEL}|{m.out_features}x{m.in_features}|{density}|{values}"
 
 
