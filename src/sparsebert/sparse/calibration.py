@@ -20,6 +20,7 @@ import torch
 from .kernels import KERNEL, CsrMatrix, spmm
 
 CALIBRATION_TOKENS = 256
+SPARSE_MARGIN = 0.9  # sparse only when clearly faster: a tie within timing noise goes to the dense product
 _answers: dict[str, bool] = {}
 
 
@@ -85,10 +86,12 @@ def measure(m: CsrMatrix, repeats: int = 7) -> bool:
                 start = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - start)
-    return best["sparse"] < best["dense"]
+    return best["sparse"] < SPARSE_MARGIN * best["dense"]
 
 
 def runs_faster_sparse(m: CsrMatrix) -> bool:
+    if m.nnz == m.out_features * m.in_features and m.block == 1:
+        return False  # nothing pruned: the same products as the dense one, plus indices
     k = key(m)
     if k not in _answers:
         _answers.update(_read_cache())
