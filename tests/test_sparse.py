@@ -211,6 +211,21 @@ def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "bad.jsonl"))
     assert result.returncode == 2 and "bad.jsonl:2: not valid JSON" in result.stderr
 
+    # predictions never replace their input, nor an existing file unless asked
+    original = (tmp_path / "in.jsonl").read_bytes()
+    result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"),
+                     "--output", str(tmp_path / "." / "in.jsonl"), "--overwrite")
+    assert result.returncode == 2 and "is the input file" in result.stderr
+    assert (tmp_path / "in.jsonl").read_bytes() == original
+    (tmp_path / "old.jsonl").write_text("keep me\n")
+    result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"),
+                     "--output", str(tmp_path / "old.jsonl"))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (tmp_path / "old.jsonl").read_text() == "keep me\n"
+    result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"),
+                     "--output", str(tmp_path / "old.jsonl"), "--overwrite")
+    assert result.returncode == 0 and len((tmp_path / "old.jsonl").read_text().splitlines()) == 2
+
 
 def test_evaluate_on_the_sparse_engine_gives_the_dense_metrics(tiny_teacher, tmp_path):
     dense = run_cli("evaluate", str(tiny_teacher), "--json", str(tmp_path / "dense.json"))

@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("model", help="fine-tuned or pruned model folder, or a compressed export")
     p.add_argument("--input", required=True, help="FILE.tsv or FILE.jsonl")
     p.add_argument("--output", default=None, help="JSONL predictions (default: standard output)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk", type=int, default=1024, help="lines read and predicted at a time")
     p.add_argument("--max-seq-length", type=int, default=128)
@@ -56,6 +57,18 @@ def read_lines(path: Path):
     yield from ((n, "\t".join(fields)) for n, fields in read_tsv_rows(path))
 
 
+def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
+    """Before anything is read or written: predictions never replace their input, nor another file unasked."""
+    if output.resolve() == input_path.resolve():
+        raise UserError(f"--output {output} is the input file; write the predictions to another file")
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name")
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: the folder {output.parent} does not exist")
+    if output.exists() and not overwrite:
+        raise UserError(f"--output {output} exists; give another file or --overwrite to replace it")
+
+
 def load_engine(path: str, dense: bool):
     if dense:
         from ..models import load_classifier
@@ -73,6 +86,8 @@ def run(args) -> None:
     input_path = Path(args.input)
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")
+    if args.output:
+        check_output(Path(args.output), input_path, args.overwrite)
     jsonl = input_path.suffix == ".jsonl"
     config = load_config(path)
     tokenizer = load_tokenizer(path)
