@@ -124,9 +124,36 @@ def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_p
     (["run", "--preset", "nope"], "--preset nope"),
     (["run", "--resume"], "--resume needs --output"),
     (["run", "--resume", "--output", "nothing"], "config.yaml: not found"),
+    (["finetune", "--max-train-samples", "-5", "--output", "o"], "--max-train-samples must be 0"),
+    (["finetune", "--max-steps", "-1", "--output", "o"], "--max-steps and"),
+    (["finetune", "--max-seq-length", "1", "--output", "o"], "--max-seq-length 1: give 8 to 512"),
+    (["evaluate", "embedded", "--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_clear_one_line_errors(args, message, tmp_path):
     assert_clean_error(run_cli(*args, cwd=tmp_path), message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_length_beyond_the_models_positions_is_refused_before_anything_is_written(tiny_model, tiny_teacher,
+                                                                                   tmp_path):
+    # the tiny model has 128 position embeddings
+    result = run_cli("finetune", "--model", str(tiny_model), "--max-seq-length", "300", "--output", str(tmp_path / "o"))
+    assert_clean_error(result, "position embeddings for 128 tokens")
+    assert not (tmp_path / "o").exists()
+    assert_clean_error(run_cli("evaluate", str(tiny_teacher), "--max-seq-length", "300"), "give at most 128")
+    (tmp_path / "in.tsv").write_text("a sentence\n")
+    assert_clean_error(run_cli("predict", str(tiny_teacher), "--input", str(tmp_path / "in.tsv"), "--batch-size", "0"),
+                       "--batch-size must be at least 1")
+
+
+def test_predict_reads_a_json_lines_file_whatever_its_name(tiny_teacher, tmp_path):
+    (tmp_path / "in.tsv").write_text("a cat sat\ton the mat\nhello\n")
+    expected = run_cli("predict", str(tiny_teacher), "--input", str(tmp_path / "in.tsv"))
+    assert expected.returncode == 0 and len(expected.stdout.splitlines()) == 2
+    for name in ("in.json", "in.txt"):
+        (tmp_path / name).write_text('{"text_a": "a cat sat", "text_b": "on the mat"}\n{"text": "hello"}\n')
+        result = run_cli("predict", str(tiny_teacher), "--input", str(tmp_path / name))
+        assert result.stdout == expected.stdout, name  # the texts classified, not the JSON read as text
 
 
 def test_a_yaml_file_that_does_not_parse_or_has_the_wrong_shape_is_one_line(tmp_path):

@@ -257,6 +257,10 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "plot_metric": "f1", "jobs": config["jobs"][:1]}))
     refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
     assert refused.returncode != 0 and "plot_metric: 'f1'; give accuracy or score" in refused.stderr
+    # a misspelt top-level key would leave its setting at the default for the whole grid
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "prune_default": {"max_steps": 9}}))
+    refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
+    assert refused.returncode != 0 and "unknown key 'prune_default:'" in refused.stderr
     without_teachers = yaml.safe_dump({k: v for k, v in config.items() if k != "teachers"})
     for text, message in ((without_teachers + "teachers: [mrpc]\n", "teachers: is a mapping ({key: value, ...}), not a list"),
                           ("name: g\njobs: [{variant: kap\n", "grid.yaml, line 3: not valid YAML"),

@@ -51,12 +51,34 @@ def add_training_args(p: argparse.ArgumentParser, *, epochs: float, lr: float, s
                         "--data-dir)")
 
 
-def check_training_args(args) -> None:
-    for name in ("batch_size", "max_seq_length", "eval_batch_size"):
+MIN_SEQ_LENGTH = 8  # a pair's [CLS] a [SEP] b [SEP] with room for a word of each: below it, truncation gives up
+
+
+def check_sizes(args, names=("batch_size",)) -> None:
+    """Sizes every job that reads text takes: whole numbers of at least 1, a sequence length a BERT can take."""
+    for name in names:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if not MIN_SEQ_LENGTH <= args.max_seq_length <= 512:
+        raise UserError(f"--max-seq-length {args.max_seq_length}: give {MIN_SEQ_LENGTH} to 512 tokens "
+                        "(BERT-family encoders take at most 512)")
+
+
+def check_seq_length(args, config, path) -> None:
+    """The model's position embeddings must cover --max-seq-length (RoBERTa's reserve padding_idx + 1)."""
+    positions = config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in
+                                                  ("roberta", "xlm-roberta", "camembert") else 0)
+    if args.max_seq_length > positions:
+        raise UserError(f"--max-seq-length {args.max_seq_length}: {path} has position embeddings for "
+                        f"{positions} tokens; give at most {positions}")
+
+
+def check_training_args(args) -> None:
+    check_sizes(args, ("batch_size", "eval_batch_size"))
     if args.epochs <= 0 and args.max_steps <= 0:
         raise UserError("--epochs must be positive (or give --max-steps)")
+    if args.max_steps < 0 or args.max_train_samples < 0:
+        raise UserError("--max-steps and --max-train-samples must be 0 (no limit) or more")
     if args.learning_rate <= 0:
         raise UserError("--learning-rate must be positive")
     if not 0 <= args.warmup < 1:
@@ -65,8 +87,6 @@ def check_training_args(args) -> None:
         raise UserError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
     if args.save_every < 0 or args.keep_checkpoints < 1:
         raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
-    if args.max_seq_length > 512:
-        raise UserError("--max-seq-length: BERT-family encoders take at most 512 tokens")
 
 
 # the settings that say where a run's inputs are, not how it trains

@@ -23,8 +23,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
+    common.check_sizes(args)
     task = get_task(args.task)
     model, tokenizer, path = load_model(args.model, task, new_head=False)
+    common.check_seq_length(args, model.config, path)
     dev = encode(load_split(task, args.data_dir, "dev"), tokenizer, args.max_seq_length, task.is_regression)
     sparsity = sparsity_report(model)
     engine = {}

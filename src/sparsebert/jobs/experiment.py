@@ -63,12 +63,18 @@ def load_config(path: str) -> dict:
     for key in ("name", "output", "runs_dir", "teachers", "jobs"):
         if key not in config:
             raise UserError(f"{path}: missing '{key}:'")
+    unknown = sorted(config.keys() - CONFIG_KEYS)
+    if unknown:  # a misspelt key would otherwise leave its setting at the default, silently, for hours
+        raise UserError(f"{path}: unknown key '{unknown[0]}:'; an experiment config takes "
+                        f"{', '.join(sorted(CONFIG_KEYS))}")
     if config.get("plot_metric", "accuracy") not in ("accuracy", "score"):
         raise UserError(f"{path}: plot_metric: '{config['plot_metric']}'; give accuracy or score")
     check_jobs(config, path)
     return config
 
 
+CONFIG_KEYS = {"name", "output", "runs_dir", "label", "plot_metric", "teachers", "augmented", "prune_defaults",
+               "compare", "jobs"}
 JOB_KEYS = {"variant", "teacher", "seeds", "sparsities", "steps", "prune", "train"}
 # the keys a job expands over: what each value must be, and an example for the message
 JOB_LISTS = {"seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), 42),

@@ -29,6 +29,7 @@ def run(args) -> dict:
     task = get_task(args.task)
     set_seed(args.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     model, tokenizer, model_path = load_model(args.model, task, new_head=True)
+    common.check_seq_length(args, model.config, model_path)
     train, dev = common.load_train_dev(args, tokenizer)
     processes, device = distributed.start(args.device)
     out = common.start_run(args, {"job": "finetune", **vars(args), "model_path": model_path}, processes.main)

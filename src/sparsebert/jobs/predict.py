@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..models import load_config, load_tokenizer, resolve_model_path
 from ..sparse.format import is_exported, load_exported
 from ..tasks import read_tsv_rows
+from .common import check_seq_length, check_sizes
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")
@@ -50,6 +51,15 @@ def parse_line(path: Path, number: int, text: str, jsonl: bool) -> tuple[str, st
     if len(fields) > 2:
         raise UserError(f"{path}:{number}: {len(fields)} columns; give `text` or `text_a<TAB>text_b`")
     return fields[0], fields[1] if len(fields) == 2 else None
+
+
+def is_jsonl(path: Path) -> bool:
+    """JSON lines by the name (.jsonl, .json) or, whatever the name, by a first line that opens an object: a
+    JSON file read as TSV would classify its JSON text."""
+    if path.suffix.lower() in (".jsonl", ".json"):
+        return True
+    first = next((text for _, text in read_lines(path)), "")
+    return first.lstrip().startswith("{")
 
 
 def read_lines(path: Path):
@@ -88,8 +98,10 @@ def run(args) -> None:
         raise UserError(f"{input_path}: input file not found")
     if args.output:
         check_output(Path(args.output), input_path, args.overwrite)
-    jsonl = input_path.suffix == ".jsonl"
+    check_sizes(args, ("batch_size", "chunk"))
+    jsonl = is_jsonl(input_path)
     config = load_config(path)
+    check_seq_length(args, config, path)
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
     labels = [config.id2label[i] for i in range(config.num_labels)]

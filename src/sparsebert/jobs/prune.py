@@ -130,6 +130,7 @@ def run(args) -> dict:
         student, tokenizer, student_path = load_model(args.teacher, task, new_head=False)
     else:
         student, tokenizer, student_path = load_model(args.student, task, new_head=True)
+    common.check_seq_length(args, student.config, student_path)
     if args.student_layers or args.student_hidden:
         student = shrink_model(student, args.student_layers or student.config.num_hidden_layers,
                                args.student_hidden or student.config.hidden_size)
