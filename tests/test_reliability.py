@@ -116,3 +116,29 @@ def test_pickle_weights_load_only_with_trust_pickle(tiny_model, tmp_path):
     assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
     allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc")
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_resume_passes_over_a_torn_log_line_and_an_unreadable_checkpoint(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    args = ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "64", "--epochs", "2",
+            "--batch-size", "8", "--save-every", "4", "--keep-checkpoints", "3", "--learning-rate", "1e-3"]
+    whole = tmp_path / "whole"
+    assert run_cli(*[a if a != str(out) else str(whole) for a in args]).returncode == 0
+    kill_once_written(args, out / "checkpoint-12")
+    # what a crash leaves: the newest checkpoint's weights cut short, the log's last line cut mid-write
+    newest = checkpoint.latest(out)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with open(out / "log.jsonl", "a") as log:
+        log.write('{"step": 13, "loss": 0.6')
+    result = run_cli(*args, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert f"{newest.name}: unreadable" in result.stdout and "cut short" in result.stdout
+    assert_same_weights(out, whole, names=("model.safetensors",))  # as if left alone, from the checkpoint before
+    for line in (out / "log.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_a_folder_with_an_earlier_run_is_refused_with_a_word_on_resume(tiny_teacher):
+    result = run_cli("finetune", "--output", str(tiny_teacher))
+    assert result.returncode == 2 and "--resume goes on with it" in result.stderr

@@ -10,11 +10,13 @@ checkpoint or none, and resuming takes the newest complete one.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
@@ -84,24 +86,41 @@ def latest(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, *, model, optimizer, scheduler, pruner=None, extra_modules: dict | None = None):
-    """Restores everything in place; returns (trainer dict, best_state or None)."""
-    try:
-        state = torch.load(path / "trainer_state.pt", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read the checkpoint ({type(e).__name__}); delete it to resume "
-                        "from the one before") from None
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    for name, module in (extra_modules or {}).items():
-        module.load_state_dict(state["modules"][name])
-    if pruner is not None:
-        masks = load_file(str(path / "masks.safetensors"))
-        pruner.load_state_dict({**state["pruner"], "masks": {k: masks[f"{k}.weight"] for k in pruner.targets}})
-    best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
-    return state["trainer"], best
+def read(path: Path, pruned: bool) -> dict:
+    """Every file of a checkpoint, read before anything is restored, so that an unreadable one (a disk that
+    filled, a file cut short) changes nothing. Raises OSError, SafetensorError or RuntimeError."""
+    files = {"state": torch.load(path / "trainer_state.pt", weights_only=True),
+             "model": load_file(str(path / "model.safetensors")),
+             "best": load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None}
+    if pruned:
+        files["masks"] = load_file(str(path / "masks.safetensors"))
+    return files
+
+
+def load_latest(out: Path, *, model, optimizer, scheduler, pruner=None, extra_modules: dict | None = None):
+    """Restores the newest checkpoint that reads whole, in place, saying which ones it passed over;
+    returns (trainer dict, best_state or None), or None where there is none."""
+    for path in reversed(complete_checkpoints(out) if out.is_dir() else []):
+        try:
+            files = read(path, pruner is not None)
+            model.load_state_dict(files["model"], strict=False)
+        except (OSError, RuntimeError, SafetensorError, KeyError, pickle.UnpicklingError) as e:
+            print(f"{path.name}: unreadable ({type(e).__name__}), passed over; trying the one before", flush=True)
+            continue
+        state = files["state"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, module in (extra_modules or {}).items():
+            module.load_state_dict(state["modules"][name])
+        if pruner is not None:
+            masks = files["masks"]
+            pruner.load_state_dict({**state["pruner"], "masks": {k: masks[f"{k}.weight"] for k in pruner.targets}})
+        return state["trainer"], files["best"]
+    if out.is_dir() and complete_checkpoints(out):
+        raise UserError(f"{out}: no checkpoint there reads whole; start the run again without --resume "
+                        "(with --overwrite)")
+    return None
 
 
 def check_free_space(out: Path, model, checkpoints: int) -> None:

@@ -72,7 +72,9 @@ def main(argv=None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"sparsebert {args.job}: interrupted", file=sys.stderr)
+        again = (f"; `sparsebert {args.job} --resume --output {args.output}` goes on from its last checkpoint"
+                 if hasattr(args, "resume") and getattr(args, "output", None) else "")
+        print(f"sparsebert {args.job}: interrupted{again}", file=sys.stderr)
         return 130
     return 0
 

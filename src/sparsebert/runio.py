@@ -18,7 +18,8 @@ def prepare_output_dir(path, overwrite: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: the output path is a file; give a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UserError(f"{path}: the output folder is not empty; choose another or pass --overwrite")
+        earlier = " (an earlier run is there: --resume goes on with it)" if (path / "config.yaml").is_file() else ""
+        raise UserError(f"{path}: the output folder is not empty{earlier}; choose another or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -86,10 +87,24 @@ class JsonlLog:
         if not enabled:
             return
         if resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in self._records(path) if json.loads(line).get("step", 0) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
         self.file = open(path, "w" if resume_step is None else "a")  # an overwritten run's log starts empty
+
+    @staticmethod
+    def _records(path: Path) -> list[str]:
+        """The log's lines; a last line cut short by a crash mid-write is dropped, with a word."""
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        for number, line in enumerate(lines, 1):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise UserError(f"{path}:{number}: not a JSON record; the log was changed by hand. Remove "
+                                    "the line to resume") from None
+                print(f"{path}: its last line was cut short by the crash; dropped", flush=True)
+                return lines[:-1]
+        return lines
 
     def write(self, **record) -> None:
         if not self.enabled:

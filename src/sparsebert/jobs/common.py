@@ -147,9 +147,10 @@ def start_run(args, config: dict, main: bool = True):
 def check_training_state(loss: torch.Tensor, step: int, out: Path) -> None:
     if not torch.isfinite(loss):
         ckpt = checkpoint.latest(out)
-        where = f"; the last good checkpoint is {ckpt.name} (--resume, with a lower rate)" if ckpt else ""
+        where = (f" (its last good checkpoint, {ckpt.name}, would only repeat the run at the same rate on "
+                 "--resume)") if ckpt else ""
         raise UserError(f"the loss became {loss.item()} at step {step + 1}; no model was written{where}. "
-                        "Lower --learning-rate")
+                        "Run it again with a lower --learning-rate and --overwrite")
 
 
 def load_train_dev(args, tokenizer, train_file=None):

@@ -44,12 +44,12 @@ def run(args) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(args.lr_schedule, steps, int(args.warmup * steps)))
 
     step, best, best_state, best_step, metrics, seconds, step_seconds = 0, None, None, 0, None, 0.0, 0.0
-    resume_from = checkpoint.latest(out) if args.resume else None
-    if resume_from:
-        trainer, best_state = checkpoint.load(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+    resumed = checkpoint.load_latest(out, model=model, optimizer=optimizer, scheduler=scheduler) if args.resume else None
+    if resumed:
+        trainer, best_state = resumed
         step, best, best_step, metrics, seconds, step_seconds = (
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
-    log = JsonlLog(out / "log.jsonl", resume_step=step if resume_from else None, enabled=processes.main)
+    log = JsonlLog(out / "log.jsonl", resume_step=step if resumed else None, enabled=processes.main)
 
     started = time.time() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"finetune {task.name}", unit="step", disable=not processes.main)

@@ -177,16 +177,16 @@ def run(args) -> dict:
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
 
     step, best, best_state, best_step, metrics, seconds, step_seconds = 0, None, None, 0, None, 0.0, 0.0
-    resume_from = checkpoint.latest(out) if args.resume else None
-    if resume_from:
-        trainer, best_state = checkpoint.load(resume_from, model=student, optimizer=optimizer, scheduler=scheduler,
-                                              pruner=pruner, extra_modules=extra_modules)
+    resumed = checkpoint.load_latest(out, model=student, optimizer=optimizer, scheduler=scheduler, pruner=pruner,
+                                     extra_modules=extra_modules) if args.resume else None
+    if resumed:
+        trainer, best_state = resumed
         step, best, best_step, metrics, seconds, step_seconds = (
             trainer[k] for k in ("step", "best", "best_step", "metrics", "seconds", "step_seconds"))
     else:
         pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
-    log = JsonlLog(out / "log.jsonl", resume_step=step if resume_from else None, enabled=processes.main)
-    if teacher_metrics is not None and not resume_from:
+    log = JsonlLog(out / "log.jsonl", resume_step=step if resumed else None, enabled=processes.main)
+    if teacher_metrics is not None and not resumed:
         log.write(step=0, teacher_eval=teacher_metrics)
 
     cache = None
