@@ -222,3 +222,27 @@ def test_every_bundled_preset_is_settings_the_jobs_take(name):
     student = job_args(prune, preset["prune"], "prune", name)
     assert all(getattr(teacher, k) == v for k, v in preset["teacher"].items())
     assert all(getattr(student, k) == v for k, v in preset["prune"].items())
+
+
+def test_the_config_a_run_writes_runs_it_again(tiny_model, tiny_teacher, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((tiny_teacher / "config.yaml").read_text())
+    assert not {"debug", "resume", "overwrite", "trust_pickle", "config"} & set(config)  # settings only
+    again = run_cli("finetune", "--config", str(tiny_teacher / "config.yaml"), "--output", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert (json.loads((tmp_path / "again" / "metrics.json").read_text())["accuracy"]
+            == json.loads((tiny_teacher / "metrics.json").read_text())["accuracy"])
+    # a flag beside the file wins; the file's other settings stay
+    (tmp_path / "short.yaml").write_text(f"model: {tiny_model}\nmax_train_samples: 32\nepochs: 1\nbatch_size: 16\n"
+                                         f"output: {tmp_path / 'short'}\n")
+    short = run_cli("finetune", "--config", str(tmp_path / "short.yaml"), "--max-steps", "1")
+    assert short.returncode == 0, short.stderr
+    written = yaml.safe_load((tmp_path / "short" / "config.yaml").read_text())
+    assert (written["max_steps"], written["max_train_samples"], written["batch_size"]) == (1, 32, 16)
+    (tmp_path / "typo.yaml").write_text("max_step: 3\n")
+    assert_clean_error(run_cli("finetune", "--config", str(tmp_path / "typo.yaml"), "--output", str(tmp_path / "t")),
+                       "unknown setting 'max_step' for sparsebert finetune")
+    assert_clean_error(run_cli("prune", "--config", str(tiny_teacher / "config.yaml"), "--output", str(tmp_path / "t")),
+                       "the config of a `sparsebert finetune`")
+    assert not (tmp_path / "t").exists()

@@ -1,6 +1,7 @@
 """The Python API: each job as a function that takes the command line's options as keyword arguments
 (`--max-steps 500` is `max_steps=500`, `--no-cache-teacher` is `cache_teacher=False`, a comma-separated
-list may be a Python list) and returns what the job reports: the metrics dict.
+list may be a Python list; `config="run/config.yaml"` starts from a file's settings) and returns what the job
+reports: the metrics dict.
 
     import sparsebert
     teacher = sparsebert.finetune(task="mrpc", output="runs/teacher", epochs=3)
@@ -40,9 +41,14 @@ def _argv(parser: argparse.ArgumentParser, options: dict) -> list[str]:
 def _run(job: str, positional: list, options: dict):
     from . import models
 
+    from .cli import apply_config
+
     module = importlib.import_module(f".jobs.{job}", __package__)
     parser = _Parser(prog=f"sparsebert.{job}")
     module.add_arguments(parser)
+    config = options.pop("config", None)
+    if config is not None:
+        apply_config(parser, job, str(config))
     trust_pickle = options.pop("trust_pickle", False)
     args = parser.parse_args([str(p) for p in positional] + _argv(parser, options))
     previous, models.trust_pickle = models.trust_pickle, trust_pickle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -31,6 +32,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# jobs whose settings a YAML file may give (`run` takes --preset, `experiment` its grid file)
+CONFIGURABLE = ("finetune", "prune", "evaluate", "export", "bench", "predict", "augment")
+RECORDS = ("model_path", "student_path")  # what a run's config.yaml records about it, not settings
+
+
 def build_parser(job: str | None = None) -> argparse.ArgumentParser:
     """The command line; only `job`'s own flags are added, since importing a job loads torch and
     transformers (seconds), which `sparsebert --help` should not wait for."""
@@ -46,8 +52,46 @@ def build_parser(job: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--trust-pickle", action="store_true", default=argparse.SUPPRESS,
                        help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
         if name == job:
+            if name in CONFIGURABLE:
+                p.add_argument("--config", default=None,
+                               help="a YAML file of this job's settings, by flag name with underscores (the "
+                                    "config.yaml a run writes re-runs it); flags given beside it win")
             importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
+            parser.job_parser = p
     return parser
+
+
+def apply_config(job_parser: argparse.ArgumentParser, job: str, path: str) -> None:
+    """The settings of a YAML file become the job's defaults, so flags given beside it override them."""
+    from .runio import read_yaml_mapping
+
+    if not Path(path).is_file():
+        raise UserError(f"--config {path}: file not found")
+    values = read_yaml_mapping(Path(path), "a job's config")
+    written_by = values.pop("job", job)
+    if written_by != job:
+        raise UserError(f"{path}: the config of a `sparsebert {written_by}`; run it with that job")
+    for key in RECORDS:
+        values.pop(key, None)
+    actions = {a.dest: a for a in job_parser._actions}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        raise UserError(f"{path}: unknown setting '{unknown[0]}' for sparsebert {job}; "
+                        f"`sparsebert {job} --help` lists them (with - for _)")
+    for key in values:
+        actions[key].required = False
+        if not actions[key].option_strings:
+            actions[key].nargs = "?"  # a positional the file gives
+    job_parser.set_defaults(**values)
+
+
+def config_named_in(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def job_named_in(argv: list[str]) -> str | None:
@@ -56,7 +100,16 @@ def job_named_in(argv: list[str]) -> str | None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(job_named_in(argv)).parse_args(argv)
+    job_name = job_named_in(argv)
+    parser = build_parser(job_name)
+    config = config_named_in(argv) if job_name in CONFIGURABLE else None
+    if config:
+        try:
+            apply_config(parser.job_parser, job_name, config)
+        except UserError as e:
+            print(f"sparsebert {job_name}: error: {e}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
     from . import models
 
     job = importlib.import_module(f".jobs.{args.job}", __package__)
