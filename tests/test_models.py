@@ -100,3 +100,13 @@ def test_shrunk_student_is_cut_from_the_pretrained_weights(tiny_model):
         shrink_model(model, 1, 10)
     with pytest.raises(UserError, match="--student-layers 3: give a divisor"):
         shrink_model(model, 3, 16)
+
+
+def test_a_mistyped_local_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    from sparsebert.models import resolve_model_path
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="runs/teachr: model folder not found"):
+        resolve_model_path("runs/teachr")
+    assert resolve_model_path("someone/some-model") == "someone/some-model"  # a hub id, for online machines

@@ -53,7 +53,9 @@ def resolve_model_path(name_or_path: str | None) -> str:
                     "safe_serialization=True), or pass --trust-pickle.") if pickles else ""
             raise UserError(f"{path}: no model.safetensors; weights are loaded from safetensors only.{hint}")
         return str(path)
-    if "/" in name_or_path and not name_or_path.startswith((".", "/")) and name_or_path.count("/") == 1:
+    looks_like_hub_id = (not name_or_path.startswith((".", "/")) and name_or_path.count("/") == 1
+                         and not path.parent.is_dir())  # `runs/teacher` with runs/ here is a local folder mistyped
+    if looks_like_hub_id:
         return name_or_path  # a hub id, for users whose machine is online
     raise UserError(f"{name_or_path}: model folder not found")
 
