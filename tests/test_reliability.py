@@ -142,3 +142,29 @@ def test_resume_passes_over_a_torn_log_line_and_an_unreadable_checkpoint(tiny_mo
 def test_a_folder_with_an_earlier_run_is_refused_with_a_word_on_resume(tiny_teacher):
     result = run_cli("finetune", "--output", str(tiny_teacher))
     assert result.returncode == 2 and "--resume goes on with it" in result.stderr
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tiny_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "64", "--epochs", "50",
+            "--batch-size", "8", "--save-every", "0"]
+    first = subprocess.Popen([sys.executable, "-m", "sparsebert", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 300
+        while not (out / "log.jsonl").is_file() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        second = run_cli(*args, "--overwrite")
+        assert second.returncode == 2 and "another sparsebert process is writing into this folder" in second.stderr
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()
+        first.wait()
+    # once it is gone (killed, even) the folder is free again
+    again = run_cli(*args[:-4], "--epochs", "1", "--batch-size", "16", "--overwrite")
+    assert again.returncode == 0, again.stderr

@@ -40,6 +40,7 @@ def _argv(parser: argparse.ArgumentParser, options: dict) -> list[str]:
 
 def _run(job: str, positional: list, options: dict):
     from . import models
+    from .runio import release_output_locks
 
     from .cli import apply_config
 
@@ -56,6 +57,7 @@ def _run(job: str, positional: list, options: dict):
         return module.run(args)
     finally:
         models.trust_pickle = previous
+        release_output_locks()
 
 
 def run(**options) -> dict:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .runio import release_output_locks
 
 JOBS = {
     "run": "fine-tune a teacher, prune at distilling, report (the main job)",
@@ -129,6 +130,8 @@ def main(argv=None) -> int:
                  if hasattr(args, "resume") and getattr(args, "output", None) else "")
         print(f"sparsebert {args.job}: interrupted{again}", file=sys.stderr)
         return 130
+    finally:
+        release_output_locks()
     return 0
 
 

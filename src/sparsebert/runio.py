@@ -13,14 +13,39 @@ import yaml
 from .errors import UserError
 
 
+LOCK = ".sparsebert.lock"
+_held_locks: list = []
+
+
+def lock_output_dir(path: Path) -> None:
+    """Claims the folder for this process until release_output_locks(): a second run writing into the same
+    folder (the same --output, --overwrite or not) would interleave its log and checkpoints with this one's."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / LOCK, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{path}: another sparsebert process is writing into this folder; wait for it to end "
+                        "or choose another") from None
+    _held_locks.append(handle)
+
+
+def release_output_locks() -> None:
+    while _held_locks:
+        _held_locks.pop().close()
+
+
 def prepare_output_dir(path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: the output path is a file; give a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not overwrite:
         earlier = " (an earlier run is there: --resume goes on with it)" if (path / "config.yaml").is_file() else ""
         raise UserError(f"{path}: the output folder is not empty{earlier}; choose another or pass --overwrite")
-    path.mkdir(parents=True, exist_ok=True)
+    lock_output_dir(path)
     return path
 
 

@@ -11,7 +11,7 @@ import torch
 from .. import checkpoint
 from ..data import encode, steps_per_epoch
 from ..errors import UserError
-from ..runio import prepare_output_dir, read_yaml_mapping, write_config
+from ..runio import lock_output_dir, prepare_output_dir, read_yaml_mapping, write_config
 from ..tasks import get_task, load_split, read_examples
 
 
@@ -137,6 +137,8 @@ def run_to_the_end(job, settings: argparse.Namespace, resume: bool, say_fresh_st
 def start_run(args, config: dict, main: bool = True):
     """The output folder with the config that made it (rank 0 only; a resumed run keeps its own)."""
     out = Path(args.output)
+    if main and args.resume:
+        lock_output_dir(out)
     if main and not args.resume:
         out = prepare_output_dir(out, args.overwrite)
         checkpoint.remove_all(out)  # an overwritten run's, which a later --resume would take for this one's
