@@ -253,9 +253,10 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
         assert r["batch_size"] in (1, 2) and r["seq_length"] == 16 and r["threads"] == 1
         assert r["max_logit_diff"] < (1e-4 if r["engine"] in ("pytorch-fp32", "sparsebert-fp32") else 0.1), r
         base = next(b for b in records if b["engine"] == "pytorch-fp32" and b["batch_size"] == r["batch_size"])
-        assert r["speedup_vs_pytorch_fp32"] == pytest.approx(base["ms"] / r["ms"], rel=0.02)
+        assert r["speedup_vs_pytorch_fp32"] == pytest.approx(base["ms"] / r["ms"], rel=0.02, abs=0.006)  # 2 decimals
     assert [r["sparsity"] for r in records if r["engine"].startswith("sparsebert")] == pytest.approx([0.9] * 4, abs=1e-3)
     assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "avx2" in records[0]["machine"]["instruction_sets"] or records[0]["machine"]["kernel"] == "numba"
     table = (tmp_path / "bench.md").read_text()
     assert table.count("| sparsebert-fp32 | 0.9") == 1 and "| pytorch-fp32 | any |" in table
 

@@ -208,6 +208,8 @@ def run(args) -> list[dict]:
     import torch
 
     from ..models import load_classifier, load_tokenizer, resolve_model_path
+    from ..sparse.calibration import instruction_sets, processor
+    from ..sparse.kernels import KERNEL
 
     json_path = Path(args.json)
     if args.collect:
@@ -247,6 +249,8 @@ def run(args) -> list[dict]:
                     records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity, threads,
                                            batch_sizes, args, dev if sparsity == dev_at else None)
     add_speedups(records)
+    machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}
+    records = [{**r, "machine": machine} for r in records]
     write_json(json_path, records)
     return write_reports(records, json_path, args.plot)
 
@@ -262,7 +266,9 @@ def write_reports(records: list[dict], json_path: Path, plot: str | None) -> lis
 def speed_table(records: list[dict]) -> str:
     """Markdown: per thread count, each engine (the sparse ones per sparsity) in ms per batch and examples per
     second on the dev set, each with its speed-up over dense PyTorch fp32 measured beside it."""
-    lines = []
+    machine = records[0].get("machine") if records else None
+    lines = [f"{machine['processor']} ({', '.join(machine['instruction_sets'])}); sparse kernel: "
+             f"{machine['kernel']}", ""] if machine else []
     for threads in sorted({r["threads"] for r in records}):
         mine = [r for r in records if r["threads"] == threads]
         columns = [(f"batch {b} x {r['seq_length']}", "batch_size", b)

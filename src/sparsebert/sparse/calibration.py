@@ -37,6 +37,18 @@ def processor() -> str:
     return platform.processor() or platform.machine()
 
 
+@cache
+def instruction_sets() -> list[str]:
+    """The vector extensions that decide which kernels the dense libraries run (MKL, oneDNN, ONNX Runtime
+    use AVX-512 and VNNI where present; sparsebert's kernels use AVX2 and FMA)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8") if f in flags]
+
+
 def cache_file() -> Path | None:
     path = os.environ.get("SPARSEBERT_CALIBRATION", str(Path.home() / ".cache" / "sparsebert" / "calibration.json"))
     return Path(path) if path else None
