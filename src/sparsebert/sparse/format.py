@@ -4,9 +4,12 @@ A pruned (out, in) matrix is stored as `<name>.row_offsets` (int32, out+1), `<na
 where in <= 65536, stored as int16 bits) and `<name>.values`: int8 with `<name>.scales` (fp32, one per
 row), fp16 or fp32. At 95% sparsity with int8 values that is about 0.15 bytes per original weight instead
 of 4. A model pruned in 1x4 blocks is stored in blocks (`"block": 4` in sparse_config.json): the indices
-are block columns (input / 4) and each block holds 4 int8 values. The embedding tables (the word embeddings are half of MiniLM's weights) are stored in fp16, or in
-int8 with one scale per row (`<name>.scales`). Every other tensor is stored as it is. The folder also holds
-`config.json`, the tokenizer, `sparse_config.json` (how to read it) and `export_report.json`.
+are block columns (input / 4) and each block holds 4 int8 values.
+
+The embedding tables (the word embeddings are half of MiniLM's weights) are stored in int8 with one scale per
+row (`<name>.scales`) or in fp16; the other matrices (pooler, classifier) in fp16 unless the values are fp32;
+every other tensor (biases, LayerNorms) as it is. The folder also holds `config.json`, the tokenizer,
+`sparse_config.json` (how to read it) and `export_report.json`.
 
 `sparsebert.load_sparse(folder)` runs such a folder; `read_export` gives its tensors back.
 """
@@ -76,6 +79,8 @@ def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embedd
             if "scales" in stored:
                 tensors[f"{name}.scales"] = stored["scales"]
             embeddings[name] = embeddings_dtype
+        elif tensor.dim() == 2 and tensor.is_floating_point() and values_dtype != "fp32":
+            tensors[name] = tensor.half()  # the head's matrices (pooler, classifier): half the bytes, no loss seen
         else:
             tensors[name] = tensor
     out.mkdir(parents=True, exist_ok=True)
