@@ -10,27 +10,15 @@ per token (the dense product is credited with the same, so its figure is its spe
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sparsebert.jobs.bench import median_ms
 from sparsebert.sparse.kernels import KERNEL, CsrMatrix, spmm
 
 SHAPES = {"qkv": (1152, 384), "ffn_up": (1536, 384), "ffn_down": (384, 1536)}
-
-
-def median_s(fn, repeats=15, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -59,14 +47,14 @@ def main():
                 out = torch.empty(tokens, out_f)
                 useful = 2 * fp32.nnz * tokens
                 with torch.inference_mode():
-                    times = {"mkl_dense": median_s(lambda: torch.mm(x, dense.T, out=out)),
-                             "torch_sparse_csr": median_s(lambda: torch_csr @ x.T),
-                             f"{KERNEL}_fp32": median_s(lambda: spmm(x, fp32, out=out)),
-                             f"{KERNEL}_int8": median_s(lambda: spmm(x, int8, out=out)),
-                             f"{KERNEL}_int8_1x4": median_s(lambda: spmm(x, int8_1x4, out=out))}
+                    times = {"mkl_dense": median_ms(lambda: torch.mm(x, dense.T, out=out), 15, 3),
+                             "torch_sparse_csr": median_ms(lambda: torch_csr @ x.T, 15, 3),
+                             f"{KERNEL}_fp32": median_ms(lambda: spmm(x, fp32, out=out), 15, 3),
+                             f"{KERNEL}_int8": median_ms(lambda: spmm(x, int8, out=out), 15, 3),
+                             f"{KERNEL}_int8_1x4": median_ms(lambda: spmm(x, int8_1x4, out=out), 15, 3)}
                 record = {"matrix": name, "shape": [out_f, in_f], "sparsity": sparsity, "tokens": tokens,
                           "threads": args.threads,
-                          **{f"{k}_gflops": round(useful / t / 1e9, 2) for k, t in times.items()},
+                          **{f"{k}_gflops": round(useful / t / 1e6, 2) for k, t in times.items()},  # t in ms
                           "speedup_over_dense": round(times["mkl_dense"] / times[f"{KERNEL}_fp32"], 2)}
                 records.append(record)
                 print(json.dumps(record))
