@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Size and dev metrics of pruned models, dense and through the sparse engine with each stored precision.
 #   bash results/export/run.sh NAME TASK MODEL      # e.g. mrpc95 mrpc runs/quick-mrpc/student
-# writes results/export/NAME/: export_report.json (int8 values and embeddings, the default) and one
-# evaluate JSON per way of running the model: dense PyTorch; the engine on the pruned folder (fp32 values);
-# the engine on exports with fp32, fp16 and int8 values.
+# writes results/export/NAME/: one evaluate JSON per way of running the model (dense PyTorch; the engine on the
+# pruned folder, fp32 values; the engine on exports with fp32, fp16 and int8 values) and each export's report.
 set -euo pipefail
 name=$1 task=$2 model=$3
 out=results/export/$name
@@ -15,5 +14,5 @@ sparsebert evaluate "$model" --task "$task" --engine sparse --json "$out/engine_
 for values in fp32 fp16 int8; do
   sparsebert export "$model" "$tmp/$values" --values "$values" --embeddings "$( [ "$values" = fp32 ] && echo fp32 || echo "$values" )"
   sparsebert evaluate "$tmp/$values" --task "$task" --engine sparse --json "$out/export_${values}.json"
+  cp "$tmp/$values/export_report.json" "$out/export_report_${values}.json"
 done
-cp "$tmp/int8/export_report.json" "$out/export_report.json"
