@@ -27,7 +27,6 @@ Config:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import os
