@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -36,8 +37,7 @@ class EngineLinear:
 
     def __init__(self, matrix: CsrMatrix, bias: torch.Tensor, sparse: bool):
         self.bias = bias.float().contiguous()
-        self.out_features, self.in_features = matrix.out_features, matrix.in_features
-        self.nnz = matrix.nnz
+        self.out_features = matrix.out_features
         self.sparse = sparse
         if sparse:
             matrix.bias = self.bias.numpy()
@@ -64,8 +64,6 @@ class EngineLayer:
 
 def concat_rows(matrices: list[CsrMatrix]) -> CsrMatrix:
     """One CSR matrix holding the rows of several with the same inputs (Q, K and V)."""
-    import numpy as np
-
     if len({(m.scales is None, m.block) for m in matrices}) != 1:
         raise ValueError("cannot fuse matrices with different value types or patterns")
     offsets, total = [matrices[0].row_offsets[:1]], 0

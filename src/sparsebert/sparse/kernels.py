@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -35,6 +35,7 @@ class CsrMatrix:
     bias: np.ndarray | None  # float32
     in_features: int
     block: int = 1
+    _single_fp32: "CsrMatrix | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         # sum of each row's int8 weights: the correction for the activations' zero point (see _spmm.c)
@@ -73,6 +74,14 @@ class CsrMatrix:
             nonzero, scales = quantize_rows(nonzero, row_offsets)
             return cls(row_offsets, col_indices, nonzero, scales, bias, weight.shape[1])
         return cls(row_offsets, col_indices, nonzero.astype(np.float32), None, bias, weight.shape[1])
+
+    def single_fp32(self) -> "CsrMatrix":
+        """The same matrix as fp32 CSR of single weights, the numba fall-back's form; converted once."""
+        if self.block == 1 and self.scales is None:
+            return self
+        if self._single_fp32 is None:
+            self._single_fp32 = CsrMatrix.from_dense(self.dense_weight().numpy(), self.bias)
+        return self._single_fp32
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) fp32 matrix these values stand for (int8 values times their row's scale)."""
@@ -191,8 +200,7 @@ def spmm(x: torch.Tensor, m: CsrMatrix, gelu: bool = False, out: torch.Tensor | 
     if out is None:
         out = torch.empty(tokens, m.out_features, dtype=torch.float32)
     if _C is None:
-        if m.block > 1 or m.scales is not None:
-            m = CsrMatrix.from_dense(m.dense_weight().numpy(), m.bias)
+        m = m.single_fp32()
         out.copy_(torch.from_numpy(csr_linear(x.contiguous().numpy(), m.row_offsets, m.col_indices, m.values,
                                               np.zeros(m.out_features, np.float32) if m.bias is None else m.bias)))
         return torch.nn.functional.gelu(out, out=out) if gelu else out
