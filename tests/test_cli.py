@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+import sparsebert
 from sparsebert import checkpoint
 
 from conftest import make_tiny_model, run_cli
@@ -23,9 +24,14 @@ def test_finetune_writes_model_config_log_metrics(tiny_teacher):
     files = {p.name for p in tiny_teacher.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "config.yaml", "log.jsonl", "metrics.json"} <= files
     metrics = json.loads((tiny_teacher / "metrics.json").read_text())
-    assert set(metrics) >= {"f1", "accuracy", "step", "final"}
+    assert set(metrics) >= {"f1", "accuracy", "steps", "final", "best", "best_step"}
     log = [json.loads(line) for line in (tiny_teacher / "log.jsonl").read_text().splitlines()]
     assert any("eval" in r for r in log) and all("loss" in r for r in log if "eval" not in r)
+    # the run is reported by the model it ends with: its last evaluation, which the saved model reproduces
+    last = [r["eval"] for r in log if "eval" in r][-1]
+    assert {k: metrics[k] for k in last} == last == metrics["final"]
+    saved = sparsebert.evaluate(tiny_teacher, task="mrpc")
+    assert (saved["f1"], saved["accuracy"]) == (last["f1"], last["accuracy"])
 
 
 def test_non_empty_output_is_refused_and_left_alone(tiny_model, tiny_teacher):
@@ -214,12 +220,12 @@ def test_small_dense_student_distils_through_a_projection(tiny_model, tiny_teach
 
 @pytest.mark.parametrize("name", ["quick", "long", "paper"])
 def test_every_bundled_preset_is_settings_the_jobs_take(name):
-    from sparsebert.jobs import finetune, prune
-    from sparsebert.jobs.run import job_args, load_preset
+    from sparsebert.config import FinetuneConfig, PruneConfig, build
+    from sparsebert.jobs.run import load_preset
 
     preset = load_preset(name)
-    teacher = job_args(finetune, preset["teacher"], "teacher", name)
-    student = job_args(prune, preset["prune"], "prune", name)
+    teacher = build(FinetuneConfig, {**preset["teacher"], "output": "t"}, name, "teacher")
+    student = build(PruneConfig, {**preset["prune"], "output": "s", "teacher": "t"}, name, "prune")
     assert all(getattr(teacher, k) == v for k, v in preset["teacher"].items())
     assert all(getattr(student, k) == v for k, v in preset["prune"].items())
 

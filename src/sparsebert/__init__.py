@@ -5,15 +5,19 @@ use, so `import sparsebert` stays cheap):
     sparsebert.finetune(...), sparsebert.prune(...), sparsebert.evaluate(...), sparsebert.export(...),
     sparsebert.run(...), sparsebert.bench(...)
     model = sparsebert.load_sparse("exported-or-pruned-folder")   # the sparse CPU engine
+Each job's settings are a dataclass (`sparsebert.PruneConfig`, ...; config.py), which the functions also take.
 """
 
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["UserError", "bench", "evaluate", "export", "finetune", "load_sparse", "prune", "run"]
+__all__ = ["UserError", "bench", "evaluate", "export", "finetune", "load_sparse", "prune", "run",
+           "FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig", "ExportConfig"]
 
 _LAZY = {"load_sparse": "sparsebert.sparse.engine",
-         **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench")}}
+         **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench")},
+         **{name: "sparsebert.config" for name in ("FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig",
+                                                   "ExportConfig")}}
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
 """The Python API: each job as a function that takes the command line's options as keyword arguments
 (`--max-steps 500` is `max_steps=500`, `--no-cache-teacher` is `cache_teacher=False`, a comma-separated
-list may be a Python list; `config="run/config.yaml"` starts from a file's settings) and returns what the job
-reports: the metrics dict.
+list may be a Python list; `config="run/config.yaml"` starts from a file's settings, and `config=` may also be
+the job's config object, `sparsebert.PruneConfig(...)`) and returns what the job reports: the metrics dict.
 
     import sparsebert
     teacher = sparsebert.finetune(task="mrpc", output="runs/teacher", epochs=3)
@@ -12,49 +12,31 @@ Bad input raises `sparsebert.UserError` with the same one-line message the comma
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # a Python caller gets an exception, not a SystemExit
-        raise TypeError(f"{self.prog}: {message}")
-
-
-def _argv(parser: argparse.ArgumentParser, options: dict) -> list[str]:
-    actions = {a.dest: a for a in parser._actions}
-    argv = []
-    for key, value in options.items():
-        action = actions.get(key)
-        if action is None or not action.option_strings:
-            raise TypeError(f"{parser.prog}() got an unexpected keyword argument '{key}'")
-        flag = action.option_strings[0]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            argv.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif value is not None:
-            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
-    return argv
+from .config import CONFIGS, read_config_file
 
 
 def _run(job: str, positional: list, options: dict):
     from . import models
     from .runio import release_output_locks
 
-    from .cli import apply_config
-
-    module = importlib.import_module(f".jobs.{job}", __package__)
-    parser = _Parser(prog=f"sparsebert.{job}")
-    module.add_arguments(parser)
+    cls = CONFIGS[job]
     config = options.pop("config", None)
-    if config is not None:
-        apply_config(parser, job, str(config))
     trust_pickle = options.pop("trust_pickle", False)
-    args = parser.parse_args([str(p) for p in positional] + _argv(parser, options))
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise TypeError(f"sparsebert.{job}() got an unexpected keyword argument '{unknown[0]}'")
+    given = dict(zip([f.name for f in dataclasses.fields(cls) if f.metadata["positional"]], positional))
+    if isinstance(config, cls):
+        settings = config.replace(**given, **options)
+    else:
+        settings = cls(**{**(read_config_file(config, job) if config is not None else {}), **given, **options})
     previous, models.trust_pickle = models.trust_pickle, trust_pickle
     try:
-        return module.run(args)
+        return importlib.import_module(f".jobs.{job}", __package__).run(settings)
     finally:
         models.trust_pickle = previous
         release_output_locks()

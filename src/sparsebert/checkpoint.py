@@ -1,6 +1,6 @@
 """Checkpoints that survive a crash: `checkpoint-<step>/` folders written atomically.
 
-Each holds the model (safetensors), the best model so far and the pruning masks (safetensors), and
+Each holds the model and the pruning masks (safetensors), and
 `trainer_state.pt` with the optimiser, LR schedule, pruning schedule, RNG state and position in the
 data order, read back with `torch.load(weights_only=True)` (no code runs on load). A folder is written
 under a temporary name, every file fsynced, then renamed: a killed run leaves either a complete
@@ -37,15 +37,13 @@ def _tensors(state: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save(out: Path, step: int, *, model, optimizer, scheduler, trainer: dict, best_state: dict | None = None,
-         pruner=None, extra_modules: dict | None = None, keep: int = 2) -> Path:
+def save(out: Path, step: int, *, model, optimizer, scheduler, trainer: dict, pruner=None,
+         extra_modules: dict | None = None, keep: int = 2) -> Path:
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
-    if best_state is not None:
-        save_file(_tensors(best_state), str(tmp / "best.safetensors"))
     if pruner is not None:
         pruner.save_masks(tmp / "masks.safetensors")
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -90,8 +88,7 @@ def read(path: Path, pruned: bool) -> dict:
     """Every file of a checkpoint, read before anything is restored, so that an unreadable one (a disk that
     filled, a file cut short) changes nothing. Raises OSError, SafetensorError or RuntimeError."""
     files = {"state": torch.load(path / "trainer_state.pt", weights_only=True),
-             "model": load_file(str(path / "model.safetensors")),
-             "best": load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None}
+             "model": load_file(str(path / "model.safetensors"))}
     if pruned:
         files["masks"] = load_file(str(path / "masks.safetensors"))
     return files
@@ -99,7 +96,7 @@ def read(path: Path, pruned: bool) -> dict:
 
 def load_latest(out: Path, *, model, optimizer, scheduler, pruner=None, extra_modules: dict | None = None):
     """Restores the newest checkpoint that reads whole, in place, saying which ones it passed over;
-    returns (trainer dict, best_state or None), or None where there is none."""
+    returns the trainer dict it was saved with, or None where there is none."""
     for path in reversed(complete_checkpoints(out) if out.is_dir() else []):
         try:
             files = read(path, pruner is not None)
@@ -116,7 +113,7 @@ def load_latest(out: Path, *, model, optimizer, scheduler, pruner=None, extra_mo
         if pruner is not None:
             masks = files["masks"]
             pruner.load_state_dict({**state["pruner"], "masks": {k: masks[f"{k}.weight"] for k in pruner.targets}})
-        return state["trainer"], files["best"]
+        return state["trainer"]
     if out.is_dir() and complete_checkpoints(out):
         raise UserError(f"{out}: no checkpoint there reads whole; start the run again without --resume "
                         "(with --overwrite)")
@@ -124,7 +121,7 @@ def load_latest(out: Path, *, model, optimizer, scheduler, pruner=None, extra_mo
 
 
 def check_free_space(out: Path, model, checkpoints: int) -> None:
-    """Room for `checkpoints` checkpoints (model, best model, Adam's two moments) and the final model."""
+    """Room for `checkpoints` checkpoints (model, Adam's two moments, masks) and the final model."""
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     need = param_bytes * (4 * checkpoints + 1) + 50 * 2**20  # + tokenizer, logs, masks
     free = shutil.disk_usage(out).free

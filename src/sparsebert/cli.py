@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
+from .config import CONFIGS, CONFIGURABLE, add_arguments, from_namespace, read_config_file
 from .errors import UserError
-from .runio import release_output_locks
 
 JOBS = {
     "run": "fine-tune a teacher, prune at distilling, report (the main job)",
@@ -33,21 +32,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-# jobs whose settings a YAML file may give (`run` takes --preset, `experiment` its grid file)
-CONFIGURABLE = ("finetune", "prune", "evaluate", "export", "bench", "predict", "augment")
-RECORDS = ("model_path", "student_path")  # what a run's config.yaml records about it, not settings
-
-
-def build_parser(job: str | None = None) -> argparse.ArgumentParser:
-    """The command line; only `job`'s own flags are added, since importing a job loads torch and
-    transformers (seconds), which `sparsebert --help` should not wait for."""
+def build_parser(job: str | None = None, file_settings: dict | None = None) -> argparse.ArgumentParser:
+    """The command line; only `job`'s own flags are added, generated from its config class (config.py, which
+    imports nothing heavy, so that --help answers at once). `file_settings` (from --config) become the defaults
+    that flags override."""
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow pickle weights (.bin/.pt), loaded with torch.load(weights_only=True)")
     sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, help_text in JOBS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
+        p = sub.add_parser(name, help=help_text, description=CONFIGS[name].__doc__ or help_text,
                            formatter_class=HelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.add_argument("--trust-pickle", action="store_true", default=argparse.SUPPRESS,
@@ -57,33 +52,8 @@ def build_parser(job: str | None = None) -> argparse.ArgumentParser:
                 p.add_argument("--config", default=None,
                                help="a YAML file of this job's settings, by flag name with underscores (the "
                                     "config.yaml a run writes re-runs it); flags given beside it win")
-            importlib.import_module(f".jobs.{name}", __package__).add_arguments(p)
-            parser.job_parser = p
+            add_arguments(p, CONFIGS[name], file_settings)
     return parser
-
-
-def apply_config(job_parser: argparse.ArgumentParser, job: str, path: str) -> None:
-    """The settings of a YAML file become the job's defaults, so flags given beside it override them."""
-    from .runio import read_yaml_mapping
-
-    if not Path(path).is_file():
-        raise UserError(f"--config {path}: file not found")
-    values = read_yaml_mapping(Path(path), "a job's config")
-    written_by = values.pop("job", job)
-    if written_by != job:
-        raise UserError(f"{path}: the config of a `sparsebert {written_by}`; run it with that job")
-    for key in RECORDS:
-        values.pop(key, None)
-    actions = {a.dest: a for a in job_parser._actions}
-    unknown = sorted(set(values) - set(actions))
-    if unknown:
-        raise UserError(f"{path}: unknown setting '{unknown[0]}' for sparsebert {job}; "
-                        f"`sparsebert {job} --help` lists them (with - for _)")
-    for key in values:
-        actions[key].required = False
-        if not actions[key].option_strings:
-            actions[key].nargs = "?"  # a positional the file gives
-    job_parser.set_defaults(**values)
 
 
 def config_named_in(argv: list[str]) -> str | None:
@@ -102,21 +72,22 @@ def job_named_in(argv: list[str]) -> str | None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     job_name = job_named_in(argv)
-    parser = build_parser(job_name)
-    config = config_named_in(argv) if job_name in CONFIGURABLE else None
-    if config:
-        try:
-            apply_config(parser.job_parser, job_name, config)
-        except UserError as e:
-            print(f"sparsebert {job_name}: error: {e}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
-    from . import models
-
-    job = importlib.import_module(f".jobs.{args.job}", __package__)
-    models.trust_pickle = args.trust_pickle
+    config_file = config_named_in(argv) if job_name in CONFIGURABLE else None
     try:
-        job.run(args)
+        file_settings = read_config_file(config_file, job_name) if config_file else None
+    except UserError as e:
+        print(f"sparsebert {job_name}: error: {e}", file=sys.stderr)
+        return 2
+    args = build_parser(job_name, file_settings).parse_args(argv)
+    from . import models
+    from .runio import release_output_locks
+
+    models.trust_pickle = args.trust_pickle
+    config = None
+    try:
+        config = from_namespace(CONFIGS[args.job], args)
+        job = importlib.import_module(f".jobs.{args.job}", __package__)
+        job.run(config)
     except UserError as e:
         if args.debug:
             raise
@@ -126,8 +97,8 @@ def main(argv=None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        again = (f"; `sparsebert {args.job} --resume --output {args.output}` goes on from its last checkpoint"
-                 if hasattr(args, "resume") and getattr(args, "output", None) else "")
+        again = (f"; `sparsebert {args.job} --resume --output {config.output}` goes on from its last checkpoint"
+                 if hasattr(config, "resume") and getattr(config, "output", None) else "")
         print(f"sparsebert {args.job}: interrupted{again}", file=sys.stderr)
         return 130
     finally:

@@ -1,8 +1,10 @@
-"""Pieces every training job shares: seeding, device, optimiser groups, learning-rate schedule."""
+"""Pieces every training job shares: seeding, device, the optimiser and its schedule, one optimiser step, and
+the state a loop carries (with state_dict, for checkpoints)."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -51,3 +53,59 @@ def warmup_then(kind: str, total_steps: int, warmup_steps: int):
             return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return factor
+
+
+def optimisation(named_parameters, config, steps: int):
+    """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config."""
+    optimizer = make_optimizer(named_parameters, config.learning_rate, config.weight_decay, config.head_learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then(config.lr_schedule, steps, int(config.warmup * steps)))
+    scaler = torch.amp.GradScaler("cuda" if config.precision == "fp16" else "cpu",
+                                  enabled=config.precision == "fp16")  # fp16 gradients underflow
+    return optimizer, scheduler, scaler
+
+
+def backward_and_step(loss, *, optimizer, scheduler, scaler, averaged, clipped, processes, observe=None) -> None:
+    """One optimiser step: gradients averaged over the processes (`averaged` parameters), seen unscaled by
+    `observe` (the pruning criterion) before clipping `clipped` to norm 1."""
+    from . import distributed
+
+    scaler.scale(loss).backward()
+    distributed.average_gradients(averaged, processes)
+    scaler.unscale_(optimizer)
+    if observe is not None:
+        observe()
+    torch.nn.utils.clip_grad_norm_(clipped, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class TrainState:
+    """What a training loop carries from step to step, and a checkpoint across a crash."""
+    step: int = 0
+    metrics: dict | None = None  # the latest dev evaluation
+    best: dict | None = None  # the best dev evaluation so far (a labelled figure: the model kept is the last)
+    best_step: int = 0
+    seconds: float = 0.0  # wall time of the run so far, over every session
+    step_seconds: float = 0.0  # of it, in optimiser steps
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, state[name])
+
+    def record_evaluation(self, metrics: dict, main_metric: str, eligible: bool = True) -> None:
+        """The latest dev metrics, and the best so far among the `eligible` ones (pruning: at the target)."""
+        self.metrics = metrics
+        if eligible and (self.best is None or metrics[main_metric] > self.best[main_metric]):
+            self.best, self.best_step = metrics, self.step
+
+    def results(self, steps: int) -> dict:
+        """The run's report: by the model it ends with, the best evaluation beside it."""
+        return {"final": self.metrics, "best": self.best, "best_step": self.best_step, "steps": steps,
+                "train_seconds": round(self.seconds, 1), "seconds_per_step": round(self.step_seconds / steps, 3)}

@@ -14,18 +14,6 @@ from ..models import load_config, load_tokenizer, resolve_model_path
 from ..tasks import get_task, read_tsv_rows, split_header, task_file
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--task", default="mrpc")
-    p.add_argument("--data-dir", default=None, help="task folder (default: the bundled copy)")
-    p.add_argument("--model", default=None, help="model whose vocabulary (and masked-LM head) to use")
-    p.add_argument("--n-aug", type=int, default=20, help="variants per training row")
-    p.add_argument("--prob", type=float, default=0.4, help="probability of replacing each word")
-    p.add_argument("--top-k", type=int, default=15, help="candidates per word")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", required=True, help="TSV file to write (refused if it exists unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true")
-
-
 def load_mlm(path: str):
     """The model's masked-LM head, if its checkpoint has one."""
     from transformers import AutoModelForMaskedLM

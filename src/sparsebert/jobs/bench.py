@@ -16,34 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..config import BENCH_ENGINES, BenchConfig
 from ..errors import UserError
 from ..runio import write_json
 
-SPARSITIES = "0.8,0.9,0.95,0.97"
-DENSE_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8")
 # sparsebert-int8-1x4: the embedded model pruned in 1x4 blocks at the same sparsity (int8 block kernel)
-SPARSE_ENGINES = ("sparsebert-fp32", "sparsebert-int8", "sparsebert-int8-1x4")
-ALL_ENGINES = ",".join(DENSE_ENGINES + SPARSE_ENGINES)
-
-
-def add_arguments(p) -> None:
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", default=None, help="a pruned model folder (default: the embedded MiniLM, "
-                                                       "magnitude-pruned to each of --sparsities)")
-    source.add_argument("--sparsities", default=SPARSITIES, help="for the embedded model (default %(default)s)")
-    p.add_argument("--engines", default=ALL_ENGINES,
-                   help="comma-separated (default: all; the ONNX Runtime ones are skipped when it is not installed)")
-    p.add_argument("--batch-sizes", default="1,32", help="default %(default)s")
-    p.add_argument("--seq-length", type=int, default=128, help="default %(default)s")
-    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default %(default)s)")
-    p.add_argument("--dev-task", default="mrpc", help="also time this task's dev set at its own lengths, at the "
-                                                      "sparsity nearest 0.95 ('none': skip; default %(default)s)")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default %(default)s)")
-    p.add_argument("--json", default="bench.json", help="default %(default)s")
-    p.add_argument("--plot", default=None, help="PNG of latency against sparsity (default: beside --json)")
-    p.add_argument("--collect", action="store_true",
-                   help="time nothing: write the table (.md beside --json) and the plot from an existing --json")
+SPARSE_ENGINES = tuple(e for e in BENCH_ENGINES if e.startswith("sparsebert"))
+DENSE_ENGINES = tuple(e for e in BENCH_ENGINES if e not in SPARSE_ENGINES)
+ALL_ENGINES = ",".join(BENCH_ENGINES)
 
 
 def whole_numbers(text: str, flag: str) -> list[int]:
@@ -204,7 +184,7 @@ def add_speedups(records: list[dict]) -> None:
             r["speedup_vs_pytorch_fp32"] = round(r["examples_per_second"] / b["examples_per_second"], 2)
 
 
-def run(args) -> list[dict]:
+def run(args: BenchConfig) -> list[dict]:
     import torch
 
     from ..models import load_classifier, load_tokenizer, resolve_model_path

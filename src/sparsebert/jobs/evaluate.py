@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import EvaluateConfig
 from ..data import encode
 from ..evaluation import evaluate
 from ..models import load_model
@@ -13,20 +14,10 @@ from ..tasks import get_task, load_split
 from . import common
 
 
-def add_arguments(p) -> None:
-    p.add_argument("model", help="fine-tuned model folder (from finetune, prune or export)")
-    common.add_task_args(p)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--engine", choices=["dense", "sparse"], default="dense",
-                   help="sparse: the sparse CPU engine (each matrix sparse where that is faster here)")
-    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-
-
-def run(args) -> dict:
-    common.check_sizes(args)
+def run(args: EvaluateConfig) -> dict:
     task = get_task(args.task)
     model, tokenizer, path = load_model(args.model, task, new_head=False)
-    common.check_seq_length(args, model.config, path)
+    common.check_model_positions(args, model.config, path)
     dev = encode(load_split(task, args.data_dir, "dev"), tokenizer, args.max_seq_length, task.is_regression)
     sparsity = sparsity_report(model)
     engine = {}

@@ -40,19 +40,10 @@ from ..errors import UserError
 from ..metrics import compute_metrics
 from ..plots import eval_trajectory, plot_curves, plot_trajectories
 from ..pruning.report import per_layer
+from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfig, build
 from ..runio import read_json, read_yaml_mapping, write_json
 from ..tasks import get_task, load_split
 from . import augment, common, finetune, prune
-from .run import job_args
-
-
-def add_arguments(p) -> None:
-    p.add_argument("config", help="experiment YAML (see src/sparsebert/experiments/)")
-    p.add_argument("--only", default=None,
-                   help="run only these variants or jobs (names as --dry-run lists them; comma-separated), in this order")
-    p.add_argument("--tasks", default=None, help="run only jobs of these teachers (comma-separated)")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are done")
-    p.add_argument("--collect", action="store_true", help="run nothing; gather finished jobs into the results")
 
 
 def load_config(path: str) -> dict:
@@ -87,10 +78,11 @@ def check_jobs(config: dict, path: str) -> None:
     for name, settings in mapping(config["teachers"], f"{path}: teachers:").items():
         if "task" not in mapping(settings, f"{path}: teachers: {name}"):
             raise UserError(f"{path}: teachers: {name} needs 'task:'")
-        job_args(finetune, settings, f"teachers: {name}", path)
+        build(FinetuneConfig, {"output": "-", **settings}, path, f"teachers: {name}")
     augmented = mapping(config.get("augmented") or {}, f"{path}: augmented:")
     for name, settings in augmented.items():
-        job_args(augment, mapping(settings, f"{path}: augmented: {name}"), f"augmented: {name}", path)
+        build(AugmentConfig, {"output": "-", **mapping(settings, f"{path}: augmented: {name}")},
+              path, f"augmented: {name}")
     mapping(config.get("prune_defaults", {}), f"{path}: prune_defaults:")
     if not isinstance(config["jobs"], list):
         raise UserError(f"{path}: 'jobs:' is a list of jobs, one '- {{variant: ..., teacher: ...}}' each")
@@ -110,7 +102,9 @@ def check_jobs(config: dict, path: str) -> None:
             raise UserError(f"{where}: teacher '{spec['teacher']}' is not defined under 'teachers:'")
         if "train" in spec and spec["train"] not in augmented:
             raise UserError(f"{where}: trains on '{spec['train']}', which 'augmented:' does not define")
-        job_args(prune, {**config.get("prune_defaults", {}), **spec.get("prune", {})}, spec["variant"], path)
+        settings = {**config.get("prune_defaults", {}), **spec.get("prune", {})}
+        build(PruneConfig, {"output": "-", "teacher": None if settings.get("no_teacher") else "-", **settings},
+              path, spec["variant"])
 
 
 def mapping(value, where: str) -> dict:
@@ -135,15 +129,18 @@ def expand(config: dict) -> list[dict]:
     return sorted(jobs, key=lambda j: j["seed_rank"])
 
 
-def record(task_name: str, variant: str, sparsity: float, seed: int, metrics: dict, result: dict) -> dict:
+def record(task_name: str, variant: str, sparsity: float, seed: int, result: dict) -> dict:
+    """A job's line in results.json: `score` is the model the job ends with (what it hands over); the best of
+    its dev evaluations is beside it, labelled."""
     task = get_task(task_name)
+    final, best = result["final"], result.get("best")
     return {"task": task.name.lower(), "variant": variant, "sparsity": sparsity, "seed": seed,
-            "steps": result["steps"], "metric": task.main_metric, "score": metrics[task.main_metric],
-            "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"), **{k: v for k, v in metrics.items()},
-            "final_score": (result.get("final") or metrics)[task.main_metric], "seconds": result["train_seconds"]}
+            "steps": result["steps"], "metric": task.main_metric, "score": final[task.main_metric],
+            "accuracy": final.get("accuracy"), "f1": final.get("f1"), **final,
+            "best_score": best[task.main_metric] if best else None, "seconds": result["train_seconds"]}
 
 
-def run(args) -> list[dict]:
+def run(args: ExperimentConfig) -> list[dict]:
     config = load_config(args.config)
     runs = Path(config["runs_dir"])
     out = Path(config["output"])
@@ -184,7 +181,7 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
     # a job cut off in an earlier session goes on from its checkpoint (a `save_every:` job)
-    common.run_to_the_end(prune, job_args(prune, settings, job["variant"], args.config), resume=True)
+    common.run_to_the_end(prune, build(PruneConfig, settings, args.config, job["variant"]), resume=True)
 
 
 def is_done(config: dict, name: str) -> bool:
@@ -199,7 +196,18 @@ def committed_records(config: dict) -> list[dict]:
     """The records in <output>/results.json, with the jobs' field named `variant` again, whatever `label:` says."""
     path = Path(config["output"]) / "results.json"
     label = config.get("label", "variant")
-    return [{"variant" if k == label else k: v for k, v in r.items()} for r in read_json(path)] if path.is_file() else []
+    records = [{"variant" if k == label else k: v for k, v in r.items()} for r in read_json(path)] if path.is_file() else []
+    return [by_final_model(r) for r in records]
+
+
+def by_final_model(record: dict) -> dict:
+    """Records written before `score` meant the final model held the best evaluation there and the final one in
+    `final_score`; they are read as the final model's, with accuracy and F1 unknown (they were the best's)."""
+    if "final_score" not in record:
+        return record
+    old = dict(record)
+    final = old.pop("final_score")
+    return {**old, "score": final, "best_score": old["score"], "accuracy": None, "f1": None}
 
 
 def fingerprint(model_folder: Path) -> str:
@@ -263,9 +271,9 @@ def ensure_teacher(config: dict, name: str, args) -> str:
     with a teacher of an earlier session: one retrained differently would make the grid compare runs taught
     by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
-    made_once(folder, folder / "metrics.json", lambda: common.run_to_the_end(finetune, job_args(
-        finetune, {**config["teachers"][name], "output": str(folder), "overwrite": True}, "teacher", args.config),
-        resume=True))
+    made_once(folder, folder / "metrics.json", lambda: common.run_to_the_end(finetune, build(
+        FinetuneConfig, {**config["teachers"][name], "output": str(folder), "overwrite": True},
+        args.config, f"teachers: {name}"), resume=True))
     earlier = [r.get("teacher_sha256") for r in committed_records(config) if r["job"] == folder.name]
     retrained = fingerprint(folder) if earlier else None
     if earlier and earlier[0] != retrained:
@@ -279,8 +287,8 @@ def ensure_teacher(config: dict, name: str, args) -> str:
 def ensure_augmented(config: dict, name: str, args) -> str:
     sets = config["augmented"]  # the name is checked by check_jobs
     path = Path(config["runs_dir"]) / f"augmented-{name}.tsv"
-    made_once(path, path, lambda: augment.run(job_args(augment, {**sets[name], "output": str(path)}, "augmented",
-                                                 args.config)))
+    made_once(path, path, lambda: augment.run(build(AugmentConfig, {**sets[name], "output": str(path)},
+                                                          args.config, f"augmented: {name}")))
     return str(path)
 
 
@@ -297,14 +305,14 @@ def write_results(config: dict, out: Path) -> list[dict]:
         if (folder / "metrics.json").is_file():
             result = read_json(folder / "metrics.json")
             teacher_sha256[name] = fingerprint(folder)
-            fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result, result),
+            fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result),
                                   "job": folder.name, "teacher_sha256": teacher_sha256[name]}
     for job in expand(config):
         folder = runs / job["dir"]
         if (folder / "metrics.json").is_file():
             result = read_json(folder / "metrics.json")
             fresh[job["dir"]] = {
-                **record(job["task"], job["variant"], job["sparsity"], job["seed"], result["best"] or result["final"], result),
+                **record(job["task"], job["variant"], job["sparsity"], job["seed"], result),
                 "job": job["dir"], "layer_sparsity": layer_sparsity(folder / "masks.safetensors"),
                 "teacher_sha256": None if job.get("prune", {}).get("no_teacher") else teacher_sha256.get(job["teacher"]),
                 "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
@@ -420,19 +428,19 @@ def mean_and_spread(values: list) -> str:
 
 
 def write_table(path: Path, records: list[dict], label: str) -> None:
-    """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the saved model (for
-    prune jobs the best dev evaluation at the target sparsity); `final score` is the last evaluation and
-    `mean at target` the mean of the evaluations at the target sparsity."""
+    """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the model each job ends with;
+    `best evaluation` is the best of its dev evaluations (for prune jobs, at the target sparsity), a separate
+    figure, and `mean at target` the mean of the evaluations at the target sparsity."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
-    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | final score "
+    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | best evaluation "
              "| mean at target | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     for (task, variant, sparsity, steps), rows in groups.items():
         cell = lambda key: mean_and_spread([r.get(key) for r in rows])
         lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell('score')} "
                      f"({rows[0]['metric']}) | {cell('accuracy')} | {cell('f1')} "
-                     f"| {cell('final_score')} | {cell('mean_at_target')} "
+                     f"| {cell('best_score')} | {cell('mean_at_target')} "
                      f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")

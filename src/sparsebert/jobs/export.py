@@ -7,31 +7,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from ..config import ExportConfig
 from ..errors import UserError
 from ..models import load_classifier, load_tokenizer, resolve_model_path, save_model
 from ..runio import prepare_output_dir, write_json
-from ..sparse.format import VALUE_DTYPES, export_model, read_export
+from ..sparse.format import export_model, read_export
 
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
-
-
-def add_arguments(p) -> None:
-    p.add_argument("model", help="pruned model folder (from prune)")
-    p.add_argument("output", help="folder for the compressed model (must be empty unless --overwrite)")
-    p.add_argument("--values", choices=VALUE_DTYPES, default="int8",
-                   help="the stored non-zeros: int8 with one scale per row, fp16 or fp32 (default %(default)s)")
-    p.add_argument("--embeddings", choices=VALUE_DTYPES, default="int8",
-                   help="the embedding tables: int8 with one scale per row, fp16 or fp32 (default %(default)s)")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (dense form) and check it")
-    p.add_argument("--overwrite", action="store_true")
 
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def run(args) -> dict:
+def run(args: ExportConfig) -> dict:
     import torch
 
     from ..sparse.engine import load_sparse

@@ -19,21 +19,11 @@ from ..errors import UserError
 from ..models import load_config, load_tokenizer, resolve_model_path
 from ..sparse.format import is_exported, load_exported
 from ..tasks import read_tsv_rows
-from .common import check_seq_length, check_sizes
+from ..config import PredictConfig
+from .common import check_model_positions
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")
-
-
-def add_arguments(p) -> None:
-    p.add_argument("model", help="fine-tuned or pruned model folder, or a compressed export")
-    p.add_argument("--input", required=True, help="FILE.tsv or FILE.jsonl")
-    p.add_argument("--output", default=None, help="JSONL predictions (default: standard output)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk", type=int, default=1024, help="lines read and predicted at a time")
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--dense", action="store_true", help="use dense PyTorch instead of the sparse engine")
 
 
 def parse_line(path: Path, number: int, text: str, jsonl: bool) -> tuple[str, str | None]:
@@ -91,17 +81,16 @@ def load_engine(path: str, dense: bool):
     return model
 
 
-def run(args) -> None:
+def run(args: PredictConfig) -> None:
     path = resolve_model_path(args.model)
     input_path = Path(args.input)
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")
     if args.output:
         check_output(Path(args.output), input_path, args.overwrite)
-    check_sizes(args, ("batch_size", "chunk"))
     jsonl = is_jsonl(input_path)
     config = load_config(path)
-    check_seq_length(args, config, path)
+    check_model_positions(args, config, path)
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
     labels = [config.id2label[i] for i in range(config.num_labels)]

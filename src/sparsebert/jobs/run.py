@@ -8,31 +8,16 @@ goes on with `sparsebert run --resume --output FOLDER`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from importlib import resources
 from pathlib import Path
 
+from ..config import FinetuneConfig, PruneConfig, RunConfig, build
 from ..errors import UserError
 from ..runio import prepare_output_dir, read_yaml_mapping, write_config, write_json
 from ..tasks import get_task
 from . import common, finetune, prune
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--task", default="mrpc")
-    p.add_argument("--data-dir", default=None, help="task folder (default: the bundled copy)")
-    p.add_argument("--sparsity", type=float, default=0.95)
-    p.add_argument("--preset", default="quick", help="quick, long, paper, or a YAML file of the same form")
-    p.add_argument("--model", default=None, help="pre-trained encoder (default: embedded MiniLM)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output", default=None, help="run folder (default: runs/<task>-<sparsity>-<time>)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output with its config.yaml: a finished teacher is kept, a job "
-                        "cut off goes on from its latest checkpoint")
 
 
 def load_preset(name: str) -> dict:
@@ -48,56 +33,45 @@ def load_preset(name: str) -> dict:
     return preset
 
 
-def job_args(job, overrides: dict, section: str, preset_path: str) -> argparse.Namespace:
-    """The job's own defaults, then the preset, then the run's flags."""
-    parser = argparse.ArgumentParser()
-    job.add_arguments(parser)
-    args = parser.parse_args(["--output", "unused"])
-    for key, value in overrides.items():
-        if not hasattr(args, key):
-            raise UserError(f"{preset_path}: unknown setting '{key}' in {section}:")
-        setattr(args, key, value)
-    return args
+def new_jobs(config: RunConfig):
+    task = get_task(config.task)
+    preset = load_preset(config.preset)
+    sparsity = config.sparsity if config.sparsity is not None else preset.get("prune", {}).get("sparsity", 0.95)
+    out = Path(config.output or f"runs/{task.key}-{sparsity:g}-{time.strftime('%Y%m%d-%H%M%S')}")
+    shared = dict(task=config.task, data_dir=config.data_dir, seed=config.seed, device=config.device,
+                  overwrite=config.overwrite)
+    teacher = build(FinetuneConfig, {**preset.get("teacher", {}), **shared, "model": config.model,
+                                     "output": str(out / "teacher")}, config.preset, "teacher")
+    student = build(PruneConfig, {**preset.get("prune", {}), **shared, "student": config.model,
+                                  "teacher": str(out / "teacher"), "sparsity": sparsity,
+                                  "output": str(out / "student")}, config.preset, "prune")
+    out = prepare_output_dir(out, config.overwrite)
+    write_config(out, {"job": "run", **config.replace(sparsity=sparsity).to_dict(settings_only=True),
+                       "teacher": teacher.to_dict(settings_only=True),
+                       "prune": student.to_dict(settings_only=True)})
+    return out, teacher, student
 
 
-def new_jobs(args):
-    task = get_task(args.task)
-    preset = load_preset(args.preset)
-    if not 0 <= args.sparsity < 1:
-        raise UserError(f"--sparsity {args.sparsity}: give a fraction in [0, 1)")
-    out = Path(args.output or f"runs/{task.key}-{args.sparsity:g}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out = prepare_output_dir(out, args.overwrite)
-    shared = dict(task=args.task, data_dir=args.data_dir, seed=args.seed, device=args.device,
-                  overwrite=args.overwrite)
-    teacher_args = job_args(finetune, {**preset.get("teacher", {}), **shared, "model": args.model,
-                                       "output": str(out / "teacher")}, "teacher", args.preset)
-    prune_args = job_args(prune, {**preset.get("prune", {}), **shared, "student": args.model,
-                                  "teacher": str(out / "teacher"), "sparsity": args.sparsity,
-                                  "output": str(out / "student")}, "prune", args.preset)
-    prune.check_args(prune_args)
-    write_config(out, {"job": "run", **vars(args), "teacher": vars(teacher_args), "prune": vars(prune_args)})
-    return out, teacher_args, prune_args
-
-
-def resumed_jobs(args):
+def resumed_jobs(config: RunConfig):
     """The run's own settings from its config.yaml, whatever else the command line says."""
-    if not args.output:
+    if not config.output:
         raise UserError("--resume needs --output, the folder of the run to continue")
-    out = Path(args.output)
+    out = Path(config.output)
     saved = common.saved_config(out)
     if saved.get("job") != "run":
         raise UserError(f"{out / 'config.yaml'}: not the config of a `sparsebert run`; resume a single job with "
                         "its own command (finetune or prune --resume)")
     for key in ("task", "preset", "seed", "sparsity"):
-        setattr(args, key, saved[key])
+        setattr(config, key, saved[key])
     # the folder is where the run is now, even if it was moved since
-    teacher_args = argparse.Namespace(**{**saved["teacher"], "output": str(out / "teacher")})
-    prune_args = argparse.Namespace(**{**saved["prune"], "teacher": str(out / "teacher"),
-                                       "output": str(out / "student")})
-    return out, teacher_args, prune_args
+    where = out / "config.yaml"
+    teacher = build(FinetuneConfig, {**saved["teacher"], "output": str(out / "teacher")}, where, "teacher")
+    student = build(PruneConfig, {**saved["prune"], "teacher": str(out / "teacher"),
+                                  "output": str(out / "student")}, where, "prune")
+    return out, teacher, student
 
 
-def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
+def run_or_resume(job, settings, resume: bool) -> dict:
     """On --resume a finished job's metrics are read back, one with a checkpoint goes on from it, and one cut
     off before its first checkpoint starts over."""
     folder = Path(settings.output)
@@ -108,7 +82,7 @@ def run_or_resume(job, settings: argparse.Namespace, resume: bool) -> dict:
     return common.run_to_the_end(job, settings, resume, say_fresh_start=True)
 
 
-def run(args) -> dict:
+def run(args: RunConfig) -> dict:
     out, teacher_args, prune_args = resumed_jobs(args) if args.resume else new_jobs(args)
     task = get_task(args.task)
 
@@ -118,14 +92,15 @@ def run(args) -> dict:
     wall = time.time() - started
 
     metric = task.main_metric
-    sparse_scores = prune_result["best"] or prune_result["final"]
+    sparse_scores = prune_result["final"]  # the model the run hands over; the best evaluation is beside it
     teacher_score, sparse_score = teacher_result[metric], sparse_scores[metric]
     report = {
         "task": task.name, "metric": metric, "teacher_score": teacher_score, "sparse_score": sparse_score,
         "retention": sparse_score / teacher_score if teacher_score else None,
         "sparsity": prune_result["sparsity"], "encoder_nonzero": prune_result["encoder_nonzero"],
         "teacher_metrics": {k: v for k, v in teacher_result.items() if k in task.metrics},
-        "sparse_metrics": sparse_scores, "sparse_final_metrics": prune_result["final"],
+        "sparse_metrics": sparse_scores, "sparse_best_metrics": prune_result["best"],
+        "sparse_best_step": prune_result["best_step"],
         "wall_seconds": round(wall, 1), "teacher_seconds": teacher_result["train_seconds"],
         "prune_seconds": prune_result["train_seconds"],
         "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],

@@ -5,10 +5,6 @@ from __future__ import annotations
 from ..tasks import TASKS, bundled_data_dir
 
 
-def add_arguments(p) -> None:
-    pass
-
-
 def run(args) -> None:
     for task in TASKS.values():
         bundled = bundled_data_dir(task)

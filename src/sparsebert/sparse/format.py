@@ -30,7 +30,6 @@ from .kernels import CsrMatrix, quantize_rows, to_matrices
 
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 SPARSE_CONFIG = "sparse_config.json"
-VALUE_DTYPES = ("int8", "fp16", "fp32")
 FLOAT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 
