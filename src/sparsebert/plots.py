@@ -30,19 +30,19 @@ def reference_lines(ax, task: str, teachers: dict[str, float], majority: dict[st
         ax.axhline(majority[task], color="red", ls=":", lw=1, label="majority class")
 
 
-def plot_trajectories(runs: dict[str, tuple[list, str]], teachers: dict[str, float], majority: dict[str, float],
-                      path: Path) -> None:
-    """runs: label -> ((step, sparsity, score) of each evaluation, metric); teachers and majority: task ->
-    score, drawn as lines.
+def plot_trajectories(runs: dict[tuple[str, str], tuple[list, str]], teachers: dict[str, float],
+                      majority: dict[str, float], path: Path) -> None:
+    """runs: (task, label) -> ((step, sparsity, score) of each evaluation, metric); teachers and majority:
+    task -> score, drawn as lines.
 
     Each point is labelled with the sparsity reached at that evaluation."""
-    tasks = sorted({label.split(" ")[0] for label in runs})
+    tasks = sorted({task for task, _ in runs})
     # a grid has many runs: the legend goes below each plot, where it hides no point
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5 + 0.12 * len(runs)), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        metric = next(m for label, (_, m) in runs.items() if label.split(" ")[0] == task)  # one per task
-        for label, (points, _) in sorted(runs.items()):
-            if label.split(" ")[0] != task:
+        metric = next(m for (run_task, _), (_, m) in runs.items() if run_task == task)  # one per task
+        for (run_task, label), (points, _) in sorted(runs.items()):
+            if run_task != task:
                 continue
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
             for step, sparsity, score in points:

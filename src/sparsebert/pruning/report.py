@@ -6,7 +6,6 @@ import re
 
 import torch
 
-from ..models import encoder_of
 from .targets import find_targets
 
 
@@ -19,7 +18,7 @@ def sparsity_report(model) -> dict:
     per_matrix = {f"{n}.weight": round(_zeros(m.weight) / m.weight.numel(), 6) for n, m in targets.items()}
     t_total = sum(m.weight.numel() for m in targets.values())
     t_zero = sum(_zeros(m.weight) for m in targets.values())
-    enc = list(encoder_of(model).encoder.parameters())
+    enc = list(getattr(model, model.base_model_prefix).encoder.parameters())
     e_total, e_zero = sum(p.numel() for p in enc), sum(_zeros(p) for p in enc)
     all_params = list(model.parameters())
     m_total, m_zero = sum(p.numel() for p in all_params), sum(_zeros(p) for p in all_params)

@@ -1,0 +1,199 @@
+"""A grid's records and tables: one record per finished job (by the model it ends with, the best evaluation
+beside it), results.json, the markdown tables and the plots."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from .grid import expand, fingerprint
+from .metrics import compute_metrics
+from .plots import eval_trajectory, plot_curves, plot_trajectories
+from .pruning.report import per_layer
+from .runio import read_json, write_json
+from .tasks import get_task, load_split
+
+
+def record(task_name: str, variant: str, sparsity: float, seed: int, result: dict) -> dict:
+    """A job's line in results.json: `score` is the model the job ends with (what it hands over); the best of
+    its dev evaluations is beside it, labelled."""
+    task = get_task(task_name)
+    final, best = result["final"], result.get("best")
+    return {"task": task.name.lower(), "variant": variant, "sparsity": sparsity, "seed": seed,
+            "steps": result["steps"], "metric": task.main_metric, "score": final[task.main_metric],
+            "accuracy": final.get("accuracy"), "f1": final.get("f1"), **final,
+            "best_score": best[task.main_metric] if best else None, "seconds": result["train_seconds"]}
+
+
+def committed_records(config: dict) -> list[dict]:
+    """The records in <output>/results.json, with the jobs' field named `variant` again, whatever `label:` says."""
+    path = Path(config["output"]) / "results.json"
+    label = config.get("label", "variant")
+    records = [{"variant" if k == label else k: v for k, v in r.items()} for r in read_json(path)] if path.is_file() else []
+    return [by_final_model(r) for r in records]
+
+
+def by_final_model(record: dict) -> dict:
+    """Records written before `score` meant the final model held the best evaluation there and the final one in
+    `final_score`; they are read as the final model's, with accuracy and F1 unknown (they were the best's)."""
+    if "final_score" not in record:
+        return record
+    old = dict(record)
+    final = old.pop("final_score")
+    return {**old, "score": final, "best_score": old["score"], "accuracy": None, "f1": None}
+
+
+def write_results(config: dict, out: Path) -> list[dict]:
+    """Gathers every finished job of the grid (whoever ran it, in this session or, through the committed
+    results.json, in an earlier one) into results.json, the tables and the plots."""
+    runs = Path(config["runs_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    by_score = config.get("plot_metric", "accuracy") == "score"
+    shown = lambda task: plotted_metric(task, by_score)
+    fresh, teacher_sha256 = {}, {}
+    for name, settings in config["teachers"].items():
+        folder = runs / f"teacher-{name}"
+        if (folder / "metrics.json").is_file():
+            result = read_json(folder / "metrics.json")
+            teacher_sha256[name] = fingerprint(folder)
+            fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result),
+                                  "job": folder.name, "teacher_sha256": teacher_sha256[name]}
+    for job in expand(config):
+        folder = runs / job["dir"]
+        if (folder / "metrics.json").is_file():
+            result = read_json(folder / "metrics.json")
+            fresh[job["dir"]] = {
+                **record(job["task"], job["variant"], job["sparsity"], job["seed"], result),
+                "job": job["dir"], "layer_sparsity": layer_sparsity(folder / "masks.safetensors"),
+                "teacher_sha256": None if job.get("prune", {}).get("no_teacher") else teacher_sha256.get(job["teacher"]),
+                "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
+                "evaluations_metric": shown(get_task(job["task"])),
+                "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
+    earlier = {r["job"]: r for r in committed_records(config)}
+    names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
+    records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
+    # the grid's jobs are named by `label:` in the files (the paper grid's records say `method`)
+    label = config.get("label", "variant")
+    write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
+    write_table(out / "table.md", records, label)
+    write_layer_table(out / "layers.md", records, label)
+    if "compare" in config:
+        tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
+        write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
+    # jobs of one `steps:` list differ only in their length, which their names end with
+    trajectories = {(r["task"], f"{r['task']} {r['variant']} {r['sparsity']:g} seed {r['seed']}"
+                     + (f" {r['steps']} steps" if r["job"].endswith("steps") else "")):
+                    (r["evaluations"], r.get("evaluations_metric") or plotted_metric(get_task(r["task"]), False))
+                    for r in records if r.get("evaluations")}  # records from before `plot_metric` lack the field
+    if trajectories:
+        teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records if r["variant"] == "teacher"}
+        majority = {}
+        for settings in config["teachers"].values():
+            task = get_task(settings["task"])
+            if not task.is_regression:
+                labels = [e.label for e in load_split(task, settings.get("data_dir"), "dev")]
+                always = [max(set(labels), key=labels.count)] * len(labels)
+                majority[task.name.lower()] = compute_metrics(task, labels, always)[shown(task)]
+        plot_trajectories(trajectories, teachers, majority, out / "trajectories.png")
+        metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
+        pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records if r["variant"] != "teacher"]
+        plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
+        plot_curves(pruned, "sparsity", metrics, teachers, majority, out / "sparsity.png")
+    return records
+
+
+def plotted_metric(task, by_score: bool) -> str:
+    """What the plots show: accuracy where the task has it (on MRPC a collapsed model still shows F1 0.81),
+    unless the grid asks for its score (`plot_metric: score`); either way beside the majority class's value."""
+    return "accuracy" if "accuracy" in task.metrics and not by_score else task.main_metric
+
+
+def mean_at_target(log: Path, metric: str, sparsity: float) -> float | None:
+    """The mean of a run's evaluations at its target sparsity. Fairer between run lengths than the best
+    evaluation, which is a maximum over more evaluations the longer a run stays at the target."""
+    scores = [score for _, reached, score in eval_trajectory(log, metric) if reached >= sparsity - 1e-3]
+    return statistics.mean(scores) if scores else None
+
+
+def layer_sparsity(masks_path: Path) -> dict[str, float] | None:
+    """Per-layer sparsity of a pruned model, from the masks it saved (0 = removed)."""
+    return per_layer(load_file(str(masks_path))) if masks_path.is_file() else None
+
+
+def write_layer_table(path: Path, records: list[dict], label: str) -> None:
+    """Sparsity of each encoder layer's target matrices, per job: uniform allocation gives every layer the
+    target, a global one shows where the budget went."""
+    pruned = [r for r in records if r.get("layer_sparsity")]
+    layers = sorted({k for r in pruned for k in r["layer_sparsity"]}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    lines = [f"| task | {label} | sparsity | steps | seed | " + " | ".join(f"layer {k}" for k in layers) + " |",
+             "|---|---|---|---|---|" + "---|" * len(layers)]
+    for r in pruned:
+        lines.append(f"| {r['task']} | {r['variant']} | {r['sparsity']:g} | {r['steps']} | {r['seed']} | "
+                     + " | ".join(f"{r['layer_sparsity'].get(k, float('nan')):.3f}" for k in layers) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_comparison(path: Path, records: list[dict], tasks: list[str], compare: dict, label: str) -> None:
+    """Methods against tasks, each at its own sparsity, every score also as a share of the task's teacher,
+    and the two claims that table decides: what share `method` keeps on average over the tasks, and on how
+    many tasks it beats every one of `baselines`. Tasks without all of their runs are named, not guessed."""
+    rows, method, baselines = compare["rows"], compare["method"], compare["baselines"]
+    scores = {}
+    for r in records:
+        if rows.get(r["variant"]) == r["sparsity"]:
+            scores.setdefault((r["variant"], r["task"]), []).append(r["score"])
+    mean = {key: statistics.mean(values) for key, values in scores.items()}
+    # a share of a teacher that scores 0 (a collapsed CoLA teacher's Matthews correlation) means nothing
+    teacher = {task: mean[("teacher", task)] for task in tasks if mean.get(("teacher", task), 0) > 0}
+
+    def cell(variant, task):
+        values = scores.get((variant, task), [])
+        share = f" ({mean[variant, task] / teacher[task]:.1%})" if values and task in teacher and variant != "teacher" else ""
+        return mean_and_spread(values) + share + ("" if len(values) < 2 else f" n={len(values)}")
+
+    lines = [f"| {label} | sparsity | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    lines += [f"| {v} | {sp:g} | " + " | ".join(cell(v, t) for t in tasks) + " |" for v, sp in rows.items()]
+    kept = {t: mean[method, t] / teacher[t] for t in tasks if (method, t) in mean and t in teacher}
+    lines.append("")
+    if kept:
+        lines.append(f"- {method} at {rows[method]:g} keeps {statistics.mean(kept.values()):.1%} of the teacher's score "
+                     f"on average over {', '.join(kept)} (goal {compare['keep']:.0%}); "
+                     f"missing: {', '.join(t for t in tasks if t not in kept) or 'none'}.")
+    complete = [t for t in tasks if all((v, t) in mean for v in [method, *baselines])]
+    wins = [t for t in complete if all(mean[method, t] > mean[b, t] for b in baselines)]
+    lines.append(f"- {method} beats all of {', '.join(baselines)} on {len(wins)} of the {len(complete)} tasks where "
+                 f"all of them ran ({', '.join(wins) or 'none'}); not yet complete: "
+                 f"{', '.join(t for t in tasks if t not in complete) or 'none'}.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def mean_and_spread(values: list) -> str:
+    """A table cell: the value of one run, or the mean ± standard deviation over seeds; – when none ran."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def write_table(path: Path, records: list[dict], label: str) -> None:
+    """Means ± standard deviations over seeds. `score`, `accuracy` and `f1` are of the model each job ends with;
+    `best evaluation` is the best of its dev evaluations (for prune jobs, at the target sparsity), a separate
+    figure, and `mean at target` the mean of the evaluations at the target sparsity."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["variant"], r["sparsity"], r["steps"]), []).append(r)
+    lines = [f"| task | {label} | sparsity | steps | seeds | score (main metric) | accuracy | f1 | best evaluation "
+             "| mean at target | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    for (task, variant, sparsity, steps), rows in groups.items():
+        cell = lambda key: mean_and_spread([r.get(key) for r in rows])
+        lines.append(f"| {task} | {variant} | {sparsity:g} | {steps} | {len(rows)} | {cell('score')} "
+                     f"({rows[0]['metric']}) | {cell('accuracy')} | {cell('f1')} "
+                     f"| {cell('best_score')} | {cell('mean_at_target')} "
+                     f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
