@@ -33,3 +33,28 @@ def test_the_python_api_refuses_unknown_options_and_bad_values(tmp_path):
     with pytest.raises(sparsebert.UserError, match="--sparsity 1.5"):
         sparsebert.prune(task="mrpc", no_teacher=True, output=tmp_path / "x", sparsity=1.5)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_config_object_is_the_same_settings_as_keywords(tiny_model, tmp_path):
+    from sparsebert import FinetuneConfig
+
+    config = FinetuneConfig(model=str(tiny_model), output=str(tmp_path / "a"), max_train_samples=32, max_steps=3,
+                            batch_size=16)
+    by_object = sparsebert.finetune(config=config)
+    by_keywords = sparsebert.finetune(model=str(tiny_model), output=tmp_path / "b", max_train_samples=32,
+                                      max_steps=3, batch_size=16)
+    assert by_object["final"] == by_keywords["final"]
+    written = (tmp_path / "a" / "config.yaml").read_text().replace(str(tmp_path / "a"), "OUT")
+    assert written == (tmp_path / "b" / "config.yaml").read_text().replace(str(tmp_path / "b"), "OUT")
+
+
+def test_help_answers_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sparsebert.cli import main\ntry:\n    main(['prune', '--help'])\nexcept SystemExit:\n"
+            "    pass\nassert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pruning:" in result.stdout and "distillation:" in result.stdout  # flags grouped
+    assert "(default: 0.95)" in result.stdout  # defaults shown

@@ -3,7 +3,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from sparsebert.metrics import accuracy, compute_metrics, f1, matthews_corr, pearson, spearman
+from sparsebert.metrics import accuracy, compute_metrics, f1, f1_macro, matthews_corr, pearson, spearman
 from sparsebert.tasks import get_task
 
 
@@ -14,6 +14,15 @@ def test_classification_metrics_match_scikit_learn(seed):
     assert accuracy(labels, preds) == pytest.approx(skm.accuracy_score(labels, preds))
     assert f1(labels, preds) == pytest.approx(skm.f1_score(labels, preds))
     assert matthews_corr(labels, preds) == pytest.approx(skm.matthews_corrcoef(labels, preds))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_macro_f1_matches_scikit_learn_with_several_classes(seed):
+    rng = np.random.default_rng(seed)
+    labels, preds = rng.integers(0, 4, 150), rng.integers(0, 5, 150)  # a class only ever predicted, too
+    assert f1_macro(labels, preds) == pytest.approx(skm.f1_score(labels, preds, average="macro"))
+    assert f1_macro(labels, np.zeros(150, int)) == pytest.approx(
+        skm.f1_score(labels, np.zeros(150, int), average="macro", zero_division=0))
 
 
 def test_degenerate_predictions_match_scikit_learn():

@@ -197,3 +197,43 @@ def test_the_1x4_pattern_keeps_and_removes_whole_blocks_at_the_exact_sparsity():
     block_scores = w.abs().reshape(-1, 2, 4).sum(-1).flatten()
     kept = one_shot.masks["m"].reshape(-1, 2, 4)[..., 0].flatten()
     assert set(kept.nonzero().flatten().tolist()) == set(block_scores.topk(4).indices.tolist())
+
+
+def test_the_rewind_schedule_decays_to_zero_at_the_target_then_starts_again():
+    from sparsebert.training import warmup_then
+
+    factor = warmup_then("rewind", 100, 10, rewind_at=60)
+    assert (factor(0), factor(9), factor(10)) == (pytest.approx(0.1), 1.0, 1.0)
+    assert factor(35) == pytest.approx(0.5) and factor(59) == pytest.approx(1 / 50)  # (60 - step) / (60 - 10)
+    assert factor(60) == 1.0 and factor(80) == pytest.approx(0.5) and factor(100) == 0.0
+    assert warmup_then("linear", 100, 10, rewind_at=60)(60) == pytest.approx(40 / 90)  # the others ignore it
+
+
+def test_gold_weight_mixes_the_labels_into_the_prediction_term():
+    import torch.nn.functional as F
+
+    from sparsebert.distill import DistillationLoss, Outputs
+
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    soft = -(teacher.softmax(-1) * student.log_softmax(-1)).sum(-1).mean()
+    mixed = DistillationLoss(8, 8, mode="logits", gold_weight=0.25)
+    assert mixed.prediction(Outputs(student), Outputs(teacher), labels) == pytest.approx(
+        float(0.75 * soft + 0.25 * F.cross_entropy(student, labels)))
+    plain = DistillationLoss(8, 8, mode="logits")
+    assert plain.prediction(Outputs(student), Outputs(teacher), labels) == pytest.approx(float(soft))
+
+
+def test_the_configs_choices_are_the_registered_components():
+    from sparsebert import config
+    from sparsebert.jobs.bench import DENSE_ENGINES, SPARSE_ENGINES
+    from sparsebert.metrics import METRICS
+    from sparsebert.pruning.allocation import ALLOCATIONS
+    from sparsebert.pruning.criterion import CRITERIA
+    from sparsebert.pruning.pattern import PATTERNS
+    from sparsebert.sparse.format import FLOAT_DTYPES
+
+    assert set(config.CRITERIA) == set(CRITERIA) and set(config.ALLOCATIONS) == set(ALLOCATIONS)
+    assert set(config.PATTERNS) == set(PATTERNS) and set(config.METRICS) == set(METRICS)
+    assert set(config.VALUE_DTYPES) == set(FLOAT_DTYPES) | {"int8"}
+    assert set(config.BENCH_ENGINES) == set(DENSE_ENGINES) | set(SPARSE_ENGINES)

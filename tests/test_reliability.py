@@ -168,3 +168,73 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tin
     # once it is gone (killed, even) the folder is free again
     again = run_cli(*args[:-4], "--epochs", "1", "--batch-size", "16", "--overwrite")
     assert again.returncode == 0, again.stderr
+
+
+def assert_one_line(result, text):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_weights_cut_short_or_of_other_shapes_are_one_line(tiny_model, tiny_teacher, tmp_path):
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_teacher, cut)
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    assert_one_line(run_cli("evaluate", cut), "the weights file cannot be read")
+    assert_one_line(run_cli("finetune", "--model", cut, "--output", tmp_path / "out"), "the weights file cannot be read")
+    assert not (tmp_path / "out").exists()
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_teacher, mixed)
+    config = json.loads((mixed / "config.json").read_text())
+    (mixed / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    assert_one_line(run_cli("evaluate", mixed), "the weights' shapes differ from those config.json gives")
+
+
+def test_finetuning_a_model_with_a_head_of_another_size_replaces_the_head(tmp_path):
+    from conftest import make_tiny_model
+
+    three = make_tiny_model(tmp_path / "three-labels", num_labels=3)  # e.g. an MNLI model, re-headed for MRPC
+    result = run_cli("finetune", "--model", three, "--output", tmp_path / "out", "--max-train-samples", "16",
+                     "--max-steps", "2", "--batch-size", "8")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "not_equivalent",
+                                                                                      "1": "equivalent"}
+
+
+def test_output_files_in_missing_folders_are_refused_before_work(tiny_teacher, tmp_path):
+    assert_one_line(run_cli("evaluate", tiny_teacher, "--json", tmp_path / "no" / "m.json"),
+                    f"the folder {tmp_path / 'no'} does not exist")
+    assert_one_line(run_cli("evaluate", tiny_teacher, "--json", tmp_path), "is a folder; give a file name")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_pointing_at_resume(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    def full(out, step, **_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / f".checkpoint-{step}.tmp"))
+
+    monkeypatch.setattr(checkpoint, "save", full)
+    result = run_cli("finetune", "--model", tiny_model, "--output", tmp_path / "out", "--max-train-samples", "32",
+                     "--max-steps", "4", "--batch-size", "8", "--save-every", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert message.startswith("sparsebert finetune: error: the disk is full") and "--resume" in message
+
+
+def test_a_presets_sparsity_is_kept_unless_the_run_gives_one(tmp_path):
+    from sparsebert.config import RunConfig
+    from sparsebert.jobs.run import new_jobs
+    from sparsebert.runio import release_output_locks
+
+    (tmp_path / "preset.yaml").write_text("teacher: {epochs: 1}\nprune: {sparsity: 0.5, max_steps: 10}\n")
+    try:
+        _, _, student = new_jobs(RunConfig(preset=str(tmp_path / "preset.yaml"), output=str(tmp_path / "a")))
+        assert student.sparsity == 0.5
+        _, _, student = new_jobs(RunConfig(preset=str(tmp_path / "preset.yaml"), output=str(tmp_path / "b"),
+                                           sparsity=0.8))
+        assert student.sparsity == 0.8
+    finally:
+        release_output_locks()

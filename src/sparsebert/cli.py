@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -69,6 +70,17 @@ def job_named_in(argv: list[str]) -> str | None:
     return next((a for a in argv if a in JOBS), None)
 
 
+def os_error_message(e: OSError, config) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    resume = hasattr(config, "resume") and getattr(config, "output", None)
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full{where}; free some space, then " + (
+            "--resume: the run's last complete checkpoint is kept" if resume else "run it again")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {e.strerror}; choose a folder you can write to"
+    return f"{e.strerror or e}{where}"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     job_name = job_named_in(argv)
@@ -96,6 +108,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as e:  # a full disk, a read-only or vanished folder: the system's word, the file, what to do
+        if args.debug:
+            raise
+        print(f"sparsebert {args.job}: error: {os_error_message(e, config)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         again = (f"; `sparsebert {args.job} --resume --output {config.output}` goes on from its last checkpoint"
                  if hasattr(config, "resume") and getattr(config, "output", None) else "")

@@ -23,6 +23,7 @@ PATTERNS = ("unstructured", "1x4")
 VALUE_DTYPES = ("int8", "fp16", "fp32")
 BENCH_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8",
                  "sparsebert-fp32", "sparsebert-int8", "sparsebert-int8-1x4")
+METRICS = ("accuracy", "f1_macro", "f1", "matthews_corr", "spearman", "pearson")
 MIN_SEQ_LENGTH = 8  # a pair's [CLS] a [SEP] b [SEP] with room for a word of each: below it, truncation gives up
 
 
@@ -182,19 +183,21 @@ def check_seq_length(length: int) -> None:
 
 @dataclass
 class DataConfig(JobConfig):
-    task: str = setting("mrpc", "GLUE task, any case, with or without hyphen; the name of your own task when "
-                                "--validation-file is given", "data")
+    task: str | None = setting(None, "GLUE task, any case, with or without hyphen (default: mrpc); with your own "
+                                     "files (--validation-file), their task's name (default: the file's)", "data")
     data_dir: str | None = setting(None, "task folder of the GLUE distribution (default: the bundled copy)", "data")
     validation_file: str | None = setting(
-        None, "your own dev data: CSV, TSV or JSON lines with named columns (then --train-file too)", "data")
+        None, "your own dev data: CSV, TSV or JSON lines with named columns (training jobs: with --train-file)",
+        "data")
     text_columns: str | None = setting(
         None, "your data's text column, or two comma-separated for pairs (default: text, or sentence1,sentence2)",
         "data", metavar="A[,B]")
-    label_column: str = setting("label", "your data's label column", "data")
-    regression: bool = setting(False, "your labels are numbers to predict (default: inferred: every label a "
-                                      "number, with many distinct values)", "data")
-    metric: str | None = setting(None, "the metric that picks and reports (default: accuracy for classes, "
-                                       "spearman for regression; GLUE: the task's)", "data")
+    label_column: str | None = setting(None, "your data's label column (default: label, or the model's)", "data")
+    regression: bool = setting(False, "your labels are numbers to predict (default: when they have decimals; "
+                                      "whole numbers are class names)", "data")
+    metric: str | None = setting(None, "the main metric, reported first (default: accuracy for your classes, "
+                                       "spearman for "
+                                       "regression, the task's for GLUE)", "data", choices=METRICS)
     max_seq_length: int = setting(128, "tokens per example after truncation", "data")
 
     def check(self) -> None:
@@ -291,6 +294,9 @@ class PruneConfig(TrainingConfig):
     head_learning_rate: float | None = setting(2e-3, "peak learning rate of the task head (None: "
                                                      "--learning-rate)", "training")
     warmup: float = setting(0.05, "fraction of the steps for linear LR warm-up", "training")
+    lr_schedule: str = setting("linear", "after warm-up: linear decay to zero, constant, or rewind: decay to zero "
+                                         "where the target sparsity is reached (--prune-end), then back to the peak "
+                                         "and decay to zero again", "training", choices=("linear", "constant", "rewind"))
     sparsity: float = setting(0.95, "fraction of the encoder's linear weights removed at the end", "pruning")
     prune_events: int = setting(100, "how many times the masks are recomputed", "pruning")
     prune_start: float = setting(0.0, "fraction of the run before pruning starts", "pruning")
@@ -298,6 +304,8 @@ class PruneConfig(TrainingConfig):
                                     "(paper: 1.0)", "pruning")
     criterion: str = setting("taylor", "taylor: w²·E[g²] of the distillation loss; magnitude: |w| (paper)",
                              "pruning", choices=CRITERIA)
+    taylor_decay: float = setting(0.95, "taylor: the decay of E[g²]'s moving average (0.99: about 100 steps of "
+                                        "memory, a steadier estimate)", "pruning")
     allocation: str = setting("uniform", "uniform: the same sparsity in every matrix (paper); global: one "
                                          "threshold over all", "pruning", choices=ALLOCATIONS)
     pattern: str = setting("unstructured", "unstructured: single weights (paper); 1x4: blocks of 4 inputs, which "
@@ -307,6 +315,9 @@ class PruneConfig(TrainingConfig):
     distill: str = setting("full", "full: attention + hidden + prediction (paper); logits: prediction only",
                            "distillation", choices=("full", "logits"))
     temperature: float = setting(1.0, "of the prediction term's softmax", "distillation")
+    gold_weight: float = setting(0.0, "share of the gold labels in the prediction term: (1-g)·soft cross-entropy "
+                                      "with the teacher + g·cross-entropy with the labels (classification)",
+                                 "distillation")
     attention_loss: str = setting("kl", "scores: MSE before the softmax (paper); probs: MSE after it; kl: KL of "
                                         "the distributions", "distillation", choices=("scores", "probs", "kl"))
     hidden_norm: str = setting("teacher-var", "teacher-var: each layer's MSE over the teacher's variance there; "
@@ -327,6 +338,8 @@ class PruneConfig(TrainingConfig):
             raise UserError("--prune-events must be at least 1")
         if self.temperature <= 0:
             raise UserError("--temperature must be positive")
+        if not 0 <= self.gold_weight <= 1 or not 0 <= self.taylor_decay < 1:
+            raise UserError("--gold-weight is a share in [0, 1] and --taylor-decay a decay in [0, 1)")
         if self.no_teacher == (self.teacher is not None):
             raise UserError("give --teacher MODEL (a model fine-tuned on the task) or --no-teacher, not both or "
                             "neither")

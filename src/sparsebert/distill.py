@@ -109,9 +109,10 @@ class DistillationLoss(torch.nn.Module):
 
     def __init__(self, student_hidden: int, teacher_hidden: int, *, mode: str = "full", temperature: float = 1.0,
                  regression: bool = False, weights=(1.0, 1.0, 1.0), attention: str = "scores",
-                 hidden_norm: str = "none", hidden_variance: list[float] | None = None):
+                 hidden_norm: str = "none", hidden_variance: list[float] | None = None, gold_weight: float = 0.0):
         super().__init__()
         self.mode, self.temperature, self.regression = mode, temperature, regression
+        self.gold_weight = gold_weight
         self.weights, self.attention = tuple(weights), attention
         if hidden_norm == "teacher-var" and hidden_variance is None:
             raise ValueError("hidden_norm 'teacher-var' needs the teacher's per-layer hidden_variance")
@@ -124,7 +125,10 @@ class DistillationLoss(torch.nn.Module):
         if self.regression:
             return F.mse_loss(student.logits[:, 0], labels)
         t = self.temperature
-        return -(F.softmax(teacher.logits / t, -1) * F.log_softmax(student.logits / t, -1)).sum(-1).mean()
+        soft = -(F.softmax(teacher.logits / t, -1) * F.log_softmax(student.logits / t, -1)).sum(-1).mean()
+        if not self.gold_weight:
+            return soft
+        return (1 - self.gold_weight) * soft + self.gold_weight * F.cross_entropy(student.logits, labels)
 
     def hidden(self, student: Outputs, teacher: Outputs, mask: torch.Tensor) -> torch.Tensor:
         m = mask[:, :, None].float()

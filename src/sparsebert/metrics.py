@@ -1,4 +1,4 @@
-"""GLUE metrics, named as the rest of the project reports them."""
+"""GLUE metrics and macro-F1, named as the rest of the project reports them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ def f1(labels, preds) -> float:
     fp = np.sum((preds == 1) & (labels == 0))
     fn = np.sum((preds == 0) & (labels == 1))
     return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
+def f1_macro(labels, preds) -> float:
+    """The unweighted mean of each class's F1 over the classes present in the labels or the predictions."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    scores = []
+    for c in np.union1d(labels, preds):
+        tp = np.sum((preds == c) & (labels == c))
+        scores.append(2 * tp / (np.sum(preds == c) + np.sum(labels == c)))
+    return float(np.mean(scores))
 
 
 def matthews_corr(labels, preds) -> float:
@@ -38,7 +48,7 @@ def spearman(labels, preds) -> float:
     return float(stats.spearmanr(np.asarray(labels, float), np.asarray(preds, float)).statistic)
 
 
-METRICS = {"accuracy": accuracy, "f1": f1, "matthews_corr": matthews_corr,
+METRICS = {"accuracy": accuracy, "f1": f1, "f1_macro": f1_macro, "matthews_corr": matthews_corr,
            "pearson": pearson, "spearman": spearman}
 
 

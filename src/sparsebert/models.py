@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UserError
@@ -89,12 +90,27 @@ def _use_safetensors(path: str) -> bool:
     return not (trust_pickle and Path(path).is_dir() and not any(Path(path).glob("*.safetensors")))
 
 
+def _from_pretrained(path: str, **kwargs):
+    """from_pretrained, with a weights file that is cut short, not safetensors, or of other shapes than config.json
+    says as one line naming the folder."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path), **kwargs)
+    except SafetensorError as e:
+        raise UserError(f"{path}: the weights file cannot be read ({str(e).splitlines()[0]}): it is cut short or "
+                        "not safetensors; copy or write it again") from None
+    except RuntimeError as e:
+        if "ignore_mismatched_sizes" not in str(e):
+            raise
+        raise UserError(f"{path}: the weights' shapes differ from those config.json gives; the folder mixes two "
+                        "models: copy or write it again") from None
+
+
 def load_classifier(path: str):
     """A fine-tuned classifier (task head included) from a resolved model folder, for inference."""
     config = load_config(path)
     if "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: not a fine-tuned model with a task head (sparsebert finetune or prune)")
-    return AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path)).eval()
+    return _from_pretrained(path).eval()
 
 
 def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
@@ -113,18 +129,23 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
         kwargs = dict(num_labels=task.num_labels,
                       problem_type="regression" if task.is_regression else "single_label_classification")
         if not task.is_regression:
-            kwargs.update(id2label=dict(enumerate(task.labels)), label2id={l: i for i, l in enumerate(task.labels)})
+            kwargs.update(id2label=dict(enumerate(task.names)), label2id={l: i for i, l in enumerate(task.names)})
     elif config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: the model has {config.num_labels} outputs but {task.name} has "
                         f"{task.num_labels}; give a model fine-tuned on {task.name} (sparsebert finetune)")
+    elif task.files and not task.is_regression and [config.id2label[i] for i in range(config.num_labels)] != list(task.names):
+        raise UserError(f"{path}: the model's labels ({', '.join(config.id2label.values())}) are not your files' "
+                        f"({', '.join(task.names)}); give a model fine-tuned on these files")
     from .sparse.format import is_exported, load_exported
 
     if is_exported(path):
         if new_head:
             raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
         return load_exported(path), tokenizer, path
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path), **kwargs)
-    return model, tokenizer, path
+    if new_head and config.num_labels != task.num_labels and "ForSequenceClassification" in str(config.architectures):
+        # a model fine-tuned on another task: its encoder is kept, its head (of another size) replaced
+        kwargs["ignore_mismatched_sizes"] = True
+    return _from_pretrained(path, **kwargs), tokenizer, path
 
 
 def copy_task_head(source, target) -> None:
@@ -182,6 +203,12 @@ def shrink_model(model, layers: int, hidden: int):
     return small
 
 
-def save_model(model, tokenizer, output_dir: Path) -> None:
+def save_model(model, tokenizer, output_dir: Path, task: Task | None = None) -> None:
+    """A Hugging Face folder; with `task`, config.json also records the data it was trained on (the task, and
+    for your own files their text columns and main metric), which evaluate and predict take as defaults."""
+    if task is not None:
+        model.config.sparsebert_data = ({"task": task.name, "text_columns": ",".join(c for c in (task.text_a, task.text_b) if c),
+                                         "label_column": task.label, "metric": task.main_metric}
+                                        if task.files else {"task": task.name})
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)

@@ -49,6 +49,14 @@ def prepare_output_dir(path, overwrite: bool) -> Path:
     return path
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """A file a job will write at its end, checked before the job starts: not a folder, in one that exists."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist")
+
+
 def plain(value):
     """Config values as YAML/JSON can hold them."""
     if isinstance(value, Path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +31,12 @@ class Task:
     dev_files: tuple[str, ...] = ("dev.tsv",)
     has_header: bool = True
     num_columns: int | None = None  # only for files without a header
+    label_names: tuple[str, ...] | None = None  # what a model calls the labels (default: as the files write them)
+    files: bool = False  # the user's own CSV/TSV/JSON lines files (datafiles.py), not the GLUE distribution
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        return self.label_names or self.labels
 
     @property
     def key(self) -> str:
@@ -54,16 +60,19 @@ TASKS: dict[str, Task] = {
     t.key: t
     for t in [
         Task("CoLA", text_a=3, text_b=None, label=1, labels=BINARY, metrics=("matthews_corr",),
-             has_header=False, num_columns=4),
-        Task("SST-2", "sentence", None, "label", BINARY, ("accuracy",)),
-        Task("MRPC", "#1 String", "#2 String", "Quality", BINARY, ("f1", "accuracy")),
+             has_header=False, num_columns=4, label_names=("unacceptable", "acceptable")),
+        Task("SST-2", "sentence", None, "label", BINARY, ("accuracy",), label_names=("negative", "positive")),
+        Task("MRPC", "#1 String", "#2 String", "Quality", BINARY, ("f1", "accuracy"),
+             label_names=("not_equivalent", "equivalent")),
         Task("STS-B", "sentence1", "sentence2", "score", None, ("spearman", "pearson")),
-        Task("QQP", "question1", "question2", "is_duplicate", BINARY, ("f1", "accuracy")),
+        Task("QQP", "question1", "question2", "is_duplicate", BINARY, ("f1", "accuracy"),
+             label_names=("not_duplicate", "duplicate")),
         Task("MNLI", "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"),
              ("accuracy",), dev_files=("dev_matched.tsv", "dev_mismatched.tsv")),
         Task("QNLI", "question", "sentence", "label", ("entailment", "not_entailment"), ("accuracy",)),
         Task("RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("accuracy",)),
-        Task("WNLI", "sentence1", "sentence2", "label", BINARY, ("accuracy",)),
+        Task("WNLI", "sentence1", "sentence2", "label", BINARY, ("accuracy",),
+             label_names=("not_entailment", "entailment")),
     ]
 }
 
@@ -73,6 +82,18 @@ def get_task(name: str) -> Task:
     if task is None:
         raise UserError(f"unknown task '{name}': choose one of {', '.join(t.name for t in TASKS.values())}")
     return task
+
+
+def with_main_metric(task: Task, metric: str | None) -> Task:
+    """The task with `metric` (--metric) first: the one that is reported first and compared."""
+    if metric is None or metric == task.main_metric:
+        return task
+    fits = (("spearman", "pearson") if task.is_regression else
+            ("accuracy", "f1_macro") + (("f1", "matthews_corr") if task.num_labels == 2 else ()))
+    if metric not in fits:
+        kind = "a regression" if task.is_regression else f"{task.num_labels} classes"
+        raise UserError(f"--metric {metric} does not fit {task.name} ({kind}); choose one of {', '.join(fits)}")
+    return replace(task, metrics=(metric, *(m for m in task.metrics if m != metric)))
 
 
 def bundled_data_dir(task: Task) -> Path:

@@ -44,22 +44,29 @@ def make_optimizer(named_parameters, lr: float, weight_decay: float, head_lr: fl
     ])
 
 
-def warmup_then(kind: str, total_steps: int, warmup_steps: int):
-    """LambdaLR factor: linear warm-up, then constant or linear decay to zero."""
+def warmup_then(kind: str, total_steps: int, warmup_steps: int, rewind_at: int | None = None):
+    """LambdaLR factor: linear warm-up, then constant, or linear decay to zero; `rewind`: linear decay to zero at
+    `rewind_at`, then back to the peak and a second linear decay to zero at the end (a recovery phase at the
+    final sparsity with a fresh rate, as GMP* and oBERT rewind it)."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if kind == "constant":
             return 1.0
+        if kind == "rewind" and rewind_at is not None and warmup_steps <= rewind_at < total_steps:
+            if step >= rewind_at:
+                return max(0.0, (total_steps - step) / (total_steps - rewind_at))
+            return max(0.0, (rewind_at - step) / max(1, rewind_at - warmup_steps))
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return factor
 
 
-def optimisation(named_parameters, config, steps: int):
-    """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config."""
+def optimisation(named_parameters, config, steps: int, rewind_at: int | None = None):
+    """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config; `rewind_at`: the
+    step where the `rewind` schedule goes back to the peak rate (pruning: where the target is reached)."""
     optimizer = make_optimizer(named_parameters, config.learning_rate, config.weight_decay, config.head_learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then(config.lr_schedule, steps, int(config.warmup * steps)))
+        optimizer, warmup_then(config.lr_schedule, steps, int(config.warmup * steps), rewind_at))
     scaler = torch.amp.GradScaler("cuda" if config.precision == "fp16" else "cpu",
                                   enabled=config.precision == "fp16")  # fp16 gradients underflow
     return optimizer, scheduler, scaler

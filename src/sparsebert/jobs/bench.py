@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import BENCH_ENGINES, BenchConfig
 from ..errors import UserError
-from ..runio import write_json
+from ..runio import check_output_file, write_json
 
 # sparsebert-int8-1x4: the embedded model pruned in 1x4 blocks at the same sparsity (int8 block kernel)
 SPARSE_ENGINES = tuple(e for e in BENCH_ENGINES if e.startswith("sparsebert"))
@@ -198,6 +198,7 @@ def run(args: BenchConfig) -> list[dict]:
         if not json_path.is_file():
             raise UserError(f"--json {json_path}: no such file to collect from")
         return write_reports(read_json(json_path), json_path, args.plot)
+    check_output_file(json_path, "--json")
     batch_sizes, thread_counts, engines, sparsities = check_args(args)
     if json_path.is_dir() or not json_path.parent.is_dir():
         raise UserError(f"--json {json_path}: give a file in an existing folder")
@@ -215,19 +216,23 @@ def run(args: BenchConfig) -> list[dict]:
     dev_at = min(models, key=lambda s: abs(s - 0.95))
     dev = dev_batches(args.dev_task, tokenizer) if args.dev_task != "none" else None
     records = []
+    caller_threads = torch.get_num_threads()  # given back: a Python caller's later work runs as before
     with tempfile.TemporaryDirectory() as tmp:
         first = next(iter(models.values()))["unstructured"]
         onnx = onnx_files(first, tokenizer, Path(tmp)) if any(e.startswith("onnx") for e in engines) else {}
-        for threads in thread_counts:
-            torch.set_num_threads(threads)
-            for name in [e for e in engines if e in DENSE_ENGINES]:
-                records += time_engine(name, build_engine(name, first, threads, onnx), first, None, threads,
-                                       batch_sizes, args, dev)
-            for sparsity, by_pattern in models.items():
-                for name in [e for e in engines if e in SPARSE_ENGINES]:
-                    model = by_pattern["1x4" if name.endswith("1x4") else "unstructured"]
-                    records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity, threads,
-                                           batch_sizes, args, dev if sparsity == dev_at else None)
+        try:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                for name in [e for e in engines if e in DENSE_ENGINES]:
+                    records += time_engine(name, build_engine(name, first, threads, onnx), first, None, threads,
+                                           batch_sizes, args, dev)
+                for sparsity, by_pattern in models.items():
+                    for name in [e for e in engines if e in SPARSE_ENGINES]:
+                        model = by_pattern["1x4" if name.endswith("1x4") else "unstructured"]
+                        records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity,
+                                               threads, batch_sizes, args, dev if sparsity == dev_at else None)
+        finally:
+            torch.set_num_threads(caller_threads)
     add_speedups(records)
     machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}
     records = [{**r, "machine": machine} for r in records]

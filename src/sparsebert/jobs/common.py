@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
+from .. import checkpoint, datafiles
 from ..data import encode, steps_per_epoch
 from ..errors import UserError
 from ..runio import lock_output_dir, prepare_output_dir, read_yaml_mapping, write_config
-from ..tasks import get_task, load_split, read_examples
+from ..tasks import get_task, load_split, read_examples, with_main_metric
 
 
 def check_model_positions(config, model_config, path) -> None:
@@ -96,17 +96,41 @@ def check_training_state(loss: torch.Tensor, step: int, out: Path) -> None:
                         "Run it again with a lower --learning-rate and --overwrite")
 
 
-def task_of(config):
-    """The GLUE task the config names, or the user's own task read from --train-file and --validation-file."""
-    return get_task(config.task)
+def task_of(config, model_config=None):
+    """The GLUE task the config names, or the task your own files define (--validation-file, with --train-file
+    when training). `model_config`: a trained model's, whose labels, and data settings where the flags give
+    none, the files are read with (evaluation)."""
+    if not config.validation_file:
+        if config.text_columns:
+            raise UserError("--text-columns names columns of your own files: give --validation-file (and "
+                            "--train-file to train)")
+        return with_main_metric(get_task(config.task or "mrpc"), config.metric)
+    saved = model_data_settings(model_config)
+    regression, labels = config.regression, None
+    if model_config is not None:
+        regression = model_config.problem_type == "regression" or model_config.num_labels == 1
+        labels = None if regression else tuple(model_config.id2label[i] for i in range(model_config.num_labels))
+    return datafiles.own_task(config.task or saved.get("task"), getattr(config, "train_file", None) or
+                              config.validation_file, text=config.text_columns or saved.get("text_columns"),
+                              label_column=config.label_column or saved.get("label_column") or "label",
+                              regression=regression,
+                              metric=config.metric or saved.get("metric"), labels=labels)
+
+
+def model_data_settings(model_config) -> dict:
+    """What a model saved of the data it was trained on (models.save_model): task name, text columns."""
+    return dict(getattr(model_config, "sparsebert_data", None) or {}) if model_config is not None else {}
 
 
 def load_train_dev(config, task, tokenizer):
-    train = (read_examples(task, config.train_file) if config.train_file
-             else load_split(task, config.data_dir, "train"))
+    if task.files:
+        train = datafiles.read_examples(task, config.train_file)
+    else:
+        train = (read_examples(task, config.train_file) if config.train_file
+                 else load_split(task, config.data_dir, "train"))
     if config.max_train_samples:
         train = train[:config.max_train_samples]
-    dev = load_split(task, config.data_dir, "dev")
+    dev = datafiles.read_examples(task, config.validation_file) if task.files else load_split(task, config.data_dir, "dev")
     return (encode(train, tokenizer, config.max_seq_length, task.is_regression),
             encode(dev, tokenizer, config.max_seq_length, task.is_regression))
 

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import datafiles
 from ..config import EvaluateConfig
 from ..data import encode
 from ..evaluation import evaluate
-from ..models import load_model
+from ..models import load_config, load_model, resolve_model_path
 from ..pruning.report import sparsity_report
-from ..runio import write_json
-from ..tasks import get_task, load_split
+from ..runio import check_output_file, write_json
+from ..tasks import load_split
 from . import common
 
 
 def run(args: EvaluateConfig) -> dict:
-    task = get_task(args.task)
-    model, tokenizer, path = load_model(args.model, task, new_head=False)
+    if args.json:
+        check_output_file(Path(args.json), "--json")
+    path = resolve_model_path(args.model)
+    task = common.task_of(args, load_config(path))
+    model, tokenizer, path = load_model(path, task, new_head=False)
     common.check_model_positions(args, model.config, path)
-    dev = encode(load_split(task, args.data_dir, "dev"), tokenizer, args.max_seq_length, task.is_regression)
+    examples = (datafiles.read_examples(task, args.validation_file) if task.files
+                else load_split(task, args.data_dir, "dev"))
+    dev = encode(examples, tokenizer, args.max_seq_length, task.is_regression)
     sparsity = sparsity_report(model)
     engine = {}
     if args.engine == "sparse":

@@ -4,11 +4,13 @@ the sparse engine's logits on it against the dense model's."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from ..config import ExportConfig
 from ..errors import UserError
+from ..modelcard import write_model_card
 from ..models import load_classifier, load_tokenizer, resolve_model_path, save_model
 from ..runio import prepare_output_dir, write_json
 from ..sparse.format import export_model, read_export
@@ -59,6 +61,14 @@ def run(args: ExportConfig) -> dict:
 
         report["onnx"] = export_onnx(model, tokenizer, out / "model.onnx")
     write_json(out / "export_report.json", report)
+    source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
+    write_model_card(out, summary=f"The compressed sparse form of `{path}` ({args.values} values, {args.embeddings} "
+                                  f"embeddings), {report['folder_compression']}x smaller than its dense folder, by "
+                                  "sparsebert.",
+                     made_by=f"sparsebert export {args.model} {args.output} --values {args.values} --embeddings "
+                             f"{args.embeddings}", metrics=source.get("final"),
+                     extra=[f"- **Dev metrics** are the dense model's; the export's logits are within "
+                            f"{report['max_logit_diff_vs_dense']:.1e} of them on a sample"] if source.get("final") else [])
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "

@@ -10,6 +10,7 @@ from .. import checkpoint, distributed
 from ..config import FinetuneConfig
 from ..data import batches_from, collate
 from ..evaluation import evaluate
+from ..modelcard import write_model_card
 from ..models import load_model, save_model
 from ..runio import JsonlLog, write_json
 from ..training import TrainState, backward_and_step, optimisation, set_seed
@@ -70,9 +71,12 @@ def run(config: FinetuneConfig) -> dict:
         distributed.finish(processes)
         return {}
     state.seconds = time.time() - started
-    save_model(model, tokenizer, out)
+    save_model(model, tokenizer, out, task)
     result = {**state.metrics, **state.results(steps)}
     write_json(out / "metrics.json", result)
+    write_model_card(out, summary=f"{task.name}, fine-tuned from `{model_path}` by sparsebert.",
+                     made_by=f"sparsebert finetune --config {out / 'config.yaml'} --output NEW-FOLDER",
+                     metrics=state.metrics)
     log.close()
     distributed.finish(processes)
     return result

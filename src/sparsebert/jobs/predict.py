@@ -1,12 +1,14 @@
 """sparsebert predict: labels and probabilities for new text, through the sparse engine.
 
-Input: TSV lines `text` or `text_a<TAB>text_b` (no header), or JSONL objects with `text_a` (or `text`,
-`sentence`, `sentence1`) and optionally `text_b` (or `sentence2`). Output: one JSON object per line.
-Large inputs are streamed in chunks.
+Input: CSV or TSV with a header naming the text columns (--text-columns, by default the ones the model was
+trained on, or text / sentence1,sentence2), JSON lines objects with those keys (or `text_a`, `text`, `sentence`,
+`sentence1`, and `text_b`, `sentence2`), or plain TSV lines `text` or `text_a<TAB>text_b`. Output: one JSON
+object per line, with the label names the model was trained with and their probabilities.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -14,57 +16,73 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import datafiles
+from ..config import PredictConfig
 from ..data import Encoded, eval_batches
 from ..errors import UserError
 from ..models import load_config, load_tokenizer, resolve_model_path
+from ..runio import check_output_file
 from ..sparse.format import is_exported, load_exported
 from ..tasks import read_tsv_rows
-from ..config import PredictConfig
 from .common import check_model_positions
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")
 
 
-def parse_line(path: Path, number: int, text: str, jsonl: bool) -> tuple[str, str | None]:
-    if jsonl:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        first = next((obj[k] for k in FIRST_KEYS if isinstance(obj, dict) and k in obj), None)
-        if not isinstance(first, str):
-            raise UserError(f"{path}:{number}: no text field; give \"text_a\" (and \"text_b\" for pairs)")
-        second = next((obj[k] for k in SECOND_KEYS if k in obj), None)
-        return first, second
-    fields = text.split("\t")
-    if len(fields) > 2:
-        raise UserError(f"{path}:{number}: {len(fields)} columns; give `text` or `text_a<TAB>text_b`")
-    return fields[0], fields[1] if len(fields) == 2 else None
+def parse_json_line(path: Path, number: int, text: str, columns: list[str] | None,
+                    required: bool) -> tuple[str, str | None]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}:{number}: not a JSON object; give {{\"text\": ...}} per line")
+    if columns and (required or all(c in obj for c in columns)):
+        missing = [c for c in columns if c not in obj]
+        if missing:
+            raise UserError(f"{path}:{number}: no \"{missing[0]}\" field (--text-columns)")
+        texts = [obj[c] for c in columns]
+    else:
+        texts = [next((obj[k] for k in keys if k in obj), None) for keys in (FIRST_KEYS, SECOND_KEYS)]
+        if texts[0] is None:
+            wanted = f"\"{columns[0]}\"" if columns else "\"text_a\" (and \"text_b\" for pairs)"
+            raise UserError(f"{path}:{number}: no text field; give {wanted} (or --text-columns)")
+    if not all(isinstance(t, str) for t in texts if t is not None):
+        raise UserError(f"{path}:{number}: a text field is not a string")
+    return texts[0], texts[1] if len(texts) > 1 else None
 
 
-def is_jsonl(path: Path) -> bool:
-    """JSON lines by the name (.jsonl, .json) or, whatever the name, by a first line that opens an object: a
-    JSON file read as TSV would classify its JSON text."""
-    if path.suffix.lower() in (".jsonl", ".json"):
-        return True
-    first = next((text for _, text in read_lines(path)), "")
-    return first.lstrip().startswith("{")
-
-
-def read_lines(path: Path):
-    """(line number, text) of non-blank lines, with the same UTF-8 checks as task files."""
-    yield from ((n, "\t".join(fields)) for n, fields in read_tsv_rows(path))
+def read_inputs(path: Path, columns: str | None, required: bool) -> list[tuple[int, tuple[str, str | None]]]:
+    """(line number, (text, second text or None)) of each row. JSON lines (by content or name); CSV or TSV with a
+    header that names the columns (--text-columns, else the model's own); else plain TSV lines, `text` or
+    `text_a<TAB>text_b`. `required`: the columns were asked for (--text-columns), not the model's defaults."""
+    names = columns.split(",") if columns else None
+    text = datafiles.read_text(path)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if first.lstrip().startswith("{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return [(n, parse_json_line(path, n, line, names, required)) for n, line in enumerate(text.splitlines(), 1)
+                if line.strip()]
+    header = next(csv.reader([first], delimiter="," if path.suffix.lower() == ".csv" else "\t"))
+    named = bool(names) and all(c in header for c in names)
+    if path.suffix.lower() == ".csv" or named or required:
+        found, rows = datafiles.read_records(path)
+        a, b = datafiles.text_columns(columns if named or required else None, found, path)
+        return [(n, (row[a], row[b] if b else None)) for n, row in rows]
+    rows = []
+    for number, fields in read_tsv_rows(path):
+        if len(fields) > 2:
+            raise UserError(f"{path}:{number}: {len(fields)} columns; give `text` or `text_a<TAB>text_b`, or a "
+                            "header row and --text-columns")
+        rows.append((number, (fields[0], fields[1] if len(fields) == 2 else None)))
+    return rows
 
 
 def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
     """Before anything is read or written: predictions never replace their input, nor another file unasked."""
     if output.resolve() == input_path.resolve():
         raise UserError(f"--output {output} is the input file; write the predictions to another file")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; give a file name")
-    if not output.parent.is_dir():
-        raise UserError(f"--output {output}: the folder {output.parent} does not exist")
+    check_output_file(output, "--output")
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; give another file or --overwrite to replace it")
 
@@ -88,14 +106,14 @@ def run(args: PredictConfig) -> None:
         raise UserError(f"{input_path}: input file not found")
     if args.output:
         check_output(Path(args.output), input_path, args.overwrite)
-    jsonl = is_jsonl(input_path)
     config = load_config(path)
+    saved = dict(getattr(config, "sparsebert_data", None) or {})
     check_model_positions(args, config, path)
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     regression = config.problem_type == "regression" or config.num_labels == 1
-    rows = [(n, parse_line(input_path, n, text, jsonl)) for n, text in read_lines(input_path)]
+    rows = read_inputs(input_path, args.text_columns or saved.get("text_columns"), bool(args.text_columns))
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         with torch.inference_mode():

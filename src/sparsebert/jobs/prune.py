@@ -20,6 +20,7 @@ from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_int
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
+from ..modelcard import write_model_card
 from ..models import copy_task_head, load_model, save_model, shrink_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
@@ -81,7 +82,7 @@ def run(config: PruneConfig) -> dict:
         loss_fn = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, mode=config.distill,
                                    temperature=config.temperature, regression=task.is_regression,
                                    weights=config.distillation_weights(), attention=config.attention_loss,
-                                   hidden_norm=config.hidden_norm,
+                                   hidden_norm=config.hidden_norm, gold_weight=config.gold_weight,
                                    hidden_variance=teacher_hidden_variance(teacher, train, mapping)
                                    if config.hidden_norm == "teacher-var" else None).to(device)
         teacher_metrics = evaluate(teacher, task, dev, config.eval_batch_size)
@@ -90,9 +91,9 @@ def run(config: PruneConfig) -> dict:
     eval_every = common.eval_interval(config, len(train))
     pruner = build_pruner(find_targets(student), config.sparsity, round(config.prune_start * steps),
                           round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
-                          config.pattern)
+                          config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
     params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
-    optimizer, scheduler, scaler = optimisation(params, config, steps)
+    optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
 
     state = TrainState()
@@ -169,13 +170,19 @@ def run(config: PruneConfig) -> dict:
         return {}
     state.seconds = time.time() - started
     student.set_attn_implementation("sdpa")
-    save_model(student, tokenizer, out)
+    save_model(student, tokenizer, out, task)
     pruner.save_masks(out / "masks.safetensors")
     report = sparsity_report(student)
     write_json(out / "sparsity.json", report)
     result = {**state.results(steps), "teacher": teacher_metrics, "main_metric": task.main_metric,
               "sparsity": report["targets"]["sparsity"], "encoder_nonzero": report["encoder"]["nonzero"]}
     write_json(out / "metrics.json", result)
+    how = "without a teacher" if teacher is None else f"distilling from `{config.teacher}`"
+    write_model_card(out, summary=f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}, "
+                                  "by sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
+                                  "compressed folder that the sparse engine runs fast.",
+                     made_by=f"sparsebert prune --config {out / 'config.yaml'} --output NEW-FOLDER",
+                     metrics=state.metrics, sparsity=result["sparsity"])
     log.close()
     distributed.finish(processes)
     return result

@@ -79,5 +79,7 @@ class Pruner:
 
 
 def build_pruner(targets, sparsity: float, start: int, end: int, events: int,
-                 criterion: str = "magnitude", allocation: str = "uniform", pattern: str = "unstructured") -> Pruner:
-    return Pruner(targets, CRITERIA[criterion](), CubicSchedule(sparsity, start, end, events), allocation, pattern)
+                 criterion: str = "magnitude", allocation: str = "uniform", pattern: str = "unstructured",
+                 criterion_options: dict | None = None) -> Pruner:
+    return Pruner(targets, CRITERIA[criterion](**(criterion_options or {})), CubicSchedule(sparsity, start, end, events),
+                  allocation, pattern)

@@ -1,0 +1,172 @@
+"""Your own data: CSV, TSV or JSON lines files with named columns, and the task they define.
+
+The format is read from the content where it tells (a first line that opens a JSON object is JSON lines,
+whatever the file is called) and otherwise from the suffix; a file that fits neither is refused. The label
+set is the training file's (any strings, whole numbers as class names), sorted, so the same files give the same
+label ids; decimal labels (or --regression) make a regression; a dev label the training file lacks is an error naming its file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .tasks import Example, Task, with_main_metric
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+DEFAULT_TEXT_COLUMNS = (("text",), ("sentence1", "sentence2"), ("sentence",), ("text_a", "text_b"))
+
+
+def read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: bytes that are not UTF-8 (at byte {e.start}); save the file as UTF-8") from None
+
+
+def file_format(path: Path, text: str) -> str:
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    if first.lstrip().startswith("["):
+        raise UserError(f"{path}: a JSON array; give JSON lines, one object per line")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind == "jsonl":
+        raise UserError(f"{path}:1: the file is named {path.suffix} but its first line is not a JSON object")
+    if kind is None:
+        kind = "tsv" if "\t" in first else "csv" if "," in first else None
+    if kind is None:
+        raise UserError(f"{path}: cannot tell whether it is CSV, TSV or JSON lines; name it .csv, .tsv or .jsonl")
+    return kind
+
+
+def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(column names, [(line number, {column: value})]) of a CSV, TSV (header first) or JSON lines file."""
+    path = Path(path)
+    text = read_text(path)
+    kind = file_format(path, text)
+    rows: list[tuple[int, dict]] = []
+    if kind == "jsonl":
+        columns: list[str] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: not a JSON object; give one {{\"column\": value, ...}} per line")
+            columns += [k for k in record if k not in columns]
+            rows.append((number, record))
+    else:
+        # TSV without quoting, as GLUE writes it (its sentences hold bare quotes); CSV with standard quoting
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",",
+                            quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
+        try:
+            records = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: not valid {kind.upper()} ({e})") from None
+        if not records:
+            raise UserError(f"{path}: the file is empty")
+        (_, columns), records = records[0], records[1:]
+        for number, fields in records:
+            if len(fields) != len(columns):
+                raise UserError(f"{path}:{number}: {len(fields)} fields where the header has {len(columns)}; "
+                                f"check for a stray or missing {'tab' if kind == 'tsv' else 'comma or quote'}")
+            rows.append((number, dict(zip(columns, fields))))
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return columns, rows
+
+
+def text_columns(given: str | None, columns: list[str], path) -> tuple[str, str | None]:
+    """The one or two text columns: those given, or the first default pair the file has."""
+    if given:
+        names = given.split(",")
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise UserError(f"{path}: no column '{missing[0]}' (--text-columns); it has {', '.join(columns)}")
+        return names[0], names[1] if len(names) > 1 else None
+    for names in DEFAULT_TEXT_COLUMNS:
+        if all(n in columns for n in names):
+            return names[0], names[1] if len(names) > 1 else None
+    raise UserError(f"{path}: give --text-columns (one column, or two for pairs); it has {', '.join(columns)}")
+
+
+def label_text(value, where: str) -> str:
+    """A label as a string: JSON numbers as written (1, not 1.0, for whole numbers)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise UserError(f"{where}: label {json.dumps(value)} is not a string or a number")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def own_task(name: str | None, train_file, *, text: str | None, label_column: str, regression: bool,
+             metric: str | None, labels: tuple[str, ...] | None = None) -> Task:
+    """The task your files define. `labels`: a trained model's label names (evaluation, prediction), else the
+    training file's."""
+    path = Path(train_file)
+    columns, rows = read_records(path)
+    text_a, text_b = text_columns(text, columns, path)
+    if label_column not in columns:
+        raise UserError(f"{path}: no column '{label_column}' (--label-column); it has {', '.join(columns)}")
+    if labels is None and not regression:
+        values = {label_text(r[label_column], f"{path}:{n}") for n, r in rows if r.get(label_column) is not None}
+        numbers = all(is_number(v) for v in values)
+        # as Hugging Face's run_glue reads a column: decimals are a regression target, whole numbers class ids
+        regression = numbers and not all(v.lstrip("+-").isdigit() for v in values)
+        if not regression:
+            labels = tuple(sorted(values, key=lambda v: (float(v), v) if numbers else (0, v)))
+            if len(labels) < 2:
+                raise UserError(f"{path}: every row has the label '{labels[0] if labels else ''}'; a classifier "
+                                "needs two labels or more (--regression for numbers to predict)")
+    task = Task(name=name or path.stem, text_a=text_a, text_b=text_b, label=label_column,
+                labels=None if regression else labels,
+                metrics=("spearman", "pearson") if regression else ("accuracy", "f1_macro"),
+                dev_files=(), has_header=True, files=True)
+    return with_main_metric(task, metric)
+
+
+def read_examples(task: Task, path) -> list[Example]:
+    """The labelled rows of one of your files, for `task` (own_task)."""
+    path = Path(path)
+    columns, rows = read_records(path)
+    for column in (task.text_a, task.text_b, task.label):
+        if column is not None and column not in columns:
+            raise UserError(f"{path}: no column '{column}'; it has {', '.join(columns)} (the training file's "
+                            "columns are used for every file)")
+    examples = []
+    for number, row in rows:
+        where = f"{path}:{number}"
+        texts = [row.get(c) for c in (task.text_a, task.text_b) if c is not None]
+        if not all(isinstance(t, str) for t in texts):
+            raise UserError(f"{where}: a text field is missing or not a string")
+        raw = label_text(row.get(task.label), where)
+        if task.is_regression:
+            if not is_number(raw):
+                raise UserError(f"{where}: label '{raw}' is not a number (the task is a regression)")
+            label = float(raw)
+        elif raw not in task.labels:
+            raise UserError(f"{where}: label '{raw}' is not among the training file's labels "
+                            f"({', '.join(task.labels)})")
+        else:
+            label = task.labels.index(raw)
+        examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label, line=number))
+    return examples

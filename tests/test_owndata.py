@@ -1,0 +1,136 @@
+"""Your own data: CSV, TSV and JSON lines with named columns, string labels, regression, label names end to end."""
+
+import csv
+import json
+
+import pytest
+from transformers import pipeline
+
+import sparsebert
+from sparsebert import datafiles
+from sparsebert.errors import UserError
+
+from conftest import run_cli
+
+REVIEWS = [("a wonderful film, full of life", "good"), ("dull and far too long", "bad"),
+           ("I loved every minute", "good"), ("a waste of an evening", "bad"), ("the cast is superb", "good"),
+           ("nothing works in it", "bad"), ("warm, funny and wise", "good"), ("a mess from start to end", "bad")]
+
+
+def write(path, rows, columns):
+    """rows of dicts, in the format the suffix names."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, delimiter="\t" if path.suffix == ".tsv" else ",",
+                                quoting=csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def reviews(path, n=32):
+    rows = [{"review": text, "id": i, "sentiment": label} for i, (text, label) in
+            enumerate(REVIEWS * (n // len(REVIEWS)))]
+    return write(path, rows, ["id", "review", "sentiment"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_each_format_reads_named_columns_and_string_labels(tmp_path, suffix):
+    path = reviews(tmp_path / f"train{suffix}")
+    task = datafiles.own_task(None, path, text="review", label_column="sentiment", regression=False, metric=None)
+    assert (task.labels, task.metrics, task.text_b, task.name) == (("bad", "good"), ("accuracy", "f1_macro"), None, "train")
+    examples = datafiles.read_examples(task, path)
+    assert [(e.text_a, task.labels[e.label]) for e in examples[:2]] == list(REVIEWS[:2])
+    assert examples[1].line == (2 if suffix == ".jsonl" else 3)  # CSV and TSV: the header is line 1
+
+
+def test_pairs_quoted_csv_fields_and_regression_by_decimals(tmp_path):
+    rows = [{"sentence1": f"a, \"quoted\" {i}", "sentence2": f"b {i}", "score": f"{i / 3:.2f}"} for i in range(12)]
+    path = write(tmp_path / "sts.csv", rows, ["sentence1", "sentence2", "score"])
+    task = datafiles.own_task("sts", path, text=None, label_column="score", regression=False, metric=None)
+    assert task.is_regression and task.metrics == ("spearman", "pearson") and task.text_b == "sentence2"
+    first = datafiles.read_examples(task, path)[1]
+    assert (first.text_a, first.text_b, first.label) == ('a, "quoted" 1', "b 1", pytest.approx(0.33))
+    stars = write(tmp_path / "stars.jsonl", [{"text": "x", "label": i % 5 + 1} for i in range(20)], [])
+    assert datafiles.own_task(None, stars, text=None, label_column="label", regression=False,
+                              metric=None).labels == ("1", "2", "3", "4", "5")  # whole numbers: class names
+
+
+def test_bad_files_are_one_line_naming_file_and_line(tmp_path):
+    train = reviews(tmp_path / "train.csv")
+    task = datafiles.own_task(None, train, text="review", label_column="sentiment", regression=False, metric=None)
+    (tmp_path / "dev.csv").write_text("id,review,sentiment\n1,fine,good\n2,odd,meh\n")
+    with pytest.raises(UserError, match=r"dev.csv:3: label 'meh' is not among the training file's labels \(bad, good\)"):
+        datafiles.read_examples(task, tmp_path / "dev.csv")
+    (tmp_path / "short.csv").write_text("id,review,sentiment\n1,fine\n")
+    with pytest.raises(UserError, match=r"short.csv:2: 2 fields where the header has 3"):
+        datafiles.read_examples(task, tmp_path / "short.csv")
+    (tmp_path / "bad.jsonl").write_text('{"review": "ok", "sentiment": "good"}\n{"review": ["a"], "sentiment": "bad"}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: a text field is missing or not a string"):
+        datafiles.read_examples(task, tmp_path / "bad.jsonl")
+    # JSON lines named .json are JSON lines; a TSV named .json is refused, not read as something else
+    (tmp_path / "lines.json").write_text('{"review": "ok", "sentiment": "good"}\n')
+    assert datafiles.read_examples(task, tmp_path / "lines.json")[0].text_a == "ok"
+    (tmp_path / "table.json").write_text("review\tsentiment\nok\tgood\n")
+    with pytest.raises(UserError, match="named .json but its first line is not a JSON object"):
+        datafiles.read_records(tmp_path / "table.json")
+    with pytest.raises(UserError, match="no column 'text'.*it has id, review, sentiment"):
+        datafiles.own_task(None, train, text="text", label_column="sentiment", regression=False, metric=None)
+    with pytest.raises(UserError, match="--metric f1 does not fit"):
+        datafiles.own_task(None, write(tmp_path / "three.csv", [{"text": "a", "label": c} for c in "xyz"],
+                                       ["text", "label"]), text=None, label_column="label", regression=False, metric="f1")
+
+
+def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
+    """finetune -> prune -> export -> predict on a CSV of reviews; the label names everywhere, and `pipeline`
+    on the saved folders."""
+    train, dev = reviews(tmp_path / "train.csv", 64), reviews(tmp_path / "dev.csv", 16)
+    data = dict(train_file=train, validation_file=dev, text_columns=["review"], label_column="sentiment")
+    teacher = sparsebert.finetune(model=str(tiny_model), output=tmp_path / "teacher", epochs=2, batch_size=16,
+                                  learning_rate=1e-3, **data)
+    assert set(teacher["final"]) == {"accuracy", "f1_macro"}
+    student = sparsebert.prune(teacher=tmp_path / "teacher", student=str(tiny_model), output=tmp_path / "student",
+                               max_steps=6, batch_size=16, sparsity=0.5, prune_events=2, **data)
+    for folder in ("teacher", "student"):
+        config = json.loads((tmp_path / folder / "config.json").read_text())
+        assert config["id2label"] == {"0": "bad", "1": "good"}
+        assert config["sparsebert_data"]["text_columns"] == "review"
+        card = (tmp_path / folder / "README.md").read_text()
+        assert "`bad`, `good`" in card and "config.yaml" in card
+        classify = pipeline("text-classification", model=str(tmp_path / folder))
+        assert classify("a wonderful film")[0]["label"] in ("bad", "good")
+    assert "50.0% of the encoder's linear weights are zero" in (tmp_path / "student" / "README.md").read_text()
+    again = sparsebert.evaluate(tmp_path / "student", validation_file=dev)
+    assert again["accuracy"] == student["final"]["accuracy"]  # columns and labels from the model itself
+
+    result = run_cli("export", tmp_path / "student", tmp_path / "exported")
+    assert result.returncode == 0, result.stderr
+    assert "`bad`, `good`" in (tmp_path / "exported" / "README.md").read_text()
+    new = write(tmp_path / "new.csv", [{"id": 1, "review": "superb"}, {"id": 2, "review": "dull"}], ["id", "review"])
+    result = run_cli("predict", tmp_path / "exported", "--input", new)  # the model's own text column
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in lines] == [2, 3]
+    assert all(r["label"] in ("bad", "good") and set(r["probabilities"]) == {"bad", "good"} for r in lines)
+    # predictions never replace their input
+    result = run_cli("predict", tmp_path / "exported", "--input", new, "--output", new, "--overwrite")
+    assert result.returncode == 2 and "is the input file" in result.stderr
+    assert "superb" in new.read_text()
+
+
+def test_glue_models_carry_the_task_label_names(tiny_teacher):
+    config = json.loads((tiny_teacher / "config.json").read_text())
+    assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
+    assert config["sparsebert_data"] == {"task": "MRPC"}
+
+
+def test_a_dev_label_unseen_in_training_stops_before_anything_is_written(tiny_model, tmp_path):
+    train = reviews(tmp_path / "train.csv")
+    (tmp_path / "dev.csv").write_text("id,review,sentiment\n1,fine,good\n2,odd,meh\n")
+    result = run_cli("finetune", "--model", tiny_model, "--train-file", train, "--validation-file",
+                     tmp_path / "dev.csv", "--text-columns", "review", "--label-column", "sentiment",
+                     "--output", tmp_path / "out")
+    assert result.returncode == 2 and "dev.csv:3: label 'meh'" in result.stderr
+    assert not (tmp_path / "out").exists()
