@@ -13,6 +13,14 @@ HERE = Path(__file__).resolve().parent
 MAIN = {"MRPC": "f1", "RTE": "accuracy", "CoLA": "matthews_corr", "STS-B": "spearman"}
 
 
+def best_evaluation(metrics: dict, metric: str) -> dict:
+    """The best dev evaluation: `best` and `best_step` in metrics.json; runs from before finetune kept its final
+    model kept the best one's metrics at the top level and its step in `step`."""
+    if isinstance(metrics.get("best"), dict):
+        return {"best": metrics["best"][metric], "best_step": metrics["best_step"]}
+    return {"best": metrics[metric], "best_step": metrics["step"]}
+
+
 def main():
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parents[1] / "runs" / "teachers")
     records = []
@@ -24,7 +32,7 @@ def main():
         records.append({"name": metrics_file.parent.name, "task": task, "metric": metric,
                         "learning_rate": config["learning_rate"], "head_learning_rate": config["head_learning_rate"],
                         "epochs": config["epochs"], "warmup": config["warmup"],
-                        "final": metrics["final"][metric], "best": metrics[metric], "best_step": metrics["step"],
+                        "final": metrics["final"][metric], **best_evaluation(metrics, metric),
                         "steps": metrics["steps"], "minutes": round(metrics["train_seconds"] / 60, 1)})
     (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     lines = ["| task | encoder lr | head lr | epochs | warm-up | final score | best evaluation (step) | minutes |",
