@@ -280,3 +280,19 @@ def test_the_shipped_grids_are_valid():
         listed = run_cli("experiment", str(config), "--dry-run")
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.splitlines() and all(line.split()[0] in ("done", "todo") for line in listed.stdout.splitlines())
+
+
+def test_records_and_tables_are_by_the_final_model(tmp_path):
+    from sparsebert.reports import by_final_model, record, write_table
+
+    result = {"final": {"f1": 0.80, "accuracy": 0.70}, "best": {"f1": 0.85, "accuracy": 0.75}, "best_step": 40,
+              "steps": 100, "train_seconds": 60.0}
+    line = record("mrpc", "kap", 0.95, 42, result)
+    assert (line["score"], line["accuracy"], line["best_score"]) == (0.80, 0.70, 0.85)
+    write_table(tmp_path / "table.md", [{**line, "job": "kap-mrpc"}], "variant")
+    row = (tmp_path / "table.md").read_text().splitlines()[2].split(" | ")
+    assert row[5:9] == ["0.800 (f1)", "0.700", "0.800", "0.850"]  # score, accuracy, f1, best evaluation
+    # a record written when `score` was the best evaluation is read as the final model's
+    old = {"metric": "f1", "score": 0.85, "final_score": 0.80, "accuracy": 0.75, "f1": 0.85}
+    assert by_final_model(old) == {"metric": "f1", "score": 0.80, "best_score": 0.85, "accuracy": None, "f1": 0.80,
+                                   "best_accuracy": 0.75, "best_f1": 0.85}

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from sparsebert import checkpoint
 from sparsebert.errors import UserError
-from sparsebert.jobs.common import check_training_state
+from sparsebert.training import check_training_state
 
 from conftest import kill_once_written, run_cli
 
@@ -220,8 +220,9 @@ def test_a_full_disk_while_checkpointing_is_one_line_pointing_at_resume(tiny_mod
     result = run_cli("finetune", "--model", tiny_model, "--output", tmp_path / "out", "--max-train-samples", "32",
                      "--max-steps", "4", "--batch-size", "8", "--save-every", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    message = result.stderr.strip().splitlines()[-1]  # after the progress bar
-    assert message.startswith("sparsebert finetune: error: the disk is full") and "--resume" in message
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]  # beside the progress bar
+    assert len(errors) == 1 and errors[0].startswith("sparsebert finetune: error: the disk is full")
+    assert "--resume" in errors[0]
 
 
 def test_a_presets_sparsity_is_kept_unless_the_run_gives_one(tmp_path):

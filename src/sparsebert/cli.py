@@ -70,6 +70,14 @@ def job_named_in(argv: list[str]) -> str | None:
     return next((a for a in argv if a in JOBS), None)
 
 
+def close_progress_bars() -> None:
+    """A job stopped mid-loop leaves its progress bar open, without its newline: the message must not be
+    glued to it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def os_error_message(e: OSError, config) -> str:
     where = f" ({e.filename})" if e.filename else ""
     resume = hasattr(config, "resume") and getattr(config, "output", None)
@@ -103,6 +111,7 @@ def main(argv=None) -> int:
     except UserError as e:
         if args.debug:
             raise
+        close_progress_bars()
         print(f"sparsebert {args.job}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
@@ -111,9 +120,11 @@ def main(argv=None) -> int:
     except OSError as e:  # a full disk, a read-only or vanished folder: the system's word, the file, what to do
         if args.debug:
             raise
+        close_progress_bars()
         print(f"sparsebert {args.job}: error: {os_error_message(e, config)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        close_progress_bars()
         again = (f"; `sparsebert {args.job} --resume --output {config.output}` goes on from its last checkpoint"
                  if hasattr(config, "resume") and getattr(config, "output", None) else "")
         print(f"sparsebert {args.job}: interrupted{again}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Tokenised task data and batches padded only to their own longest sequence.
+"""A job's task (GLUE, or your own files) and its data: tokenised examples and batches padded only to their own
+longest sequence.
 
 Batches are index lists drawn from a seeded permutation per epoch, so a run can be resumed at any
 step and each of several processes can take its share of the same global batch.
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .tasks import Example
+from . import datafiles
+from .errors import UserError
+from .tasks import Example, get_task, load_split, read_examples, with_main_metric
 
 
 @dataclass
@@ -74,3 +77,50 @@ def eval_batches(data: Encoded, batch_size: int):
     order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
     for start in range(0, len(order), batch_size):
         yield collate(data, order[start:start + batch_size])
+
+
+def task_of(config, model_config=None):
+    """The GLUE task the config names, or the task your own files define (--validation-file, with --train-file
+    when training). `model_config`: a trained model's, whose labels, and data settings where the flags give
+    none, the files are read with (evaluation)."""
+    if not config.validation_file:
+        if config.text_columns:
+            raise UserError("--text-columns names columns of your own files: give --validation-file (and "
+                            "--train-file to train)")
+        return with_main_metric(get_task(config.task or "mrpc"), config.metric)
+    saved = model_data_settings(model_config)
+    regression, labels = config.regression, None
+    if model_config is not None:
+        regression = model_config.problem_type == "regression" or model_config.num_labels == 1
+        labels = None if regression else tuple(model_config.id2label[i] for i in range(model_config.num_labels))
+    return datafiles.own_task(config.task or saved.get("task"), getattr(config, "train_file", None) or
+                              config.validation_file, text=config.text_columns or saved.get("text_columns"),
+                              label_column=config.label_column or saved.get("label_column") or "label",
+                              regression=regression,
+                              metric=config.metric or saved.get("metric"), labels=labels)
+
+
+def model_data_settings(model_config) -> dict:
+    """What a model saved of the data it was trained on (models.save_model): task name, text columns."""
+    return dict(getattr(model_config, "sparsebert_data", None) or {}) if model_config is not None else {}
+
+
+def load_train_dev(config, task, tokenizer):
+    if task.files:
+        train = datafiles.read_examples(task, config.train_file)
+    else:
+        train = (read_examples(task, config.train_file) if config.train_file
+                 else load_split(task, config.data_dir, "train"))
+    if config.max_train_samples:
+        train = train[:config.max_train_samples]
+    dev = datafiles.read_examples(task, config.validation_file) if task.files else load_split(task, config.data_dir, "dev")
+    return (encode(train, tokenizer, config.max_seq_length, task.is_regression),
+            encode(dev, tokenizer, config.max_seq_length, task.is_regression))
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}

@@ -212,3 +212,12 @@ def save_model(model, tokenizer, output_dir: Path, task: Task | None = None) -> 
                                         if task.files else {"task": task.name})
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+
+
+def check_model_positions(config, model_config, path) -> None:
+    """The model's position embeddings must cover --max-seq-length (RoBERTa's reserve padding_idx + 1)."""
+    positions = model_config.max_position_embeddings - (model_config.pad_token_id + 1 if model_config.model_type in
+                                                        ("roberta", "xlm-roberta", "camembert") else 0)
+    if config.max_seq_length > positions:
+        raise UserError(f"--max-seq-length {config.max_seq_length}: {path} has position embeddings for "
+                        f"{positions} tokens; give at most {positions}")

@@ -86,7 +86,7 @@ def plot_curves(records: list[dict], axis: str, metrics: dict[str, str], teacher
         if axis == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xlabel("optimiser steps in the run" if axis == "steps" else "sparsity of the pruned matrices")
-        ax.set_ylabel(f"dev {metrics[task]} of the saved model")
+        ax.set_ylabel(f"dev {metrics[task]} of the model each run ends with")
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.tight_layout()

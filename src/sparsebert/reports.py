@@ -37,12 +37,14 @@ def committed_records(config: dict) -> list[dict]:
 
 def by_final_model(record: dict) -> dict:
     """Records written before `score` meant the final model held the best evaluation there and the final one in
-    `final_score`; they are read as the final model's, with accuracy and F1 unknown (they were the best's)."""
+    `final_score`; they are read as the final model's: its main metric is known, accuracy and F1 otherwise
+    not (the best's are kept as best_accuracy and best_f1)."""
     if "final_score" not in record:
         return record
     old = dict(record)
     final = old.pop("final_score")
-    return {**old, "score": final, "best_score": old["score"], "accuracy": None, "f1": None}
+    return {**old, "score": final, "best_score": old["score"], "accuracy": None, "f1": None, old["metric"]: final,
+            "best_accuracy": old.get("accuracy"), "best_f1": old.get("f1")}
 
 
 def write_results(config: dict, out: Path) -> list[dict]:
@@ -88,7 +90,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
                     (r["evaluations"], r.get("evaluations_metric") or plotted_metric(get_task(r["task"]), False))
                     for r in records if r.get("evaluations")}  # records from before `plot_metric` lack the field
     if trajectories:
-        teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records if r["variant"] == "teacher"}
+        teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records
+                    if r["variant"] == "teacher" and r.get(shown(get_task(r["task"]))) is not None}
         majority = {}
         for settings in config["teachers"].values():
             task = get_task(settings["task"])
@@ -98,7 +101,9 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 majority[task.name.lower()] = compute_metrics(task, labels, always)[shown(task)]
         plot_trajectories(trajectories, teachers, majority, out / "trajectories.png")
         metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
-        pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records if r["variant"] != "teacher"]
+        # records from before `score` meant the final model know only its main metric
+        pruned = [{**r, "shown": r[metrics[r["task"]]]} for r in records
+                  if r["variant"] != "teacher" and r.get(metrics[r["task"]]) is not None]
         plot_curves(pruned, "steps", metrics, teachers, majority, out / "steps.png")
         plot_curves(pruned, "sparsity", metrics, teachers, majority, out / "sparsity.png")
     return records

@@ -1,4 +1,5 @@
-"""Output folders: refusal to clobber, the config that made a run, JSONL logs, JSON reports."""
+"""Output folders: refusal to clobber, a lock while a job writes, the config that made a run (and that --resume
+reads back), JSONL logs, JSON reports."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from . import checkpoint
 from .errors import UserError
-
 
 LOCK = ".sparsebert.lock"
 _held_locks: list = []
@@ -155,3 +156,46 @@ class JsonlLog:
     def close(self) -> None:
         if self.enabled:
             self.file.close()
+
+
+# the settings that say where a run's inputs are, not how it trains
+INPUT_LOCATIONS = ("model", "student", "teacher", "train_file", "validation_file", "data_dir")
+
+
+def resumed_config(config):
+    """With --resume, the settings are the run's own config.yaml, whatever else the command line says, except
+    where things are: the run's folder is where it is now, and an input given anew (a teacher moved with the
+    run, as `run --resume` gives its own) replaces the one the run started from."""
+    if not config.resume:
+        return config
+    saved = saved_config(Path(config.output))
+    current = config.to_dict()
+    moved = {k: current[k] for k in INPUT_LOCATIONS if current.get(k) is not None}
+    resumed = type(config)(**{**current, **{k: v for k, v in saved.items() if k in current}, **moved,
+                              "resume": True, "output": config.output})
+    resumed.check()
+    return resumed
+
+
+def saved_config(out: Path) -> dict:
+    """The config.yaml of the run that --resume continues."""
+    config = out / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{config}: not found; --resume continues a run in its output folder")
+    saved = read_yaml_mapping(config, "the config.yaml a run writes")
+    if not saved:
+        raise UserError(f"{config}: empty; --resume needs the config.yaml the run wrote")
+    return saved
+
+
+def start_run(config, records: dict, main: bool = True):
+    """The output folder with the config that made it, and `records` (the paths it resolved) beside the settings
+    (rank 0 only; a resumed run keeps its own)."""
+    out = Path(config.output)
+    if main and config.resume:
+        lock_output_dir(out)
+    if main and not config.resume:
+        out = prepare_output_dir(out, config.overwrite)
+        checkpoint.remove_all(out)  # an overwritten run's, which a later --resume would take for this one's
+        write_config(out, {"job": config.job, **config.to_dict(settings_only=True), **records})
+    return out

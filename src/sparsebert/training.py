@@ -3,12 +3,16 @@ the state a loop carries (with state_dict, for checkpoints)."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import checkpoint
+from .data import steps_per_epoch
 from .errors import UserError
 
 
@@ -116,3 +120,31 @@ class TrainState:
         """The run's report: by the model it ends with, the best evaluation beside it."""
         return {"final": self.metrics, "best": self.best, "best_step": self.best_step, "steps": steps,
                 "train_seconds": round(self.seconds, 1), "seconds_per_step": round(self.step_seconds / steps, 3)}
+
+
+def checkpoint_due(config, step: int, steps: int) -> bool:
+    return bool(config.save_every) and step % config.save_every == 0 and step < steps
+
+
+def check_training_state(loss: torch.Tensor, step: int, out: Path) -> None:
+    if not torch.isfinite(loss):
+        ckpt = checkpoint.latest(out)
+        where = (f" (its last good checkpoint, {ckpt.name}, would only repeat the run at the same rate on "
+                 "--resume)") if ckpt else ""
+        raise UserError(f"the loss became {loss.item()} at step {step + 1}; no model was written{where}. "
+                        "Run it again with a lower --learning-rate and --overwrite")
+
+
+def total_steps(config, n_train: int) -> int:
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    return config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+
+
+def eval_interval(config, n_train: int) -> int:
+    return config.eval_every or steps_per_epoch(n_train, config.batch_size)
+
+
+def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task.is_regression:
+        return torch.nn.functional.mse_loss(logits[:, 0], labels)
+    return torch.nn.functional.cross_entropy(logits, labels)

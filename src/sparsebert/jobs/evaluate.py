@@ -6,22 +6,21 @@ from pathlib import Path
 
 from .. import datafiles
 from ..config import EvaluateConfig
-from ..data import encode
+from ..data import encode, task_of
 from ..evaluation import evaluate
-from ..models import load_config, load_model, resolve_model_path
+from ..models import check_model_positions, load_config, load_model, resolve_model_path
 from ..pruning.report import sparsity_report
 from ..runio import check_output_file, write_json
 from ..tasks import load_split
-from . import common
 
 
 def run(args: EvaluateConfig) -> dict:
     if args.json:
         check_output_file(Path(args.json), "--json")
     path = resolve_model_path(args.model)
-    task = common.task_of(args, load_config(path))
+    task = task_of(args, load_config(path))
     model, tokenizer, path = load_model(path, task, new_head=False)
-    common.check_model_positions(args, model.config, path)
+    check_model_positions(args, model.config, path)
     examples = (datafiles.read_examples(task, args.validation_file) if task.files
                 else load_split(task, args.data_dir, "dev"))
     dev = encode(examples, tokenizer, args.max_seq_length, task.is_regression)

@@ -33,7 +33,8 @@ from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfi
 from ..errors import UserError
 from ..grid import claim, expand, fingerprint, load_config, made_once, release
 from ..reports import committed_records, write_results
-from . import augment, common, finetune, prune
+from . import augment, finetune, prune
+from .run import run_to_the_end
 
 
 def run(args: ExperimentConfig) -> list[dict]:
@@ -77,7 +78,7 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
     # a job cut off in an earlier session goes on from its checkpoint (a `save_every:` job)
-    common.run_to_the_end(prune, build(PruneConfig, settings, args.config, job["variant"]), resume=True)
+    run_to_the_end(prune, build(PruneConfig, settings, args.config, job["variant"]), resume=True)
 
 
 def is_done(config: dict, name: str) -> bool:
@@ -93,7 +94,7 @@ def ensure_teacher(config: dict, name: str, args) -> str:
     with a teacher of an earlier session: one retrained differently would make the grid compare runs taught
     by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
-    made_once(folder, folder / "metrics.json", lambda: common.run_to_the_end(finetune, build(
+    made_once(folder, folder / "metrics.json", lambda: run_to_the_end(finetune, build(
         FinetuneConfig, {**config["teachers"][name], "output": str(folder), "overwrite": True},
         args.config, f"teachers: {name}"), resume=True))
     earlier = [r.get("teacher_sha256") for r in committed_records(config) if r["job"] == folder.name]

@@ -8,30 +8,30 @@ from tqdm import tqdm
 
 from .. import checkpoint, distributed
 from ..config import FinetuneConfig
-from ..data import batches_from, collate
+from ..data import batches_from, collate, load_train_dev, model_inputs, task_of, to_device
 from ..evaluation import evaluate
 from ..modelcard import write_model_card
-from ..models import load_model, save_model
-from ..runio import JsonlLog, write_json
-from ..training import TrainState, backward_and_step, optimisation, set_seed
-from . import common
+from ..models import check_model_positions, load_model, save_model
+from ..runio import JsonlLog, resumed_config, start_run, write_json
+from ..training import (TrainState, backward_and_step, check_training_state, checkpoint_due, eval_interval,
+                        optimisation, set_seed, task_loss, total_steps)
 
 
 def run(config: FinetuneConfig) -> dict:
-    config = common.resumed_config(config)
-    task = common.task_of(config)
+    config = resumed_config(config)
+    task = task_of(config)
     set_seed(config.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     model, tokenizer, model_path = load_model(config.model, task, new_head=True)
-    common.check_model_positions(config, model.config, model_path)
-    train, dev = common.load_train_dev(config, task, tokenizer)
+    check_model_positions(config, model.config, model_path)
+    train, dev = load_train_dev(config, task, tokenizer)
     processes, device = distributed.start(config.device)
-    out = common.start_run(config, {"model_path": model_path}, processes.main)
+    out = start_run(config, {"model_path": model_path}, processes.main)
     if processes.main:
         checkpoint.check_free_space(out, model, config.keep_checkpoints if config.save_every else 0)
 
     model.to(device).train()
-    steps = common.total_steps(config, len(train))
-    eval_every = common.eval_interval(config, len(train))
+    steps = total_steps(config, len(train))
+    eval_every = eval_interval(config, len(train))
     optimizer, scheduler, scaler = optimisation(model.named_parameters(), config, steps)
 
     state = TrainState()
@@ -47,10 +47,10 @@ def run(config: FinetuneConfig) -> dict:
             break
         tick = time.perf_counter()
         local, share = processes.share(indices)
-        batch = common.to_device(collate(train, local), device)
+        batch = to_device(collate(train, local), device)
         with distributed.autocast(device, config.precision):
-            loss = common.task_loss(task, model(**common.model_inputs(batch)).logits.float(), batch["labels"])
-        common.check_training_state(loss, state.step, out)
+            loss = task_loss(task, model(**model_inputs(batch)).logits.float(), batch["labels"])
+        check_training_state(loss, state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=model.parameters(), clipped=model.parameters())
         state.step_seconds += time.perf_counter() - tick
@@ -62,7 +62,7 @@ def run(config: FinetuneConfig) -> dict:
             state.record_evaluation(evaluate(model, task, dev, config.eval_batch_size), task.main_metric)
             log.write(step=state.step, eval=state.metrics)
             bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items()))
-        if processes.main and common.checkpoint_due(config, state.step, steps):
+        if processes.main and checkpoint_due(config, state.step, steps):
             state.seconds = time.time() - started
             checkpoint.save(out, state.step, model=model, optimizer=optimizer, scheduler=scheduler,
                             trainer=state.state_dict(), keep=config.keep_checkpoints)

@@ -20,11 +20,10 @@ from .. import datafiles
 from ..config import PredictConfig
 from ..data import Encoded, eval_batches
 from ..errors import UserError
-from ..models import load_config, load_tokenizer, resolve_model_path
+from ..models import check_model_positions, load_config, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
 from ..sparse.format import is_exported, load_exported
 from ..tasks import read_tsv_rows
-from .common import check_model_positions
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")

@@ -15,18 +15,18 @@ from tqdm import tqdm
 
 from .. import checkpoint, distributed
 from ..config import PruneConfig
-from ..data import batches_from, collate
+from ..data import batches_from, collate, load_train_dev, model_inputs, task_of, to_device
 from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..modelcard import write_model_card
-from ..models import copy_task_head, load_model, save_model, shrink_model
+from ..models import check_model_positions, copy_task_head, load_model, save_model, shrink_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
-from ..runio import JsonlLog, write_json
-from ..training import TrainState, backward_and_step, optimisation, set_seed
-from . import common
+from ..runio import JsonlLog, resumed_config, start_run, write_json
+from ..training import (TrainState, backward_and_step, check_training_state, checkpoint_due, eval_interval,
+                        optimisation, set_seed, task_loss, total_steps)
 
 
 def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
@@ -42,8 +42,8 @@ def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list
 
 
 def run(config: PruneConfig) -> dict:
-    config = common.resumed_config(config)
-    task = common.task_of(config)
+    config = resumed_config(config)
+    task = task_of(config)
     set_seed(config.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     teacher = teacher_tok = None
     if not config.no_teacher:
@@ -52,7 +52,7 @@ def run(config: PruneConfig) -> dict:
         student, tokenizer, student_path = load_model(config.teacher, task, new_head=False)
     else:
         student, tokenizer, student_path = load_model(config.student, task, new_head=True)
-    common.check_model_positions(config, student.config, student_path)
+    check_model_positions(config, student.config, student_path)
     if config.student_layers or config.student_hidden:
         student = shrink_model(student, config.student_layers or student.config.num_hidden_layers,
                                config.student_hidden or student.config.hidden_size)
@@ -64,9 +64,9 @@ def run(config: PruneConfig) -> dict:
         raise UserError(f"--pattern {config.pattern}: {e}; use --pattern unstructured") from None
     if config.student_head == "teacher" and config.init == "pretrained":
         copy_task_head(teacher, student)
-    train, dev = common.load_train_dev(config, task, tokenizer)
+    train, dev = load_train_dev(config, task, tokenizer)
     processes, device = distributed.start(config.device)
-    out = common.start_run(config, {"student_path": student_path}, processes.main)
+    out = start_run(config, {"student_path": student_path}, processes.main)
     if processes.main:
         checkpoint.check_free_space(out, student, config.keep_checkpoints if config.save_every else 0)
 
@@ -87,8 +87,8 @@ def run(config: PruneConfig) -> dict:
                                    if config.hidden_norm == "teacher-var" else None).to(device)
         teacher_metrics = evaluate(teacher, task, dev, config.eval_batch_size)
 
-    steps = common.total_steps(config, len(train))
-    eval_every = common.eval_interval(config, len(train))
+    steps = total_steps(config, len(train))
+    eval_every = eval_interval(config, len(train))
     pruner = build_pruner(find_targets(student), config.sparsity, round(config.prune_start * steps),
                           round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
                           config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
@@ -124,12 +124,12 @@ def run(config: PruneConfig) -> dict:
             break
         tick = time.perf_counter()
         local, share = processes.share(indices)
-        batch = common.to_device(collate(train, local), device)
-        inputs = common.model_inputs(batch)
+        batch = to_device(collate(train, local), device)
+        inputs = model_inputs(batch)
         with distributed.autocast(device, config.precision):
             if teacher is None:
                 logits = student(**inputs).logits.float()
-                terms = {"task": common.task_loss(task, logits, batch["labels"])}
+                terms = {"task": task_loss(task, logits, batch["labels"])}
                 loss = terms["task"]
             else:
                 s_out = forward_with_internals(student, inputs) if full else Outputs(student(**inputs).logits)
@@ -141,7 +141,7 @@ def run(config: PruneConfig) -> dict:
                                  else Outputs(teacher(**inputs).logits))
                 terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
                 loss = loss_fn.combine(terms)
-        common.check_training_state(loss, state.step, out)
+        check_training_state(loss, state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
         state.step += 1
@@ -159,7 +159,7 @@ def run(config: PruneConfig) -> dict:
             log.write(step=state.step, eval=state.metrics, sparsity=pruner.level)
             bar.write(f"step {state.step} sparsity {pruner.level:.3f}: " +
                       ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items()))
-        if processes.main and common.checkpoint_due(config, state.step, steps):
+        if processes.main and checkpoint_due(config, state.step, steps):
             state.seconds = time.time() - started
             checkpoint.save(out, state.step, model=student, optimizer=optimizer, scheduler=scheduler,
                             trainer=state.state_dict(), pruner=pruner, extra_modules=extra_modules,

@@ -13,11 +13,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from .. import checkpoint
 from ..config import FinetuneConfig, PruneConfig, RunConfig, build
 from ..errors import UserError
-from ..runio import prepare_output_dir, read_yaml_mapping, write_config, write_json
+from ..runio import prepare_output_dir, read_yaml_mapping, saved_config, write_config, write_json
 from ..tasks import get_task
-from . import common, finetune, prune
+from . import finetune, prune
 
 
 def load_preset(name: str) -> dict:
@@ -57,7 +58,7 @@ def resumed_jobs(config: RunConfig):
     if not config.output:
         raise UserError("--resume needs --output, the folder of the run to continue")
     out = Path(config.output)
-    saved = common.saved_config(out)
+    saved = saved_config(out)
     if saved.get("job") != "run":
         raise UserError(f"{out / 'config.yaml'}: not the config of a `sparsebert run`; resume a single job with "
                         "its own command (finetune or prune --resume)")
@@ -71,6 +72,23 @@ def resumed_jobs(config: RunConfig):
     return out, teacher, student
 
 
+def run_to_the_end(job, settings, resume: bool, say_fresh_start: bool = False) -> dict:
+    """Runs one job of `run` or `experiment` in settings.output; with `resume`, from the latest checkpoint an
+    earlier, interrupted process left there (a user who asked for it hears when there was none: `say_fresh_start`). Its
+    checkpoints are deleted once its model is written: they serve only to resume, and these commands hand
+    over finished models, not optimiser states."""
+    folder = Path(settings.output)
+    latest = checkpoint.latest(folder) if resume else None
+    settings.resume = latest is not None
+    if latest is not None:
+        print(f"{folder}: resuming from {latest.name}", flush=True)
+    elif resume and say_fresh_start:
+        print(f"{folder}: no checkpoint, running it from the start", flush=True)
+    result = job.run(settings)
+    checkpoint.remove_all(folder)
+    return result
+
+
 def run_or_resume(job, settings, resume: bool) -> dict:
     """On --resume a finished job's metrics are read back, one with a checkpoint goes on from it, and one cut
     off before its first checkpoint starts over."""
@@ -79,7 +97,7 @@ def run_or_resume(job, settings, resume: bool) -> dict:
         print(f"{folder}: finished before, kept", flush=True)
         return json.loads((folder / "metrics.json").read_text())
     settings.overwrite = settings.overwrite or resume
-    return common.run_to_the_end(job, settings, resume, say_fresh_start=True)
+    return run_to_the_end(job, settings, resume, say_fresh_start=True)
 
 
 def run(args: RunConfig) -> dict:
