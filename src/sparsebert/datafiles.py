@@ -47,6 +47,17 @@ def file_format(path: Path, text: str) -> str:
     return kind
 
 
+def json_object(path: Path, number: int, line: str) -> dict:
+    """One line of a JSON lines file: an object, else an error naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}:{number}: not a JSON object; give one {{\"column\": value, ...}} per line")
+    return record
+
+
 def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
     """(column names, [(line number, {column: value})]) of a CSV, TSV (header first) or JSON lines file."""
     path = Path(path)
@@ -58,12 +69,7 @@ def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: not a JSON object; give one {{\"column\": value, ...}} per line")
+            record = json_object(path, number, line)
             columns += [k for k in record if k not in columns]
             rows.append((number, record))
     else:

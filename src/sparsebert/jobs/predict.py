@@ -31,12 +31,7 @@ SECOND_KEYS = ("text_b", "sentence2", "question2")
 
 def parse_json_line(path: Path, number: int, text: str, columns: list[str] | None,
                     required: bool) -> tuple[str, str | None]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}:{number}: not a JSON object; give {{\"text\": ...}} per line")
+    obj = datafiles.json_object(path, number, text)
     if columns and (required or all(c in obj for c in columns)):
         missing = [c for c in columns if c not in obj]
         if missing:
