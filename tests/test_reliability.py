@@ -239,3 +239,12 @@ def test_a_presets_sparsity_is_kept_unless_the_run_gives_one(tmp_path):
         assert student.sparsity == 0.8
     finally:
         release_output_locks()
+
+
+def test_an_export_cut_off_before_it_finished_is_refused_by_every_reader(tiny_teacher, tmp_path):
+    result = run_cli("export", tiny_teacher, tmp_path / "exp", "--values", "fp32", "--embeddings", "fp32")
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "exp" / "sparse_config.json").unlink()  # written last: what a crash mid-export leaves
+    (tmp_path / "in.tsv").write_text("a sentence\tanother\n")
+    for args in (("predict", tmp_path / "exp", "--input", tmp_path / "in.tsv"), ("evaluate", tmp_path / "exp")):
+        assert_one_line(run_cli(*args), "an export that was cut off before it finished")

@@ -47,6 +47,11 @@ def file_format(path: Path, text: str) -> str:
     return kind
 
 
+def default_name(path: Path) -> str:
+    """The task's name when --task gives none: the file's, or its folder's for a file named by its split."""
+    return path.parent.name if path.stem.lower() in ("train", "training", "dev", "validation", "valid") else path.stem
+
+
 def json_object(path: Path, number: int, line: str) -> dict:
     """One line of a JSON lines file: an object, else an error naming the file and line."""
     try:
@@ -143,7 +148,7 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
             if len(labels) < 2:
                 raise UserError(f"{path}: every row has the label '{labels[0] if labels else ''}'; a classifier "
                                 "needs two labels or more (--regression for numbers to predict)")
-    task = Task(name=name or path.stem, text_a=text_a, text_b=text_b, label=label_column,
+    task = Task(name=name or default_name(path), text_a=text_a, text_b=text_b, label=label_column,
                 labels=None if regression else labels,
                 metrics=("spearman", "pearson") if regression else ("accuracy", "f1_macro"),
                 dev_files=(), has_header=True, files=True)

@@ -76,6 +76,11 @@ def load_tokenizer(path: str):
 
 
 def load_config(path: str):
+    from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS
+
+    if (Path(path) / SPARSE_WEIGHTS).is_file() and not (Path(path) / SPARSE_CONFIG).is_file():
+        raise UserError(f"{path}: an export that was cut off before it finished ({SPARSE_CONFIG}, written last, is "
+                        "missing); run sparsebert export again")
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as e:
