@@ -69,12 +69,9 @@ def plain(value):
     return value
 
 
-# how a command was run, not what it ran: left out of the config.yaml a run writes, so that it re-runs with --config
-INVOCATION = ("debug", "trust_pickle", "resume", "overwrite", "config")
-
-
 def write_config(output_dir: Path, config: dict) -> None:
-    config = {k: v for k, v in config.items() if k not in INVOCATION}
+    """`config`: a job config's settings (`to_dict(settings_only=True)`: how the command was run, --overwrite or
+    --resume, is not among them), so the file re-runs the job with --config."""
     with open(output_dir / "config.yaml", "w") as f:
         yaml.safe_dump(plain(config), f, sort_keys=False)
 

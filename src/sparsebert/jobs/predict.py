@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import datafiles
 from ..config import PredictConfig
-from ..data import Encoded, eval_batches
+from ..data import Encoded, eval_batches, model_data_settings
 from ..errors import UserError
 from ..models import check_model_positions, load_config, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
@@ -101,7 +101,7 @@ def run(args: PredictConfig) -> None:
     if args.output:
         check_output(Path(args.output), input_path, args.overwrite)
     config = load_config(path)
-    saved = dict(getattr(config, "sparsebert_data", None) or {})
+    saved = model_data_settings(config)
     check_model_positions(args, config, path)
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
