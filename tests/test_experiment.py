@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from conftest import kill_once_written, run_cli
 from sparsebert import checkpoint
+from sparsebert.errors import UserError
 from sparsebert.grid import claim, release
 from sparsebert.reports import write_comparison
 from sparsebert.tasks import get_task, task_file
@@ -55,6 +57,10 @@ def test_experiment_grid_runs_resumes_and_tabulates(tiny_model, tmp_path):
         if r["variant"] != "teacher":
             assert r["layer_sparsity"].keys() == {"0", "1"} and all(abs(s - 0.5) < 0.02 for s in r["layer_sparsity"].values())
     assert "| mrpc | kap | 0.5 | 3 | 1 | 0.5" in (tmp_path / "results" / "layers.md").read_text()
+    # how far fine-tuning moved the teacher from the model it started from, per layer
+    teacher = next(r for r in records if r["variant"] == "teacher")
+    assert teacher["weight_change"].keys() == {"0", "1"} and all(0 < v < 1 for v in teacher["weight_change"].values())
+    assert "| mrpc | " in (tmp_path / "results" / "teacher_change.md").read_text()
     # the mean of the evaluations at the target, from the job's log
     log = [json.loads(line) for line in (tmp_path / "runs" / "kap-mrpc-s0.5-seed1" / "log.jsonl").read_text().splitlines()]
     at_target = [r["eval"]["f1"] for r in log if "eval" in r and r["sparsity"] >= 0.5 - 1e-3]
@@ -296,3 +302,56 @@ def test_records_and_tables_are_by_the_final_model(tmp_path):
     old = {"metric": "f1", "score": 0.85, "final_score": 0.80, "accuracy": 0.75, "f1": 0.85}
     assert by_final_model(old) == {"metric": "f1", "score": 0.80, "best_score": 0.85, "accuracy": None, "f1": 0.80,
                                    "best_accuracy": 0.75, "best_f1": 0.85}
+
+
+def test_paired_comparison_is_seed_by_seed_with_a_bootstrap_interval(tmp_path):
+    from sparsebert.reports import write_paired
+
+    rec = lambda task, variant, seed, score: {"task": task, "variant": variant, "sparsity": 0.95, "seed": seed,
+                                              "score": score}
+    records = [rec("mrpc", "kap", s, 0.80 + 0.01 * s) for s in range(5)]
+    records += [rec("mrpc", "prune-teacher", s, 0.75 + 0.01 * s + 0.001 * (s % 2)) for s in range(5)]
+    records += [rec("cola", "kap", s, v) for s, v in enumerate([0.10, 0.20, 0.15])]
+    records += [rec("cola", "prune-teacher", s, v) for s, v in enumerate([0.15, 0.12, 0.16])]
+    records += [rec("cola", "prune-teacher", 9, 0.5)]  # no kap run of seed 9: not a pair
+    write_paired(tmp_path / "paired.md", records, ["mrpc", "cola", "rte"],
+                 [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95}], "method")
+    rows = (tmp_path / "paired.md").read_text().splitlines()[2:]
+    assert len(rows) == 2  # rte has no runs
+    mrpc, cola = (row.split(" | ") for row in rows)
+    assert mrpc[4] == "5 (0, 1, 2, 3, 4)" and mrpc[7] == "+0.050" and mrpc[9] == "ahead |"
+    assert cola[4] == "3 (0, 1, 2)" and cola[7] == "+0.007" and cola[9] == "no resolved difference |"
+
+
+def test_paired_difference_agrees_with_scipy_bootstrap():
+    import numpy as np
+    from scipy import stats
+
+    from sparsebert.stats import paired_difference
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(0.8, 0.05, 12)
+    method = base + rng.normal(0.02, 0.01, 12)
+    ours = paired_difference(method.tolist(), base.tolist(), resamples=20_000)
+    theirs = stats.bootstrap((method - base,), np.mean, n_resamples=20_000, method="percentile",
+                             confidence_level=0.95, random_state=0).confidence_interval
+    assert ours["mean"] == pytest.approx(float(np.mean(method - base)))
+    assert ours["low"] == pytest.approx(theirs.low, abs=5e-4) and ours["high"] == pytest.approx(theirs.high, abs=5e-4)
+    same = paired_difference([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
+    assert same["low"] == pytest.approx(0.1) and same["high"] == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        paired_difference([0.5], [0.4, 0.3])
+
+
+def test_a_bad_paired_section_stops_the_grid(tmp_path):
+    from sparsebert.grid import load_config
+
+    base = {"name": "g", "output": str(tmp_path / "o"), "runs_dir": str(tmp_path / "r"),
+            "teachers": {"mrpc": {"task": "mrpc"}}, "jobs": [{"variant": "kap", "teacher": "mrpc"}]}
+    for paired, words in [({"method": "kap"}, "'paired:' is a list"),
+                          ([{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95}], "'prune-teacher'"),
+                          ([{"method": "kap", "baseline": "kap"}], "takes method:, baseline: and sparsity:")]:
+        path = tmp_path / "grid.yaml"
+        path.write_text(yaml.safe_dump({**base, "paired": paired}))
+        with pytest.raises(UserError, match=words):
+            load_config(str(path))

@@ -108,6 +108,19 @@ def test_per_layer_sparsity_weighs_matrices_by_size():
     assert per_layer(tensors) == {"0": 0.38, "1": 0.0}
 
 
+def test_relative_change_per_layer_is_the_norm_of_the_move_over_the_norm_of_the_start():
+    from sparsebert.pruning.report import relative_change
+
+    torch.manual_seed(0)
+    before = {f"bert.encoder.layer.{i}.{m}.weight": torch.randn(8, 8) for i in (0, 1) for m in ("query", "output.dense")}
+    after = {n: w.clone() for n, w in before.items()}
+    after["bert.encoder.layer.1.query.weight"] *= 1.5  # one of layer 1's two matrices moves by half its norm
+    q, o = before["bert.encoder.layer.1.query.weight"], before["bert.encoder.layer.1.output.dense.weight"]
+    expected = (0.25 * q.pow(2).sum() / (q.pow(2).sum() + o.pow(2).sum())).sqrt().item()
+    change = relative_change(before, after)
+    assert change["0"] == 0.0 and change["1"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_state_dict_and_mask_file_round_trip(tiny_model, tmp_path):
     model = tiny(tiny_model)
     pruner = build_pruner(find_targets(model), 0.9, start=0, end=10, events=5)

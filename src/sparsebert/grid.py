@@ -33,7 +33,7 @@ def load_config(path: str) -> dict:
 
 
 CONFIG_KEYS = {"name", "output", "runs_dir", "label", "plot_metric", "teachers", "augmented", "prune_defaults",
-               "compare", "jobs"}
+               "compare", "paired", "jobs"}
 
 
 JOB_KEYS = {"variant", "teacher", "seeds", "sparsities", "steps", "prune", "train"}
@@ -84,6 +84,16 @@ def check_jobs(config: dict, path: str) -> None:
         settings = {**config.get("prune_defaults", {}), **spec.get("prune", {})}
         build(PruneConfig, {"output": "-", "teacher": None if settings.get("no_teacher") else "-", **settings},
               path, spec["variant"])
+    variants = {spec["variant"] for spec in config["jobs"]}
+    pairs = config.get("paired", [])
+    if not isinstance(pairs, list):
+        raise UserError(f"{path}: 'paired:' is a list like [{{method: kap, baseline: prune-teacher, sparsity: 0.95}}]")
+    for number, pair in enumerate(pairs, 1):
+        if not isinstance(pair, dict) or pair.keys() != {"method", "baseline", "sparsity"}:
+            raise UserError(f"{path}: pair {number} of 'paired:' takes method:, baseline: and sparsity:")
+        missing = sorted({pair["method"], pair["baseline"]} - variants)
+        if missing:
+            raise UserError(f"{path}: pair {number} of 'paired:' names '{missing[0]}', which no job's variant is")
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

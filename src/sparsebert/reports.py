@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from .grid import expand, fingerprint
 from .metrics import compute_metrics
 from .plots import eval_trajectory, plot_curves, plot_trajectories
-from .pruning.report import per_layer
+from .pruning.report import per_layer, relative_change
+from .pruning.targets import find_targets
 from .runio import read_json, write_json
+from .stats import paired_difference
 from .tasks import get_task, load_split
 
 
@@ -55,13 +57,17 @@ def write_results(config: dict, out: Path) -> list[dict]:
     by_score = config.get("plot_metric", "accuracy") == "score"
     shown = lambda task: plotted_metric(task, by_score)
     fresh, teacher_sha256 = {}, {}
+    earlier = {r["job"]: r for r in committed_records(config)}
     for name, settings in config["teachers"].items():
         folder = runs / f"teacher-{name}"
         if (folder / "metrics.json").is_file():
             result = read_json(folder / "metrics.json")
             teacher_sha256[name] = fingerprint(folder)
+            known = earlier.get(folder.name, {})
+            change = (known.get("weight_change") if known.get("teacher_sha256") == teacher_sha256[name]
+                      else None) or teacher_weight_change(folder, settings)
             fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result),
-                                  "job": folder.name, "teacher_sha256": teacher_sha256[name]}
+                                  "job": folder.name, "teacher_sha256": teacher_sha256[name], "weight_change": change}
     for job in expand(config):
         folder = runs / job["dir"]
         if (folder / "metrics.json").is_file():
@@ -73,7 +79,6 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
                 "evaluations_metric": shown(get_task(job["task"])),
                 "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
-    earlier = {r["job"]: r for r in committed_records(config)}
     names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
     records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
     # the grid's jobs are named by `label:` in the files (the paper grid's records say `method`)
@@ -81,9 +86,13 @@ def write_results(config: dict, out: Path) -> list[dict]:
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
     write_table(out / "table.md", records, label)
     write_layer_table(out / "layers.md", records, label)
+    tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
     if "compare" in config:
-        tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
         write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
+    if "paired" in config:
+        write_paired(out / "paired.md", records, tasks, config["paired"], label)
+    if any(r.get("weight_change") for r in records):
+        write_weight_change(out / "teacher_change.md", records)
     # jobs of one `steps:` list differ only in their length, which their names end with
     trajectories = {(r["task"], f"{r['task']} {r['variant']} {r['sparsity']:g} seed {r['seed']}"
                      + (f" {r['steps']} steps" if r["job"].endswith("steps") else "")):
@@ -201,4 +210,49 @@ def write_table(path: Path, records: list[dict], label: str) -> None:
                      f"({rows[0]['metric']}) | {cell('accuracy')} | {cell('f1')} "
                      f"| {cell('best_score')} | {cell('mean_at_target')} "
                      f"| {statistics.mean(r['seconds'] for r in rows) / 60:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def teacher_weight_change(folder: Path, settings: dict) -> dict[str, float]:
+    """Per encoder layer, how far the teacher's matrices moved from the pre-trained model it was fine-tuned
+    from (`model:` of its settings, or the embedded one): the premise of pruning the pre-trained encoder
+    rather than the teacher is that fine-tuning moves it little."""
+    from .models import load_classifier, load_model, resolve_model_path
+
+    teacher = load_classifier(resolve_model_path(str(folder)))
+    pretrained, _, _ = load_model(settings.get("model"), get_task(settings["task"]), new_head=True)
+    weights = lambda model: {name: linear.weight.detach() for name, linear in find_targets(model).items()}
+    return relative_change(weights(pretrained), weights(teacher))
+
+
+def write_weight_change(path: Path, records: list[dict]) -> None:
+    teachers = [r for r in records if r.get("weight_change")]
+    layers = sorted({k for r in teachers for k in r["weight_change"]}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    lines = ["| teacher | " + " | ".join(f"layer {k}" for k in layers) + " |", "|---|" + "---|" * len(layers)]
+    lines += [f"| {r['task']} | " + " | ".join(f"{r['weight_change'].get(k, float('nan')):.3f}" for k in layers) + " |"
+              for r in teachers]
+    path.write_text("Relative change of each encoder layer's weight matrices from the pre-trained model, "
+                    "||teacher - pre-trained|| / ||pre-trained||:\n\n" + "\n".join(lines) + "\n")
+
+
+def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[dict], label: str) -> None:
+    """`method` minus `baseline` at `sparsity`, seed by seed (the same seed: the same data order, head and
+    dropout draws), by the final models: the mean difference with a paired bootstrap 95% interval. An
+    interval that holds 0 is no resolved difference."""
+    lines = [f"| task | {label} | baseline | sparsity | pairs (seeds) | {label} mean | baseline mean | "
+             "difference | 95% interval | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for pair in pairs:
+        for task in tasks:
+            score = lambda variant: {r["seed"]: r["score"] for r in records if r["task"] == task
+                                     and r["variant"] == variant and r["sparsity"] == pair["sparsity"]}
+            ours, theirs = score(pair["method"]), score(pair["baseline"])
+            seeds = sorted(ours.keys() & theirs.keys())
+            if not seeds:
+                continue
+            d = paired_difference([ours[s] for s in seeds], [theirs[s] for s in seeds])
+            verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "no resolved difference"
+            lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {d['n']} "
+                         f"({', '.join(map(str, seeds))}) | {statistics.mean(ours[s] for s in seeds):.3f} | "
+                         f"{statistics.mean(theirs[s] for s in seeds):.3f} | {d['mean']:+.3f} | "
+                         f"[{d['low']:+.3f}, {d['high']:+.3f}] | {verdict} |")
     path.write_text("\n".join(lines) + "\n")

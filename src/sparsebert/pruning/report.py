@@ -33,8 +33,25 @@ def per_layer(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
     size: where a global allocation spent the budget."""
     layers: dict[str, list[int]] = {}
     for name, tensor in tensors.items():
-        found = re.search(r"\.layer\.(\d+)\.", name)
-        counts = layers.setdefault(found.group(1) if found else "other", [0, 0])
+        counts = layers.setdefault(layer_of(name), [0, 0])
         counts[0] += _zeros(tensor)
         counts[1] += tensor.numel()
     return {layer: round(zeros / size, 6) for layer, (zeros, size) in layers.items()}
+
+
+def relative_change(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far each encoder layer's matrices moved, ||after - before|| / ||before|| (Frobenius norms over the
+    layer's matrices together), {matrix name: weights} of the same names: how far fine-tuning took a teacher
+    from the pre-trained weights a student starts from."""
+    layers: dict[str, list[float]] = {}
+    for name, old in before.items():
+        sums = layers.setdefault(layer_of(name), [0.0, 0.0])
+        sums[0] += float((after[name].float() - old.float()).pow(2).sum())
+        sums[1] += float(old.float().pow(2).sum())
+    return {layer: round((moved / size) ** 0.5, 6) for layer, (moved, size) in layers.items()}
+
+
+def layer_of(name: str) -> str:
+    """The encoder layer a matrix name belongs to ("3" for ...encoder.layer.3.output.dense), else "other"."""
+    found = re.search(r"\.layer\.(\d+)\.", name)
+    return found.group(1) if found else "other"
