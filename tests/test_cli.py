@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import sparsebert
 from sparsebert import checkpoint
 
-from conftest import make_tiny_model, run_cli
+from conftest import ROOT, make_tiny_model, run_cli
 
 
 def assert_clean_error(result, text):
@@ -54,6 +55,23 @@ def test_overwritten_run_starts_a_new_log_and_leaves_no_old_checkpoint(tiny_mode
              if '"loss"' in line]
     assert steps == [1, 2]
     assert not stale.exists() and [p.name for p in checkpoint.complete_checkpoints(out)] == ["checkpoint-1"]
+
+
+def test_finetune_trains_each_task_for_its_own_epochs_unless_told(tiny_model, tmp_path):
+    from sparsebert.config import TEACHER_EPOCHS
+
+    grammar = ROOT / "examples" / "grammar"
+    runs = {"rte": ["--task", "rte"], "rte-2": ["--task", "rte", "--epochs", "2"],
+            "own": ["--train-file", grammar / "train.csv", "--validation-file", grammar / "dev.csv",
+                    "--text-columns", "sentence", "--label-column", "verdict"]}
+    steps = {}
+    for name, args in runs.items():
+        result = run_cli("finetune", *args, "--model", tiny_model, "--output", tmp_path / name,
+                         "--max-train-samples", "16", "--batch-size", "16", "--eval-every", "100")
+        assert result.returncode == 0, result.stderr
+        steps[name] = json.loads((tmp_path / name / "metrics.json").read_text())["steps"]
+        assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["epochs"] == steps[name]  # re-runs it
+    assert steps == {"rte": TEACHER_EPOCHS["RTE"], "rte-2": 2, "own": 3}  # one batch an epoch
 
 
 def test_same_seed_same_metrics(tiny_model, tiny_teacher, tmp_path):

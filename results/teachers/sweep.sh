@@ -45,7 +45,5 @@ cola-lr1e-4-h1e-3-e10      cola  1e-4 1e-3 10 0.06 bf16
 sts-b-lr1e-4-h1e-4-e5      sts-b 1e-4 1e-4 5 0.1 bf16
 mrpc-lr2e-4-h2e-3-e3       mrpc  2e-4 2e-3 3 0.1 bf16
 sts-b-lr1e-4-h1e-3-e10     sts-b 1e-4 1e-3 10 0.06 bf16
-rte-lr2e-4-h1e-3-e10       rte   2e-4 1e-3 10 0.06 bf16
 mrpc-lr1e-4-h1e-3-e5-w0    mrpc  1e-4 1e-3 5 0.0 bf16
-cola-lr1e-4-h1e-3-e3       cola  1e-4 1e-3 3 0.1 bf16
 SETTINGS

@@ -254,7 +254,7 @@ class TrainingConfig(TrainDataConfig):
     def check(self) -> None:
         super().check()
         check_sizes(self, ("batch_size", "eval_batch_size"))
-        if self.epochs <= 0 and self.max_steps <= 0:
+        if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise UserError("--epochs must be positive (or give --max-steps)")
         if self.max_steps < 0:
             raise UserError("--max-steps and --max-train-samples must be 0 (no limit) or more")
@@ -266,11 +266,29 @@ class TrainingConfig(TrainDataConfig):
             raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
 
 
+# Fine-tuning epochs per GLUE task at finetune's default rates: the best final dev score of the teacher sweep
+# (results/teachers). Tasks not in the sweep and your own files get 3.
+TEACHER_EPOCHS = {"MRPC": 3.0, "RTE": 5.0, "CoLA": 5.0, "STS-B": 5.0}
+
+
 @dataclass
 class FinetuneConfig(TrainingConfig):
     """Ordinary fine-tuning on the task's labels: how teachers are made."""
     job: typing.ClassVar[str] = "finetune"
     model: str | None = setting(None, "pre-trained encoder folder or hub id (default: the embedded MiniLM)", "model")
+    epochs: float | None = setting(None, "passes over the training data (default: the task's, measured in "
+                                         "results/teachers: " + ", ".join(f"{t} {e:g}" for t, e in
+                                                                          TEACHER_EPOCHS.items())
+                                         + "; 3 for other tasks and your own files)", "training")
+    learning_rate: float = setting(1e-4, "peak learning rate of the encoder", "training")
+    head_learning_rate: float | None = setting(1e-3, "peak learning rate of the new task head (None: "
+                                                     "--learning-rate)", "training")
+
+    def epochs_for(self, task) -> float:
+        """--epochs, or the task's number: GLUE tasks have their own (the sweep's best), others 3."""
+        if self.epochs is not None:
+            return self.epochs
+        return 3.0 if task.files else TEACHER_EPOCHS.get(task.name, 3.0)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from ..training import (TrainState, backward_and_step, check_training_state, che
 def run(config: FinetuneConfig) -> dict:
     config = resumed_config(config)
     task = task_of(config)
+    config = config.replace(epochs=config.epochs_for(task))  # config.yaml records the number the run used
     set_seed(config.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     model, tokenizer, model_path = load_model(config.model, task, new_head=True)
     check_model_positions(config, model.config, model_path)
