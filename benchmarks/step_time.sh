@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Seconds per optimiser step, side by side on this machine: plain fine-tuning, pruning at distilling with
-# the cached teacher, and with the teacher run live. MRPC, embedded MiniLM, batch 32, 40 steps each.
-# Writes results/step_time/step_time.json. Usage: bash benchmarks/step_time.sh
+# the cached teacher, and with the teacher run live, in fp32; fine-tuning and cached pruning again with bf16
+# autocast (--precision bf16). MRPC, embedded MiniLM, batch 32, 40 steps each, on the threads torch is given
+# (OMP_NUM_THREADS). Writes results/step_time/step_time.json. Usage: bash benchmarks/step_time.sh
 set -euo pipefail
 out=${OUT:-results/step_time}
 work=$(mktemp -d)
@@ -10,15 +11,22 @@ common=(--task mrpc --batch-size 32 --max-steps 40 --eval-every 1000 --save-ever
 sparsebert finetune "${common[@]}" --output "$work/teacher"
 sparsebert prune "${common[@]}" --teacher "$work/teacher" --output "$work/cached" --sparsity 0.95
 sparsebert prune "${common[@]}" --teacher "$work/teacher" --output "$work/live" --sparsity 0.95 --no-cache-teacher
+sparsebert finetune "${common[@]}" --output "$work/teacher-bf16" --precision bf16
+sparsebert prune "${common[@]}" --teacher "$work/teacher" --output "$work/cached-bf16" --sparsity 0.95 --precision bf16
 python3 - "$work" "$out/step_time.json" <<'PY'
 import json, sys, torch
 work, path = sys.argv[1], sys.argv[2]
-step = {name: json.load(open(f"{work}/{name}/metrics.json"))["seconds_per_step"] for name in ("teacher", "cached", "live")}
+step = {name: json.load(open(f"{work}/{name}/metrics.json"))["seconds_per_step"]
+        for name in ("teacher", "cached", "live", "teacher-bf16", "cached-bf16")}
 record = {"threads": torch.get_num_threads(), "batch_size": 32, "steps": 40,
+          "cpu_bf16": torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(),
           "finetune_s_per_step": step["teacher"], "prune_cached_s_per_step": step["cached"],
           "prune_live_s_per_step": step["live"],
           "cached_over_finetune": round(step["cached"] / step["teacher"], 3),
-          "live_over_finetune": round(step["live"] / step["teacher"], 3)}
+          "live_over_finetune": round(step["live"] / step["teacher"], 3),
+          "finetune_bf16_s_per_step": step["teacher-bf16"], "prune_cached_bf16_s_per_step": step["cached-bf16"],
+          "finetune_fp32_over_bf16": round(step["teacher"] / step["teacher-bf16"], 3),
+          "prune_cached_fp32_over_bf16": round(step["cached"] / step["cached-bf16"], 3)}
 json.dump(record, open(path, "w"), indent=2)
 print(json.dumps(record, indent=2))
 PY
