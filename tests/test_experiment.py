@@ -314,13 +314,15 @@ def test_paired_comparison_is_seed_by_seed_with_a_bootstrap_interval(tmp_path):
     records += [rec("cola", "kap", s, v) for s, v in enumerate([0.10, 0.20, 0.15])]
     records += [rec("cola", "prune-teacher", s, v) for s, v in enumerate([0.15, 0.12, 0.16])]
     records += [rec("cola", "prune-teacher", 9, 0.5)]  # no kap run of seed 9: not a pair
-    write_paired(tmp_path / "paired.md", records, ["mrpc", "cola", "rte"],
+    records += [rec("sts-b", "kap", 42, 0.85), rec("sts-b", "prune-teacher", 42, 0.80)]
+    write_paired(tmp_path / "paired.md", records, ["mrpc", "cola", "rte", "sts-b"],
                  [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95}], "method")
     rows = (tmp_path / "paired.md").read_text().splitlines()[2:]
-    assert len(rows) == 2  # rte has no runs
-    mrpc, cola = (row.split(" | ") for row in rows)
+    assert len(rows) == 3  # rte has no runs
+    mrpc, cola, sts_b = (row.split(" | ") for row in rows)
     assert mrpc[4] == "5 (0, 1, 2, 3, 4)" and mrpc[7] == "+0.050" and mrpc[9] == "ahead |"
     assert cola[4] == "3 (0, 1, 2)" and cola[7] == "+0.007" and cola[9] == "no resolved difference |"
+    assert sts_b[7:] == ["+0.050", "–", "one pair: no interval |"]  # a single pair shows no spread
 
 
 def test_paired_difference_agrees_with_scipy_bootstrap():

@@ -238,7 +238,7 @@ def write_weight_change(path: Path, records: list[dict]) -> None:
 def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[dict], label: str) -> None:
     """`method` minus `baseline` at `sparsity`, seed by seed (the same seed: the same data order, head and
     dropout draws), by the final models: the mean difference with a paired bootstrap 95% interval. An
-    interval that holds 0 is no resolved difference."""
+    interval that holds 0 is no resolved difference; one pair has no interval."""
     lines = [f"| task | {label} | baseline | sparsity | pairs (seeds) | {label} mean | baseline mean | "
              "difference | 95% interval | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for pair in pairs:
@@ -250,9 +250,11 @@ def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[
             if not seeds:
                 continue
             d = paired_difference([ours[s] for s in seeds], [theirs[s] for s in seeds])
-            verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "no resolved difference"
+            verdict = ("one pair: no interval" if d["n"] < 2 else "ahead" if d["low"] > 0 else
+                       "behind" if d["high"] < 0 else "no resolved difference")
+            interval = "–" if d["n"] < 2 else f"[{d['low']:+.3f}, {d['high']:+.3f}]"
             lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {d['n']} "
                          f"({', '.join(map(str, seeds))}) | {statistics.mean(ours[s] for s in seeds):.3f} | "
                          f"{statistics.mean(theirs[s] for s in seeds):.3f} | {d['mean']:+.3f} | "
-                         f"[{d['low']:+.3f}, {d['high']:+.3f}] | {verdict} |")
+                         f"{interval} | {verdict} |")
     path.write_text("\n".join(lines) + "\n")
