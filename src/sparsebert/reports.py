@@ -136,11 +136,16 @@ def layer_sparsity(masks_path: Path) -> dict[str, float] | None:
     return per_layer(load_file(str(masks_path))) if masks_path.is_file() else None
 
 
+def layer_order(per_layer_values) -> list[str]:
+    """The layer names of several {layer: value} mappings, in model order ("other" last): a table's columns."""
+    return sorted({k for values in per_layer_values for k in values}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+
+
 def write_layer_table(path: Path, records: list[dict], label: str) -> None:
     """Sparsity of each encoder layer's target matrices, per job: uniform allocation gives every layer the
     target, a global one shows where the budget went."""
     pruned = [r for r in records if r.get("layer_sparsity")]
-    layers = sorted({k for r in pruned for k in r["layer_sparsity"]}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    layers = layer_order(r["layer_sparsity"] for r in pruned)
     lines = [f"| task | {label} | sparsity | steps | seed | " + " | ".join(f"layer {k}" for k in layers) + " |",
              "|---|---|---|---|---|" + "---|" * len(layers)]
     for r in pruned:
@@ -227,7 +232,7 @@ def teacher_weight_change(folder: Path, settings: dict) -> dict[str, float]:
 
 def write_weight_change(path: Path, records: list[dict]) -> None:
     teachers = [r for r in records if r.get("weight_change")]
-    layers = sorted({k for r in teachers for k in r["weight_change"]}, key=lambda k: int(k) if k.isdigit() else 1 << 30)
+    layers = layer_order(r["weight_change"] for r in teachers)
     lines = ["| teacher | " + " | ".join(f"layer {k}" for k in layers) + " |", "|---|" + "---|" * len(layers)]
     lines += [f"| {r['task']} | " + " | ".join(f"{r['weight_change'].get(k, float('nan')):.3f}" for k in layers) + " |"
               for r in teachers]
