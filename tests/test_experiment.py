@@ -237,8 +237,9 @@ def test_the_comparison_states_the_claims_from_the_records(tmp_path):
     # (96.25% + 95%) / 2; rte lacks small-dense, so only mrpc decides the second claim
     assert lines[7] == ("- kap at 0.95 keeps 95.6% of the teacher's score on average over mrpc, rte (goal 97%); "
                         "missing: cola.")
-    assert lines[8] == ("- kap beats all of no-teacher, small-dense on 1 of the 1 tasks where all of them ran (mrpc); "
-                        "not yet complete: rte, cola.")
+    # one seed of each: a paired test cannot resolve anything, whatever the means say
+    assert lines[8] == "- kap against no-teacher, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.080, p 1.00); rte undecided: 1 pair, the test needs 6 (-0.010, p 1.00)."
+    assert lines[9] == "- kap against small-dense, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.030, p 1.00)."
 
 
 def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
@@ -261,6 +262,10 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     assert "job 2 (late): 'seeds:' is a list like [42]" in grid(seeds=42)
     assert "job 2 (late): 'sparsities:' is a list like [0.95]" in grid(sparsities=[0.9, 95])
     assert "job 2 (late): prune: is a mapping ({key: value, ...}), not a list" in grid(prune=["max_steps"])
+    config = yaml.safe_load((tmp_path / "grid.yaml").read_text())
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "augmented": {"x": {"task": "mrpc", "n_aug": -1}}}))
+    refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
+    assert refused.returncode != 0 and "--n-aug must be >= 0" in refused.stderr and not (tmp_path / "runs").exists()
     config = yaml.safe_load((tmp_path / "grid.yaml").read_text())
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "plot_metric": "f1", "jobs": config["jobs"][:1]}))
     refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
@@ -304,45 +309,56 @@ def test_records_and_tables_are_by_the_final_model(tmp_path):
                                    "best_accuracy": 0.75, "best_f1": 0.85}
 
 
-def test_paired_comparison_is_seed_by_seed_with_a_bootstrap_interval(tmp_path):
+def test_paired_comparison_matches_seed_steps_and_pattern_and_applies_the_rule(tmp_path):
     from sparsebert.reports import write_paired
 
-    rec = lambda task, variant, seed, score: {"task": task, "variant": variant, "sparsity": 0.95, "seed": seed,
-                                              "score": score}
-    records = [rec("mrpc", "kap", s, 0.80 + 0.01 * s) for s in range(5)]
-    records += [rec("mrpc", "prune-teacher", s, 0.75 + 0.01 * s + 0.001 * (s % 2)) for s in range(5)]
+    def rec(task, variant, seed, score, steps=500, pattern="unstructured"):
+        return {"task": task, "variant": variant, "sparsity": 0.95, "seed": seed, "score": score, "steps": steps,
+                "pattern": pattern}
+
+    records = [rec("mrpc", "kap", s, 0.80 + 0.01 * s) for s in range(7)]
+    records += [rec("mrpc", "prune-teacher", s, 0.75 + 0.01 * s + 0.001 * (s % 2)) for s in range(7)]
+    records += [rec("mrpc", "prune-teacher", s, 0.99, steps=2000) for s in range(7)]  # other lengths: not pairs
+    records += [rec("mrpc", "kap", s, 0.50, pattern="1x4") for s in range(2)]  # nor other patterns
     records += [rec("cola", "kap", s, v) for s, v in enumerate([0.10, 0.20, 0.15])]
     records += [rec("cola", "prune-teacher", s, v) for s, v in enumerate([0.15, 0.12, 0.16])]
     records += [rec("cola", "prune-teacher", 9, 0.5)]  # no kap run of seed 9: not a pair
     records += [rec("sts-b", "kap", 42, 0.85), rec("sts-b", "prune-teacher", 42, 0.80)]
     write_paired(tmp_path / "paired.md", records, ["mrpc", "cola", "rte", "sts-b"],
-                 [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95}], "method")
-    rows = (tmp_path / "paired.md").read_text().splitlines()[2:]
-    assert len(rows) == 3  # rte has no runs
-    mrpc, cola, sts_b = (row.split(" | ") for row in rows)
-    assert mrpc[4] == "5 (0, 1, 2, 3, 4)" and mrpc[7] == "+0.050" and mrpc[9] == "ahead |"
-    assert cola[4] == "3 (0, 1, 2)" and cola[7] == "+0.007" and cola[9] == "no resolved difference |"
-    assert sts_b[7:] == ["+0.050", "–", "one pair: no interval |"]  # a single pair shows no spread
+                 [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95}], "method",
+                 teachers={"mrpc": 0.86, "cola": 0.30}, constant={"mrpc": 0.81, "cola": 0.0})
+    text = (tmp_path / "paired.md").read_text()
+    assert text.startswith("Decision rule (fixed before the runs): an exact two-sided sign-flip test")
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 3  # rte has no runs; the 2000-step and 1x4 runs have no partner
+    mrpc, cola, sts_b = rows
+    assert mrpc[4:7] == ["500", "unstructured", "7 (0, 1, 2, 3, 4, 5, 6)"] and mrpc[9] == "+0.050"
+    assert mrpc[11:13] == ["0.016", "ahead"]  # 2 / 2**7: every difference positive
+    # kap's mean 0.83 as a share of the teacher's 0.86 and of its margin over the constant answer (0.02 / 0.05)
+    assert mrpc[13] == "96.5% / 40%"
+    assert cola[6] == "3 (0, 1, 2)" and cola[9] == "+0.007" and cola[12] == "undecided: 3 pairs, the test needs 6"
+    assert sts_b[9:11] == ["+0.050", "–"]  # a single pair shows no interval
+    assert "across mrpc, cola, sts-b (11 pairs)" in text
 
 
-def test_paired_difference_agrees_with_scipy_bootstrap():
-    import numpy as np
-    from scipy import stats
+def test_the_arms_of_a_pair_draw_the_same_dropout_masks(tiny_teacher, tmp_path, monkeypatch):
+    """kap draws a fresh head before training and prune-teacher does not: without re-seeding at the start of
+    the loop their dropout masks would differ at every step."""
+    import sparsebert
+    from conftest import make_tiny_model
+    from sparsebert.jobs import prune as prune_job
 
-    from sparsebert.stats import paired_difference
+    student = make_tiny_model(tmp_path / "three-labels", num_labels=3)  # MRPC has two: a fresh head is drawn
 
-    rng = np.random.default_rng(3)
-    base = rng.normal(0.8, 0.05, 12)
-    method = base + rng.normal(0.02, 0.01, 12)
-    ours = paired_difference(method.tolist(), base.tolist(), resamples=20_000)
-    theirs = stats.bootstrap((method - base,), np.mean, n_resamples=20_000, method="percentile",
-                             confidence_level=0.95, random_state=0).confidence_interval
-    assert ours["mean"] == pytest.approx(float(np.mean(method - base)))
-    assert ours["low"] == pytest.approx(theirs.low, abs=5e-4) and ours["high"] == pytest.approx(theirs.high, abs=5e-4)
-    same = paired_difference([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
-    assert same["low"] == pytest.approx(0.1) and same["high"] == pytest.approx(0.1)
-    with pytest.raises(ValueError):
-        paired_difference([0.5], [0.4, 0.3])
+    states, collate = [], prune_job.collate
+    monkeypatch.setattr(prune_job, "collate", lambda *a: (states.append(torch.get_rng_state()), collate(*a))[1])
+    common = dict(task="mrpc", teacher=str(tiny_teacher), max_train_samples=32, batch_size=16, max_steps=3,
+                  sparsity=0.5, seed=5, cache_teacher=False)
+    sparsebert.prune(**common, student=str(student), student_head="teacher", output=str(tmp_path / "kap"))
+    kap, states[:] = list(states), []
+    sparsebert.prune(**common, init="teacher", output=str(tmp_path / "prune-teacher"))
+    assert len(kap) == len(states) == 3
+    assert all(torch.equal(a, b) for a, b in zip(kap, states))
 
 
 def test_a_bad_paired_section_stops_the_grid(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 
 from .config import CONFIGS, read_config_file
 
@@ -32,6 +33,9 @@ def _run(job: str, positional: list, options: dict):
     given = dict(zip([f.name for f in dataclasses.fields(cls) if f.metadata["positional"]], positional))
     if isinstance(config, cls):
         settings = config.replace(**given, **options)
+    elif config is not None and not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"sparsebert.{job}(config=...) takes a {cls.__name__} or a YAML file's path, not a "
+                        f"{type(config).__name__}")
     else:
         settings = cls(**{**(read_config_file(config, job) if config is not None else {}), **given, **options})
     previous, models.trust_pickle = models.trust_pickle, trust_pickle

@@ -183,8 +183,9 @@ def check_seq_length(length: int) -> None:
 
 @dataclass
 class DataConfig(JobConfig):
-    task: str | None = setting(None, "GLUE task, any case, with or without hyphen (default: mrpc); with your own "
-                                     "files (--validation-file), their task's name (default: the file's)", "data")
+    task: str | None = setting(None, "GLUE task, any case, with or without hyphen (default: the one the model was "
+                                     "trained on; training jobs: mrpc); with your own files (--validation-file), "
+                                     "their task's name (default: the file's)", "data")
     data_dir: str | None = setting(None, "task folder of the GLUE distribution (default: the bundled copy)", "data")
     validation_file: str | None = setting(
         None, "your own dev data: CSV, TSV or JSON lines with named columns (training jobs: with --train-file)",
@@ -228,7 +229,8 @@ class TrainingConfig(TrainDataConfig):
     overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
     resume: bool = setting(False, "continue the run in --output from its latest complete checkpoint, with its "
                                   "config.yaml; only inputs that moved may be given anew (--teacher, --student, "
-                                  "--model, --train-file, --validation-file, --data-dir), and --learning-rate",
+                                  "--model, --train-file, --validation-file, --data-dir); every other setting, the learning "
+                                  "rate included, is the saved one",
                            "output", invocation=True)
     save_every: int = setting(200, "checkpoint every N steps (0: never)", "output")
     keep_checkpoints: int = setting(2, "how many recent checkpoints to keep (`run` and `experiment` delete them "
@@ -451,6 +453,37 @@ class BenchConfig(JobConfig):
     plot: str | None = setting(None, "PNG of latency against sparsity (default: beside --json)", "output")
     collect: bool = setting(False, "time nothing: write the table and the plot from an existing --json", "output")
 
+    def check(self) -> None:
+        whole_numbers(self.batch_sizes, "--batch-sizes")
+        whole_numbers(self.threads, "--threads")
+        if self.seq_length < 2 or self.repeats < 1 or self.warmup < 0:
+            raise UserError("--seq-length must be at least 2, --repeats at least 1, --warmup at least 0")
+        unknown = [e for e in self.engines.split(",") if e not in BENCH_ENGINES]
+        if unknown:
+            raise UserError(f"--engines: unknown '{unknown[0]}'; choose from {', '.join(BENCH_ENGINES)}")
+        if not self.model:
+            fractions(self.sparsities, "--sparsities")
+
+
+def whole_numbers(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} '{text}': give whole numbers separated by commas") from None
+    if min(values) < 1:
+        raise UserError(f"{flag} '{text}': every value must be at least 1")
+    return values
+
+
+def fractions(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(s) for s in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} '{text}': give fractions separated by commas") from None
+    if not all(0 <= s < 1 for s in values):
+        raise UserError(f"{flag} '{text}': every value is a fraction in [0, 1)")
+    return values
+
 
 @dataclass
 class PredictConfig(JobConfig):
@@ -465,7 +498,7 @@ class PredictConfig(JobConfig):
     output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
     overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
     batch_size: int = setting(32, "examples per batch", "engine")
-    chunk: int = setting(1024, "lines read and predicted at a time", "engine")
+    chunk: int = setting(1024, "rows predicted and written at a time (the input file is read whole first)", "engine")
     dense: bool = setting(False, "use dense PyTorch instead of the sparse engine", "engine")
 
     def check(self) -> None:
@@ -488,6 +521,10 @@ class AugmentConfig(JobConfig):
                                  required=True)
     overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
 
+    def check(self) -> None:
+        if self.n_aug < 0 or not 0 <= self.prob <= 1 or self.top_k < 1:
+            raise UserError("--n-aug must be >= 0, --prob in [0, 1], --top-k >= 1")
+
 
 @dataclass
 class ExperimentConfig(JobConfig):
@@ -495,7 +532,7 @@ class ExperimentConfig(JobConfig):
     job: typing.ClassVar[str] = "experiment"
     config: str | None = setting(None, "experiment YAML (see src/sparsebert/experiments/)", "grid", positional=True)
     only: str | None = setting(None, "run only these variants or jobs (names as --dry-run lists them; "
-                                     "comma-separated), in this order", "grid")
+                                     "comma-separated): seed by seed, within a seed in this order", "grid")
     tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated)", "grid")
     dry_run: bool = setting(False, "list the jobs and whether they are done", "grid")
     collect: bool = setting(False, "run nothing; gather finished jobs into the results", "grid")

@@ -87,7 +87,7 @@ def task_of(config, model_config=None):
         if config.text_columns:
             raise UserError("--text-columns names columns of your own files: give --validation-file (and "
                             "--train-file to train)")
-        return with_main_metric(get_task(config.task or "mrpc"), config.metric)
+        return with_main_metric(get_task(config.task or recorded_task(model_config)), config.metric)
     saved = model_data_settings(model_config)
     regression, labels = config.regression, None
     if model_config is not None:
@@ -98,6 +98,20 @@ def task_of(config, model_config=None):
                               label_column=config.label_column or saved.get("label_column") or "label",
                               regression=regression,
                               metric=config.metric or saved.get("metric"), labels=labels)
+
+
+def recorded_task(model_config) -> str:
+    """The GLUE task a trained model was trained on (what it recorded), for jobs given none; training jobs
+    (no model config) default to MRPC. A model trained on your own files, or one that recorded nothing, is
+    refused rather than scored on a task it may never have seen."""
+    if model_config is None:
+        return "mrpc"
+    saved = model_data_settings(model_config)
+    if "text_columns" in saved:
+        raise UserError(f"the model was trained on your own files (task '{saved['task']}'); give --validation-file")
+    if not saved.get("task"):
+        raise UserError("the model records no task it was trained on; give --task (or --validation-file)")
+    return saved["task"]
 
 
 def model_data_settings(model_config) -> dict:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from .errors import UserError
 from .training import pick_device
 
 
@@ -35,12 +36,14 @@ class Processes:
         return local, len(local) * self.world / len(indices)
 
 
-def start(device_name: str | None) -> tuple[Processes, torch.device]:
+def start(device_name: str | None, precision: str = "fp32") -> tuple[Processes, torch.device]:
+    device = pick_device(device_name)
+    if precision == "fp16" and device.type != "cuda":  # CPU autocast in fp16 is slow and its gradients underflow
+        raise UserError(f"--precision fp16 needs a GPU; this run is on the {device.type}: use --precision bf16 or fp32")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Processes(), pick_device(device_name)
+        return Processes(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -77,7 +80,8 @@ def finish(processes: Processes) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast where the device supports it; fp32 does nothing."""
+    """bf16/fp16 autocast; fp32 does nothing. fp16 runs on GPUs only (training.check_precision refuses it
+    elsewhere before anything is written)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -1,22 +1,81 @@
-"""Comparisons of two methods over paired runs (the same seed, so the same data order and draws)."""
+"""Comparisons of two methods over paired runs (the same seed: the same data order, head and dropout draws).
+
+The decision rule, fixed before the runs: a difference is resolved when an exact two-sided sign-flip
+(permutation) test of the per-seed differences gives p < 0.05. Under "no difference" each difference is as
+likely positive as negative, so every pattern of signs is equally likely, and the test's false-verdict rate is
+at most 5% for any number of pairs and any spread. The smallest p it can give with n pairs is 2 / 2^n, so fewer
+than MIN_PAIRS pairs can never resolve anything. The effect size beside it is the mean difference with a paired
+t 95% interval. Across tasks, each pair's sign is flipped independently and the statistic is the mean over
+tasks of each task's mean difference (every task weighs the same, whatever its number of pairs)."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
+from scipy import stats as scipy_stats
+
+LEVEL = 0.05  # two-sided
+MIN_PAIRS = 6  # 2 / 2**5 = 0.0625 > LEVEL: five pairs cannot resolve a difference
+EXACT_UP_TO = 16  # pairs; beyond, the sign patterns are sampled
+SAMPLED_PATTERNS = 200_000
 
 
-def paired_difference(method: list[float], baseline: list[float], resamples: int = 10_000, seed: int = 0,
-                      level: float = 0.95) -> dict:
-    """The mean of method - baseline over the pairs, and a percentile bootstrap interval of it: the pairs are
-    resampled with replacement, so the seed-to-seed spread both methods share cancels. With a handful of
-    seeds the interval is rough (five pairs have 126 distinct resamples); it is a measure of spread, not a
-    test with an exact level."""
+def sign_patterns(n: int, seed: int = 0) -> np.ndarray:
+    """Every pattern of n signs (2^n rows), or a fixed random sample of them when there are too many."""
+    if n <= EXACT_UP_TO:
+        return np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    return np.random.default_rng(seed).choice((1.0, -1.0), size=(SAMPLED_PATTERNS, n))
+
+
+def sign_flip_p(differences) -> float:
+    """Two-sided p of the mean difference under random signs: the share of sign patterns whose mean is at
+    least as far from 0 as the observed one (the observed pattern counts, so p >= 2 / 2^n)."""
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        raise ValueError("sign_flip_p needs at least one difference")
+    flipped = np.abs(sign_patterns(d.size) @ d)
+    return float(np.mean(flipped >= abs(d.sum()) - 1e-12))
+
+
+def t_interval(differences, level: float = 0.95) -> tuple[float, float]:
+    """The paired t interval of the mean difference (n >= 2)."""
+    d = np.asarray(differences, dtype=float)
+    half = scipy_stats.t.ppf((1 + level) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def verdict(p: float | None, mean: float, n: int) -> str:
+    if n < MIN_PAIRS:
+        return f"undecided: {n} pair{'s' if n != 1 else ''}, the test needs {MIN_PAIRS}"
+    if p is not None and p < LEVEL:
+        return "ahead" if mean > 0 else "behind"
+    return "no resolved difference"
+
+
+def paired_comparison(method: list[float], baseline: list[float]) -> dict:
+    """method - baseline, pair by pair: the mean, its t interval, the sign-flip p and the verdict."""
     if len(method) != len(baseline) or not method:
-        raise ValueError("paired_difference needs two lists of the same, non-zero length")
-    differences = np.asarray(method, dtype=float) - np.asarray(baseline, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, len(differences), size=(resamples, len(differences)))
-    means = differences[draws].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return {"n": len(differences), "mean": float(differences.mean()), "low": float(low), "high": float(high),
-            "differences": differences.tolist()}
+        raise ValueError("paired_comparison needs two lists of the same, non-zero length")
+    d = np.asarray(method, dtype=float) - np.asarray(baseline, dtype=float)
+    low, high = t_interval(d) if d.size > 1 else (None, None)
+    p = sign_flip_p(d)
+    return {"n": int(d.size), "mean": float(d.mean()), "low": low, "high": high, "p": p,
+            "verdict": verdict(p, float(d.mean()), int(d.size)), "differences": d.tolist()}
+
+
+def pooled_comparison(differences_by_task: dict[str, list[float]]) -> dict:
+    """Across tasks: the mean over tasks of each task's mean difference, and its sign-flip p with every pair's
+    sign flipped independently (tasks with no pairs are left out)."""
+    groups = {task: np.asarray(d, dtype=float) for task, d in differences_by_task.items() if len(d)}
+    if not groups:
+        raise ValueError("pooled_comparison needs at least one pair")
+    d = np.concatenate(list(groups.values()))
+    # each pair's weight: 1 / (its task's pairs * tasks), so the statistic is the mean of the task means
+    weights = np.concatenate([np.full(g.size, 1 / (g.size * len(groups))) for g in groups.values()])
+    observed = float(weights @ d)
+    flipped = np.abs(sign_patterns(d.size) @ (weights * d))
+    p = float(np.mean(flipped >= abs(observed) - 1e-12))
+    return {"tasks": list(groups), "n": int(d.size), "mean": observed, "p": p,
+            "verdict": verdict(p, observed, int(d.size))}

@@ -25,8 +25,6 @@ def load_mlm(path: str):
 
 
 def run(args) -> None:
-    if args.n_aug < 0 or not 0 <= args.prob <= 1 or args.top_k < 1:
-        raise UserError("--n-aug must be >= 0, --prob in [0, 1], --top-k >= 1")
     task = get_task(args.task)
     out = Path(args.output)
     if out.exists() and not args.overwrite:

@@ -47,7 +47,9 @@ def run(args: ExperimentConfig) -> list[dict]:
     if args.only:
         order = args.only.split(",")
         position = lambda j: order.index(j["dir"] if j["dir"] in order else j["variant"])
-        jobs = sorted((j for j in jobs if j["variant"] in order or j["dir"] in order), key=position)
+        # seed by seed, so that paired variants given together complete their pairs as they go
+        jobs = sorted((j for j in jobs if j["variant"] in order or j["dir"] in order),
+                      key=lambda j: (j["seed_rank"], position(j)))
     if args.tasks:
         order = args.tasks.split(",")
         jobs = sorted((j for j in jobs if j["teacher"] in order), key=lambda j: order.index(j["teacher"]))

@@ -25,7 +25,7 @@ def run(config: FinetuneConfig) -> dict:
     model, tokenizer, model_path = load_model(config.model, task, new_head=True)
     check_model_positions(config, model.config, model_path)
     train, dev = load_train_dev(config, task, tokenizer)
-    processes, device = distributed.start(config.device)
+    processes, device = distributed.start(config.device, config.precision)
     out = start_run(config, {"model_path": model_path}, processes.main)
     if processes.main:
         checkpoint.check_free_space(out, model, config.keep_checkpoints if config.save_every else 0)

@@ -59,6 +59,10 @@ def read_inputs(path: Path, columns: str | None, required: bool) -> list[tuple[i
                 if line.strip()]
     header = next(csv.reader([first], delimiter="," if path.suffix.lower() == ".csv" else "\t"))
     named = bool(names) and all(c in header for c in names)
+    # a TSV whose first line names text columns (`sentence1<TAB>sentence2`) has a header, not a first example
+    headed = not named and all(field in FIRST_KEYS + SECOND_KEYS for field in header)
+    if headed and not required:
+        columns, named = ",".join(header), True
     if path.suffix.lower() == ".csv" or named or required:
         found, rows = datafiles.read_records(path)
         a, b = datafiles.text_columns(columns if named or required else None, found, path)

@@ -65,7 +65,7 @@ def run(config: PruneConfig) -> dict:
     if config.student_head == "teacher" and config.init == "pretrained":
         copy_task_head(teacher, student)
     train, dev = load_train_dev(config, task, tokenizer)
-    processes, device = distributed.start(config.device)
+    processes, device = distributed.start(config.device, config.precision)
     out = start_run(config, {"student_path": student_path}, processes.main)
     if processes.main:
         checkpoint.check_free_space(out, student, config.keep_checkpoints if config.save_every else 0)
@@ -96,6 +96,10 @@ def run(config: PruneConfig) -> dict:
     optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
 
+    # The training draws (dropout) start from the seed here, whatever was drawn above: the two arms of a paired
+    # comparison load different things (kap draws a fresh head, prune-teacher none) and must still see the same
+    # dropout masks, step for step. A resumed run restores the draws its checkpoint saved.
+    set_seed(config.seed)
     state = TrainState()
     resumed = config.resume and checkpoint.load_latest(out, model=student, optimizer=optimizer, scheduler=scheduler,
                                                        pruner=pruner, extra_modules=extra_modules)

@@ -1,0 +1,66 @@
+"""The frontier benchmark (benchmarks/frontier.py): its points from a tiny grid, the Pareto front and the plot."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import frontier  # noqa: E402
+
+
+def point(method, engine, score, ms1, ms32, sparsity=0.0):
+    return {"task": "mrpc", "model": f"{method}-{sparsity}", "method": method, "engine": engine, "sparsity": sparsity,
+            "pattern": "unstructured" if sparsity else "dense", "metric": "f1", "score": score, "accuracy": score - 0.1,
+            "ms_b1": ms1, "ms_b1_min": ms1, "ms_b1_max": ms1, "ms_b32": ms32, "ms_b32_min": ms32, "ms_b32_max": ms32,
+            "dev_examples_per_second": 1000 / ms32, "machine": {"processor": "cpu", "instruction_sets": ["avx2"],
+                                                                "kernel": "c", "threads": 2, "seq_length": 128, "rounds": 1}}
+
+
+def test_the_front_holds_the_points_nothing_beats_and_the_goals_are_read_off_it(tmp_path):
+    points = [point("teacher", "pytorch-fp32", 0.87, 16, 380), point("teacher", "pytorch-int8", 0.85, 8, 165),
+              point("teacher", "onnxruntime-int8", 0.86, 6, 190), point("kap", "sparsebert-int8", 0.86, 4, 60, 0.9),
+              point("kap", "sparsebert-fp32", 0.84, 5, 70, 0.95)]
+    assert frontier.on_front(points, "ms_b32") == {0, 3}  # int8s and the 95% model are beaten by the 90% one
+    assert frontier.on_front(points, "ms_b1") == {0, 3}
+    lines = frontier.goals(points)
+    assert lines[0].startswith("- at ONNX Runtime int8's f1 (0.860) or better: kap-0.9 on sparsebert-int8 (0.860), "
+                               "3.17x its speed at batch 32 (goal 2x), 1.50x at batch 1")
+    assert lines[1].startswith("- within 1 point of the dense teacher (0.870): kap-0.9")
+    frontier.write_reports(points, tmp_path)
+    table = (tmp_path / "frontier.md").read_text()
+    assert "| kap-0.9 | sparsebert-int8 | 0.9 | unstructured | 0.860 | 0.760 | 4.0 (4.0–4.0) | 60 (60–60) | 17 | b1, b32 |" in table
+    assert "| teacher-0.0 | pytorch-int8 | 0 | dense | 0.850 | 0.750 | 8.0 (8.0–8.0) | 165 (165–165) | 6 |  |" in table
+    assert (tmp_path / "frontier_mrpc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_frontier_of_a_tiny_grid_measures_each_engine_on_the_dev_set(tiny_model, tmp_path):
+    import sparsebert
+
+    config = {"name": "tiny", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+              "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                                    "batch_size": 16, "learning_rate": 1e-3}},
+              "prune_defaults": {"student": str(tiny_model), "max_train_samples": 32, "max_steps": 2, "batch_size": 16},
+              "jobs": [{"variant": "kap", "teacher": "mrpc", "sparsities": [0.5]},
+                       {"variant": "small", "teacher": "mrpc", "sparsities": [0.0], "prune": {"student_layers": 1}}]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli("experiment", str(path)).returncode == 0
+    points = frontier.measure(str(path), None, threads=1, rounds=1, seq_length=16)
+    engines = {(p["method"], p["engine"]) for p in points}
+    assert engines == {("teacher", "pytorch-fp32"), ("teacher", "pytorch-int8"), ("teacher", "onnxruntime-int8"),
+                       ("kap", "sparsebert-int8"), ("kap", "sparsebert-fp32"),
+                       ("small", "pytorch-fp32"), ("small", "pytorch-int8")}
+    # each engine's dev metric is measured, not assumed: the dense one is what `sparsebert evaluate` says
+    dense = next(p for p in points if (p["method"], p["engine"]) == ("teacher", "pytorch-fp32"))
+    assert dense["score"] == pytest.approx(sparsebert.evaluate(str(tmp_path / "runs" / "teacher-mrpc"), task="mrpc")["f1"])
+    kap = next(p for p in points if p["engine"] == "sparsebert-fp32")
+    assert kap["sparsity"] == 0.5 and kap["pattern"] == "unstructured"
+    assert kap["score"] == pytest.approx(sparsebert.evaluate(str(tmp_path / "runs" / "kap-mrpc-s0.5-seed42"),
+                                                             task="mrpc", engine="sparse")["f1"])
+    assert all(p["ms_b1"] > 0 and p["ms_b32"] > 0 and p["dev_examples_per_second"] > 0 for p in points)
+    frontier.write_reports(points, tmp_path / "results")
+    assert "## mrpc" in (tmp_path / "results" / "frontier.md").read_text()

@@ -1,0 +1,73 @@
+"""Where the project infers something (the task, the columns, the precision), it takes what the model recorded or
+refuses with one line; it never falls back to a default that answers about something else."""
+
+import json
+
+import pytest
+
+import sparsebert
+from conftest import run_cli
+from sparsebert.config import AugmentConfig
+
+
+@pytest.fixture(scope="module")
+def rte_model(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rte") / "model"
+    result = run_cli("finetune", "--task", "rte", "--model", tiny_model, "--output", out, "--max-train-samples", "16",
+                     "--max-steps", "2", "--batch-size", "8")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_evaluate_without_a_task_scores_the_task_the_model_was_trained_on(rte_model):
+    result = sparsebert.evaluate(str(rte_model))
+    assert result["task"] == "RTE" and "accuracy" in result and "f1" not in result
+    assert sparsebert.evaluate(str(rte_model), task="rte")["accuracy"] == result["accuracy"]
+
+
+def test_a_model_that_records_no_task_is_refused_not_scored_on_mrpc(tiny_model):
+    refused = run_cli("evaluate", tiny_model)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "the model records no task it was trained on; give --task" in refused.stderr
+
+
+def test_a_model_of_your_own_files_needs_them_to_be_evaluated(tiny_model, tmp_path):
+    rows = "sentence,verdict\n" + "".join(f"a sentence {i},{'yes' if i % 2 else 'no'}\n" for i in range(16))
+    (tmp_path / "train.csv").write_text(rows)
+    out = tmp_path / "own"
+    assert run_cli("finetune", "--model", tiny_model, "--train-file", tmp_path / "train.csv", "--validation-file",
+                   tmp_path / "train.csv", "--text-columns", "sentence", "--label-column", "verdict", "--max-steps", "1",
+                   "--output", out).returncode == 0
+    refused = run_cli("evaluate", out)
+    assert refused.returncode != 0 and "trained on your own files (task '" in refused.stderr
+    assert refused.stderr.strip().endswith("'); give --validation-file")
+
+
+def test_predict_reads_a_tsv_header_of_text_columns_as_a_header(tiny_teacher, tmp_path):
+    (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\nThe cat sat.\tA cat sat.\nIt rained.\tThe sun shone.\n")
+    result = run_cli("predict", tiny_teacher, "--input", tmp_path / "pairs.tsv")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [2, 3]
+    (tmp_path / "plain.tsv").write_text("The cat sat.\tA cat sat.\n")  # no header: the first line is a pair
+    result = run_cli("predict", tiny_teacher, "--input", tmp_path / "plain.tsv")
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1]
+
+
+def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_model, tmp_path):
+    refused = run_cli("finetune", "--model", tiny_model, "--max-steps", "1", "--precision", "fp16", "--device", "cpu",
+                      "--output", tmp_path / "out")
+    assert refused.returncode != 0 and "--precision fp16 needs a GPU; this run is on the cpu" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_object_of_another_job_is_a_clear_type_error(tmp_path):
+    with pytest.raises(TypeError, match=r"sparsebert.finetune\(config=...\) takes a FinetuneConfig or a YAML file's "
+                                        r"path, not a PruneConfig"):
+        sparsebert.finetune(config=sparsebert.PruneConfig(teacher="t", output=str(tmp_path / "o")))
+
+
+@pytest.mark.parametrize("options, message", [(dict(n_aug=-1), "--n-aug must be >= 0"),
+                                              (dict(prob=2.0), "--prob in [0, 1]")])
+def test_augment_settings_are_checked_by_its_config(options, message, tmp_path):
+    with pytest.raises(sparsebert.UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        AugmentConfig(output=str(tmp_path / "a.tsv"), **options)
