@@ -10,6 +10,7 @@ run, so they do not steal the cores from the next engine): the median over round
 marks the Pareto front (no other point at least as accurate and faster) at batch 1 and at batch 32, and the plot
 draws it. Run it with nothing else on the machine (the lanes of a grid paused with SIGSTOP).
     python benchmarks/frontier.py src/sparsebert/experiments/frontier.yaml [--tasks mrpc] [--threads 2]
+    python benchmarks/frontier.py --teacher T --students S1,S2 --out DIR                # any finetune / prune folders
     python benchmarks/frontier.py --collect results/frontier/frontier.json      # tables and plots again
 """
 
@@ -60,6 +61,28 @@ def points_of(config: dict, task_filter: list[str] | None) -> list[dict]:
     return models
 
 
+def points_of_folders(teacher: str, students: list[str]) -> list[dict]:
+    """A teacher's and its students' folders (finetune and prune outputs), each described by its config.yaml."""
+    import yaml
+
+    from sparsebert.data import model_data_settings
+    from sparsebert.models import load_config
+
+    task = get_task(model_data_settings(load_config(teacher)).get("task") or "mrpc").name.lower()
+    models = [{"task": task, "model": Path(teacher).name, "method": "teacher", "sparsity": 0.0, "pattern": "dense",
+               "seed": 0, "folder": Path(teacher)}]
+    for folder in map(Path, students):
+        settings = yaml.safe_load((folder / "config.yaml").read_text())
+        method = ("small-dense" if settings.get("student_layers") or settings.get("student_hidden") else
+                  "prune-teacher" if settings.get("init") == "teacher" else "no-teacher" if settings.get("no_teacher")
+                  else "kap")
+        sparsity = read_json(folder / "sparsity.json")["targets"]["sparsity"] if settings.get("sparsity") else 0.0
+        models.append({"task": task, "model": folder.name, "method": method, "sparsity": round(sparsity, 3),
+                       "pattern": settings.get("pattern", "unstructured") if sparsity else "dense",
+                       "seed": settings.get("seed"), "folder": folder})
+    return models
+
+
 def engines_of(entry: dict, tmp: Path, threads: int) -> dict:
     """{engine name: function of the inputs returning logits} for one model."""
     folder = entry["folder"]
@@ -99,9 +122,7 @@ def dev_metrics(fn, task, dev) -> dict:
     return compute_metrics(task, dev.labels.numpy(), predictions)
 
 
-def measure(config_path: str, tasks: list[str] | None, threads: int, rounds: int, seq_length: int) -> list[dict]:
-    config = load_config(config_path)
-    entries = points_of(config, tasks)
+def measure(entries: list[dict], threads: int, rounds: int, seq_length: int) -> list[dict]:
     torch.set_num_threads(threads)
     points = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,6 +266,8 @@ def plot(points: list[dict], fronts: dict, path: Path) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", help="experiment YAML whose finished models are measured")
+    parser.add_argument("--teacher", help="instead of a grid: a teacher's folder (from finetune) ...")
+    parser.add_argument("--students", help="... and its students' folders (from prune), comma-separated")
     parser.add_argument("--tasks", help="only these teachers' tasks (comma-separated)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -256,11 +279,16 @@ def main(argv=None):
     if args.collect:
         write_reports(read_json(Path(args.collect)), Path(args.collect).parent)
         return
-    if not args.config:
-        parser.error("give an experiment config, or --collect FILE")
+    if args.teacher:
+        if not args.out:
+            parser.error("--teacher needs --out")
+        entries = points_of_folders(args.teacher, args.students.split(",") if args.students else [])
+    elif args.config:
+        entries = points_of(load_config(args.config), args.tasks.split(",") if args.tasks else None)
+    else:
+        parser.error("give an experiment config, --teacher DIR [--students DIRS], or --collect FILE")
     out = Path(args.out or load_config(args.config)["output"])
-    points = measure(args.config, args.tasks.split(",") if args.tasks else None, args.threads, args.rounds,
-                     args.seq_length)
+    points = measure(entries, args.threads, args.rounds, args.seq_length)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "frontier.json", points)
     write_reports(points, out)

@@ -49,7 +49,8 @@ def test_the_frontier_of_a_tiny_grid_measures_each_engine_on_the_dev_set(tiny_mo
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
     assert run_cli("experiment", str(path)).returncode == 0
-    points = frontier.measure(str(path), None, threads=1, rounds=1, seq_length=16)
+    points = frontier.measure(frontier.points_of(frontier.load_config(str(path)), None), threads=1, rounds=1,
+                              seq_length=16)
     engines = {(p["method"], p["engine"]) for p in points}
     assert engines == {("teacher", "pytorch-fp32"), ("teacher", "pytorch-int8"), ("teacher", "onnxruntime-int8"),
                        ("kap", "sparsebert-int8"), ("kap", "sparsebert-fp32"),
@@ -64,3 +65,9 @@ def test_the_frontier_of_a_tiny_grid_measures_each_engine_on_the_dev_set(tiny_mo
     assert all(p["ms_b1"] > 0 and p["ms_b32"] > 0 and p["dev_examples_per_second"] > 0 for p in points)
     frontier.write_reports(points, tmp_path / "results")
     assert "## mrpc" in (tmp_path / "results" / "frontier.md").read_text()
+    # the same models named by folder: each student described by its config.yaml
+    runs = tmp_path / "runs"
+    folders = frontier.points_of_folders(str(runs / "teacher-mrpc"), [str(runs / "kap-mrpc-s0.5-seed42"),
+                                                                      str(runs / "small-mrpc-s0-seed42")])
+    assert [(e["method"], e["sparsity"], e["pattern"]) for e in folders] == [
+        ("teacher", 0.0, "dense"), ("kap", 0.5, "unstructured"), ("small-dense", 0.0, "dense")]

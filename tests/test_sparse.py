@@ -4,10 +4,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 import sparsebert
+from sparsebert.errors import UserError
 from sparsebert.models import load_tokenizer
 from sparsebert.pruning import build_pruner, find_targets
 from sparsebert.sparse import calibration
@@ -104,6 +105,28 @@ def test_engine_hidden_states_match_the_dense_model(tiny_model, mode, left_padde
     assert_same_as_dense(model, engine, batch_of_mixed_lengths(left_padded_row=left_padded_row), 1e-4)
     single = {k: v[:1, :7] for k, v in batch_of_mixed_lengths().items()}  # batch 1
     assert_same_as_dense(model, engine, single, 1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu_new", "gelu_pytorch_tanh"])
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_the_engine_runs_the_models_own_activation(tmp_path, activation, mode):
+    from conftest import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / activation)
+    config = AutoConfig.from_pretrained(folder)
+    config.hidden_act = activation
+    model = AutoModelForSequenceClassification.from_pretrained(folder, config=config)
+    model.save_pretrained(folder)
+    model = pruned_tiny(folder)
+    assert_same_as_dense(model, from_hf_model(model, engine=mode), batch_of_mixed_lengths(), 1e-4)
+
+
+def test_an_activation_the_engine_does_not_run_is_refused_at_load(tiny_model):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    model.config.hidden_act = "silu"
+    with pytest.raises(UserError, match="the sparse engine runs the activations gelu, gelu_new, gelu_pytorch_tanh, "
+                                        "relu; this model's hidden_act is 'silu'"):
+        from_hf_model(model)
 
 
 def test_engine_int8_values_stay_near_fp32(tiny_model):
@@ -333,3 +356,17 @@ def test_a_model_pruned_in_1x4_blocks_runs_and_exports_in_int8_blocks(tiny_model
     exported = sparsebert.load_sparse(tmp_path / "exp", engine="sparse")
     assert exported.summary()["int8_block_matrices"] == 8
     torch.testing.assert_close(exported(**inputs).logits, engine(**inputs).logits, atol=2e-2, rtol=2e-2)
+
+
+def test_one_model_called_from_several_threads_at_once_gives_each_its_own_answer(tiny_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = pruned_tiny(tiny_model)
+    engine = from_hf_model(model, engine="sparse")
+    batches = [{k: v[:, :length] for k, v in batch_of_mixed_lengths(seed=seed, length=19).items()}
+               for seed, length in zip(range(8), (19, 7, 13, 19, 11, 19, 5, 17))]
+    alone = [engine(**b).logits.clone() for b in batches]
+    with ThreadPoolExecutor(4) as pool:  # the kernels release the GIL: calls overlap
+        for _ in range(5):
+            together = list(pool.map(lambda b: engine(**b).logits.clone(), batches))
+            assert all(torch.equal(a, t) for a, t in zip(alone, together))

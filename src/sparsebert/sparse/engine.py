@@ -13,6 +13,8 @@ Each matrix runs sparse only where that was measured faster on this machine than
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,12 @@ SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
 HEADS = {"bert": ("pooler.dense", torch.tanh, "classifier"),  # pooler under the base model's prefix
          "electra": ("classifier.dense", F.gelu, "classifier.out_proj"),
          **{t: ("classifier.dense", torch.tanh, "classifier.out_proj") for t in ROBERTA_LIKE}}
+# The feed-forward activations (config.hidden_act) the engine runs: erf GELU inside the kernels (None), the others
+# after the up-projection. Anything else is refused at load rather than run as GELU.
+ACTIVATIONS = {"gelu": None,
+               "gelu_new": lambda x: x.copy_(F.gelu(x, approximate="tanh")),
+               "gelu_pytorch_tanh": lambda x: x.copy_(F.gelu(x, approximate="tanh")),
+               "relu": lambda x: F.relu(x, inplace=True)}
 
 
 class EngineLinear:
@@ -91,6 +99,10 @@ class SparseModel(torch.nn.Module):
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             raise UserError(f"the sparse engine runs absolute position embeddings, not "
                             f"'{config.position_embedding_type}'")
+        if config.hidden_act not in ACTIVATIONS:
+            raise UserError(f"the sparse engine runs the activations {', '.join(ACTIVATIONS)}; this model's "
+                            f"hidden_act is '{config.hidden_act}' (run it with --dense, or in PyTorch)")
+        self.activation = ACTIVATIONS[config.hidden_act]
         self.config, self.tokenizer = config, tokenizer
         self.heads, self.hidden = config.num_attention_heads, config.hidden_size
         self.eps = config.layer_norm_eps
@@ -129,7 +141,7 @@ class SparseModel(torch.nn.Module):
         self.head_dense = ((tensors[f"{dense_name}.weight"], tensors[f"{dense_name}.bias"])
                            if f"{dense_name}.weight" in tensors else None)
         self.head_out = (tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
-        self._outputs: dict[str, torch.Tensor] = {}
+        self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
         self.eval()
 
     def summary(self) -> dict:
@@ -148,10 +160,11 @@ class SparseModel(torch.nn.Module):
                 f"{s['matrices']} matrices run sparse{blocks}, {s['dense_matrices']} dense (measured faster here)")
 
     def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
-        """Output buffers reused across layers and calls (allocated again only for a bigger batch)."""
-        buffer = self._outputs.get(name)
+        """Output buffers reused across layers and calls of one thread (allocated again only for a bigger batch)."""
+        buffers = self._outputs.__dict__
+        buffer = buffers.get(name)
         if buffer is None or buffer.numel() < rows * cols:
-            buffer = self._outputs[name] = torch.empty(rows * cols, dtype=torch.float32)
+            buffer = buffers[name] = torch.empty(rows * cols, dtype=torch.float32)
         return buffer[: rows * cols].view(rows, cols)
 
     def _padded_attention(self, qkv, mask, index, out) -> torch.Tensor:
@@ -218,9 +231,12 @@ class SparseModel(torch.nn.Module):
             attended = layer.attention_out(context, self._buffer("attention_out", tokens, hidden))
             a = add_layernorm(attended, h, *layer.attention_norm, self.eps, self._buffer("attended", tokens, hidden))
             down = self._buffer("ffn_down", tokens, hidden)
-            if not (layer.ffn_up.sparse and layer.ffn_down.sparse
+            erf_gelu = self.activation is None  # fused into the kernels
+            if not (erf_gelu and layer.ffn_up.sparse and layer.ffn_down.sparse
                     and fused_ffn(a, layer.ffn_up.matrix, layer.ffn_down.matrix, down) is not None):
-                up = layer.ffn_up(a, self._buffer("ffn_up", tokens, layer.ffn_up.out_features), gelu=True)
+                up = layer.ffn_up(a, self._buffer("ffn_up", tokens, layer.ffn_up.out_features), gelu=erf_gelu)
+                if not erf_gelu:
+                    self.activation(up)
                 layer.ffn_down(up, down)
             h = add_layernorm(down, a, *layer.output_norm, self.eps, self._buffer("hidden", tokens, hidden))
             if states is not None:
