@@ -237,16 +237,18 @@ def test_gold_weight_mixes_the_labels_into_the_prediction_term():
     assert plain.prediction(Outputs(student), Outputs(teacher), labels) == pytest.approx(float(soft))
 
 
-def test_the_configs_choices_are_the_registered_components():
-    from sparsebert import config
-    from sparsebert.jobs.bench import DENSE_ENGINES, SPARSE_ENGINES
-    from sparsebert.metrics import METRICS
+def test_every_registered_component_is_a_setting_prune_takes_and_no_other_is():
+    """A criterion, pattern or allocation added to its registry is usable from the command line and the API at
+    once; a name no registry holds is refused with the names that are."""
+    from sparsebert import PruneConfig
+    from sparsebert.errors import UserError
     from sparsebert.pruning.allocation import ALLOCATIONS
     from sparsebert.pruning.criterion import CRITERIA
     from sparsebert.pruning.pattern import PATTERNS
-    from sparsebert.sparse.format import FLOAT_DTYPES
 
-    assert set(config.CRITERIA) == set(CRITERIA) and set(config.ALLOCATIONS) == set(ALLOCATIONS)
-    assert set(config.PATTERNS) == set(PATTERNS) and set(config.METRICS) == set(METRICS)
-    assert set(config.VALUE_DTYPES) == set(FLOAT_DTYPES) | {"int8"}
-    assert set(config.BENCH_ENGINES) == set(DENSE_ENGINES) | set(SPARSE_ENGINES)
+    for field, registry in (("criterion", CRITERIA), ("pattern", PATTERNS), ("allocation", ALLOCATIONS)):
+        for name in registry:
+            assert getattr(PruneConfig(teacher="t", output="o", **{field: name}), field) == name
+        with pytest.raises(UserError, match=f"--{field} no-such-{field}: choose one of ") as refused:
+            PruneConfig(teacher="t", output="o", **{field: "no-such-" + field})
+        assert set(str(refused.value).split("choose one of ")[1].split(", ")) == set(registry)

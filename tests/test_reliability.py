@@ -5,8 +5,6 @@ import torch
 from safetensors.torch import load_file
 
 from sparsebert import checkpoint
-from sparsebert.errors import UserError
-from sparsebert.training import check_training_state
 
 from conftest import kill_once_written, run_cli
 
@@ -95,9 +93,17 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "config.yaml: not found" in result.stderr
 
 
-def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
-    with pytest.raises(UserError, match="the loss became nan at step 8; no model was written"):
-        check_training_state(torch.tensor(float("nan")), 7, tmp_path)
+def test_a_loss_that_becomes_nan_stops_the_job_with_one_line_and_no_model(tiny_model, tmp_path, monkeypatch):
+    from sparsebert.jobs import finetune
+
+    calls, loss = [], finetune.task_loss
+    monkeypatch.setattr(finetune, "task_loss", lambda *a: (calls.append(1), loss(*a) * (float("nan") if len(calls) == 3
+                                                                                        else 1.0))[1])
+    result = run_cli("finetune", "--model", tiny_model, "--max-train-samples", "64", "--batch-size", "8",
+                     "--max-steps", "5", "--output", tmp_path / "out")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "the loss became nan at step 3; no model was written" in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_interrupted_checkpoint_is_not_used(tmp_path):
