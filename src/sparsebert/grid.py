@@ -38,10 +38,7 @@ CONFIG_KEYS = {"name", "output", "runs_dir", "label", "plot_metric", "teachers",
 
 JOB_KEYS = {"variant", "teacher", "seeds", "sparsities", "steps", "prune", "train"}
 
-
 # the keys a job expands over: what each value must be, and an example for the message
-
-
 JOB_LISTS = {"seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), 42),
              "sparsities": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, 0.95),
              "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, 500)}
@@ -124,13 +121,13 @@ def expand(config: dict) -> list[dict]:
             jobs.append({**spec, "seed": seed, "seed_rank": rank, "sparsity": sparsity, "steps": steps,
                          "task": config["teachers"][teacher]["task"],
                          "dir": f"{spec['variant']}-{teacher}-s{sparsity:g}-seed{seed}{length}"})
-    # a grid spread over sessions completes every job's first seed before any job's second: a table for
+    # a grid spread over several runs completes every job's first seed before any job's second: a table for
     # one seed comes first, the spread over seeds later
     return sorted(jobs, key=lambda j: j["seed_rank"])
 
 
 def fingerprint(model_folder: Path) -> str:
-    """Names a trained model by its weights, so results of a grid continued in another session can show
+    """Names a trained model by its weights, so results of a grid continued on another day or machine can show
     that their teacher is the same one, retrained bit for bit."""
     digest = hashlib.sha256()
     for weights in sorted(model_folder.glob("*.safetensors")):

@@ -50,7 +50,7 @@ def by_final_model(record: dict) -> dict:
 
 
 def write_results(config: dict, out: Path) -> list[dict]:
-    """Gathers every finished job of the grid (whoever ran it, in this session or, through the committed
+    """Gathers every finished job of the grid (whoever ran it, here or, through the committed
     results.json, in an earlier one) into results.json, the tables and the plots."""
     runs = Path(config["runs_dir"])
     out.mkdir(parents=True, exist_ok=True)

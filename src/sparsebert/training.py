@@ -100,7 +100,7 @@ class TrainState:
     metrics: dict | None = None  # the latest dev evaluation
     best: dict | None = None  # the best dev evaluation so far (a labelled figure: the model kept is the last)
     best_step: int = 0
-    seconds: float = 0.0  # wall time of the run so far, over every session
+    seconds: float = 0.0  # wall time of the run so far, over every resumption
     step_seconds: float = 0.0  # of it, in optimiser steps
 
     def state_dict(self) -> dict:

@@ -3,7 +3,7 @@
 Each job's model folder goes under `runs_dir`; a job whose metrics.json exists there, or whose record is in
 the committed `<output>/results.json`, is not run again, and one with a checkpoint (`save_every: N`) goes on
 from it (its checkpoints are deleted once its model is written), so a long grid survives interruptions and can
-be spread over several sessions, each on a fresh clone (runs_dir is not committed; a teacher is retrained
+be spread over several runs, each on a fresh clone (runs_dir is not committed; a teacher is retrained
 there, and must come out bit for bit the one that taught the committed runs, which its records'
 `teacher_sha256` names). Several processes can work through one grid side by side (each job is claimed by one
 of them). After every job the records are gathered into `<output>/results.json`, a markdown table of scores,
@@ -79,7 +79,7 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
         settings["max_steps"] = job["steps"]
     if "train" in job:
         settings["train_file"] = ensure_augmented(config, job["train"], args)
-    # a job cut off in an earlier session goes on from its checkpoint (a `save_every:` job)
+    # a job cut off in an earlier run goes on from its checkpoint (a `save_every:` job)
     run_to_the_end(prune, build(PruneConfig, settings, args.config, job["variant"]), resume=True)
 
 

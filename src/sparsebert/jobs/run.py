@@ -1,8 +1,8 @@
 """sparsebert run: the main job. Fine-tune a teacher, prune at distilling, report both.
 
-Settings come from a preset (presets/*.yaml: `quick`, the teacher and 500 pruning steps, sized for a
-2-core CPU; `long`, 4,000 steps, what reached 95% of the teacher on MRPC; `paper`, METHOD.md's recipe);
-every other setting is the default of `finetune` and `prune`. A run cut off (a crash, a killed session)
+Settings come from a preset (presets/*.yaml: `quick`, a 2-epoch teacher and 250 pruning steps, sized for
+a 2-core CPU; `long`, 4,000 steps, what reached 95% of the teacher on MRPC; `paper`, METHOD.md's recipe);
+every other setting is the default of `finetune` and `prune`. A run cut off (a crash, a killed process)
 goes on with `sparsebert run --resume --output FOLDER`.
 """
 

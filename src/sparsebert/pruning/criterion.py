@@ -38,7 +38,7 @@ class Taylor(Criterion):
     E[g²] is an exponential moving average of the squared gradients of the loss being trained (the
     distillation loss in pruning at distilling), so weights the teacher's signals depend on survive even
     where they are small. On MiniLM fine-tuned on MRPC, one-shot at 50% it keeps dev accuracy 0.767
-    where magnitude keeps 0.730 (README, "Results"). Before any gradient is seen it ranks by magnitude.
+    where magnitude keeps 0.730 (results/recipe). Before any gradient is seen it ranks by magnitude.
     """
 
     def __init__(self, decay: float = 0.95):

@@ -1,7 +1,7 @@
 """Whether a matrix runs faster through the sparse kernel than through the dense product, on this machine.
 
 Measured, not assumed: the crossover depends on the processor, the thread count, the shape and the
-density (on these 2-core machines the kernel loses below about 80% sparsity). Each (processor, threads,
+density (on the 2-core machines of results/bench the kernel loses below about 60% sparsity). Each (processor, threads,
 kernel, shape, density to the percent, value type) is timed once, on 256 tokens, and the answer is cached in
 memory and in a JSON file: `$SPARSEBERT_CALIBRATION`, by default ~/.cache/sparsebert/calibration.json
 (an empty SPARSEBERT_CALIBRATION keeps it in memory only).
