@@ -377,3 +377,40 @@ def test_one_model_called_from_several_threads_at_once_gives_each_its_own_answer
         for _ in range(5):
             together = list(pool.map(lambda b: engine(**b).logits.clone(), batches))
             assert all(torch.equal(a, t) for a, t in zip(alone, together))
+
+
+@pytest.mark.parametrize("values, damage, words", [
+    ("fp32", lambda t, n: t[f"{n}.col_indices"].__setitem__(0, 2000), "has a column index 2000 past its 32 columns"),
+    ("fp32", lambda t, n: t[f"{n}.row_offsets"].__setitem__(1, 10 ** 6), "has row offsets that do not run from 0"),
+    ("int8", lambda t, n: t[f"{n}.scales"].__setitem__(0, float("inf")), "has row scales of another length, or not"),
+    ("fp32", lambda t, n: t.__setitem__(f"{n}.values", t[f"{n}.values"][:-1]), "has .* values for"),
+])
+def test_a_damaged_export_is_refused_on_load_never_read_out_of_bounds(tiny_model, tmp_path, values, damage, words):
+    from safetensors.torch import load_file, save_file
+
+    export_model(pruned_tiny(tiny_model), load_tokenizer(str(tiny_model)), tmp_path / "export", values, values)
+    path = tmp_path / "export" / "model.sparse.safetensors"
+    tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    damage(tensors, name)
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match=f"the stored matrix {name} {words}"):
+        sparsebert.load_sparse(tmp_path / "export")
+    (tmp_path / "pairs.tsv").write_text("A cat.\tA dog.\n")
+    refused = run_cli("predict", tmp_path / "export", "--input", tmp_path / "pairs.tsv")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and "the stored matrix" in refused.stderr
+
+
+def test_a_1x4_export_with_values_beyond_the_block_kernels_range_is_refused(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    build_pruner(find_targets(model), 0.75, 0, 0, 1, pattern="1x4").step(0)
+    export_model(model, load_tokenizer(str(tiny_model)), tmp_path / "export", "int8", "int8")
+    path = tmp_path / "export" / "model.sparse.safetensors"
+    tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
+    name = "bert.encoder.layer.1.output.dense.weight"
+    tensors[f"{name}.values"][3] = 100
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match=r"beyond \+-63"):
+        sparsebert.load_sparse(tmp_path / "export")

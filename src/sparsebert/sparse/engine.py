@@ -117,23 +117,28 @@ class SparseModel(torch.nn.Module):
                                    if project + ".weight" in tensors else None)
         self.padding_idx = config.pad_token_id if config.model_type in ROBERTA_LIKE else None
 
-        def linear(names: list[str]) -> EngineLinear:
+        def linear(names: list[str], shape: tuple[int, int]) -> EngineLinear:
             parts = [matrices[f"{n}.weight"] for n in names]
+            for n, part in zip(names, parts):  # the kernels trust these sizes: a wrong one reads out of bounds
+                if (part.out_features, part.in_features) != shape:
+                    raise UserError(f"{n}.weight is {part.out_features} x {part.in_features}, but the model's "
+                                    f"config.json makes it {shape[0]} x {shape[1]}")
             fused = concat_rows(parts) if len(parts) > 1 else parts[0]
             bias = torch.cat([tensors[f"{n}.bias"] for n in names])
             sparse = engine == "sparse" or (engine == "auto" and runs_faster_sparse(fused))
             return EngineLinear(fused, bias, sparse)
 
+        hidden = config.hidden_size
         self.layers = []
         for i in range(config.num_hidden_layers):
             p = f"{prefix}.encoder.layer.{i}."
             self.layers.append(EngineLayer(
-                qkv=linear([p + f"attention.self.{n}" for n in ("query", "key", "value")]),
-                attention_out=linear([p + "attention.output.dense"]),
+                qkv=linear([p + f"attention.self.{n}" for n in ("query", "key", "value")], (hidden, hidden)),
+                attention_out=linear([p + "attention.output.dense"], (hidden, hidden)),
                 attention_norm=(tensors[p + "attention.output.LayerNorm.weight"],
                                 tensors[p + "attention.output.LayerNorm.bias"]),
-                ffn_up=linear([p + "intermediate.dense"]),
-                ffn_down=linear([p + "output.dense"]),
+                ffn_up=linear([p + "intermediate.dense"], (config.intermediate_size, hidden)),
+                ffn_down=linear([p + "output.dense"], (hidden, config.intermediate_size)),
                 output_norm=(tensors[p + "output.LayerNorm.weight"], tensors[p + "output.LayerNorm.bias"])))
         dense_name, self.head_activation, out_name = HEADS[config.model_type]
         if config.model_type == "bert":

@@ -130,6 +130,11 @@ def read_export(folder) -> tuple[dict[str, torch.Tensor], dict[str, CsrMatrix]]:
                 values=values.numpy() if scales is not None else values.float().numpy(),
                 scales=None if scales is None else scales.numpy(), bias=None, in_features=info["shape"][1],
                 block=info.get("block", 1))
+        for name, info in sparse_config["matrices"].items():
+            problem = matrix_problem(matrices[name], tuple(info["shape"]))
+            if problem:
+                raise UserError(f"{folder}: the stored matrix {name} {problem}: the kernels would read out of "
+                                "bounds or saturate; export the model again (sparsebert export)")
         for name in sparse_config.get("embeddings", {}):
             table = tensors[name].float()
             scales = tensors.pop(f"{name}.scales", None)
@@ -138,6 +143,30 @@ def read_export(folder) -> tuple[dict[str, torch.Tensor], dict[str, CsrMatrix]]:
         raise UserError(f"{folder}: {SPARSE_WEIGHTS} lacks {e.args[0]} that {SPARSE_CONFIG} names; "
                         "export the model again (sparsebert export)") from None
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, matrices
+
+
+def matrix_problem(m: CsrMatrix, shape: tuple[int, int]) -> str | None:
+    """What makes a stored matrix unsafe for the kernels, or None: the offsets, indices, values and scales
+    must describe a (out, in) matrix the way export_model writes one."""
+    out, columns = shape
+    offsets, stored = m.row_offsets.astype(np.int64), len(m.col_indices)
+    if m.in_features != columns or len(offsets) != out + 1:
+        return f"has {len(offsets) - 1} rows and {m.in_features} columns, not the {out} x {columns} it names"
+    if offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != stored:
+        return "has row offsets that do not run from 0 up to its number of entries"
+    if m.block not in (1, 4) or (m.block == 4 and columns % 4):
+        return f"has blocks of {m.block} over {columns} columns"
+    if stored and int(m.col_indices.max()) >= columns // m.block:
+        return f"has a column index {int(m.col_indices.max())} past its {columns // m.block} columns"
+    if len(m.values) != stored * m.block:
+        return f"has {len(m.values)} values for {stored} entries"
+    if m.scales is not None and (len(m.scales) != out or not np.isfinite(m.scales).all()):
+        return "has row scales of another length, or not finite"
+    if m.block == 4 and stored and int(np.abs(m.values.astype(np.int16)).max()) > 63:
+        return "has 1x4 int8 values beyond +-63 (the block kernel's range)"
+    if m.scales is None and not np.isfinite(m.values).all():
+        return "has values that are not finite"
+    return None
 
 
 def load_exported(folder):
