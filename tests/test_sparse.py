@@ -414,3 +414,22 @@ def test_a_1x4_export_with_values_beyond_the_block_kernels_range_is_refused(tiny
     save_file(tensors, str(path))
     with pytest.raises(UserError, match=r"beyond \+-63"):
         sparsebert.load_sparse(tmp_path / "export")
+
+
+def test_a_1x4_int8_model_gives_one_answer_whichever_way_its_matrices_run(tiny_model, monkeypatch):
+    """The kernel, the dense product (what calibration may pick) and the numba fall-back (no C library) all
+    compute the int8 1x4 arithmetic: activations quantized per token."""
+    from sparsebert.sparse import kernels
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        for m in find_targets(model).values():
+            m.weight.mul_(20)
+    build_pruner(find_targets(model), 0.75, 0, 0, 1, pattern="1x4").step(0)
+    inputs = batch_of_mixed_lengths()
+    answers = {mode: from_hf_model(model, values="int8", engine=mode)(**inputs).logits for mode in ("sparse", "dense")}
+    monkeypatch.setattr(kernels, "_C", None)
+    answers["numba"] = from_hf_model(model, values="int8", engine="sparse")(**inputs).logits
+    scale = float(answers["sparse"].abs().max())
+    for mode in ("dense", "numba"):
+        torch.testing.assert_close(answers[mode], answers["sparse"], atol=2e-3 * scale, rtol=0)

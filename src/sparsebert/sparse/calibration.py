@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .kernels import KERNEL, CsrMatrix, spmm
+from .kernels import KERNEL, CsrMatrix, kernel_build, spmm
 
 CALIBRATION_TOKENS = 256
 SPARSE_MARGIN = 0.9  # sparse only when clearly faster: a tie within timing noise goes to the dense product
@@ -78,7 +78,8 @@ def _write_cache(answers: dict[str, bool]) -> None:
 def key(m: CsrMatrix) -> str:
     density = round(m.nnz / (m.out_features * m.in_features), 2)
     values = "fp32" if m.scales is None else ("int8 1x4" if m.block == 4 else "int8")
-    return f"{processor()}|{torch.get_num_threads()} threads|{KERNEL}|{m.out_features}x{m.in_features}|{density}|{values}"
+    return (f"{processor()}|{'+'.join(instruction_sets())}|{torch.get_num_threads()} threads|{KERNEL} "
+            f"{kernel_build()}|{m.out_features}x{m.in_features}|{density}|{values}")
 
 
 def measure(m: CsrMatrix, repeats: int = 7) -> bool:

@@ -24,7 +24,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import UserError
 from .calibration import runs_faster_sparse
-from .kernels import KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, spmm, to_matrices
+from .kernels import (KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
+                      to_matrices)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
 SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
@@ -47,6 +48,7 @@ class EngineLinear:
         self.bias = bias.float().contiguous()
         self.out_features = matrix.out_features
         self.sparse = sparse
+        self.quantized_activations = matrix.block == 4  # int8 blocks: see kernels.quantize_activations
         if sparse:
             matrix.bias = self.bias.numpy()
             self.matrix = matrix
@@ -56,7 +58,7 @@ class EngineLinear:
     def __call__(self, x: torch.Tensor, out: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         if self.sparse:
             return spmm(x, self.matrix, gelu, out)
-        torch.addmm(self.bias, x, self.weight_t, out=out)
+        torch.addmm(self.bias, quantize_activations(x) if self.quantized_activations else x, self.weight_t, out=out)
         return gelu_(out) if gelu else out
 
 
