@@ -66,6 +66,12 @@ def evaluate(model, **options) -> dict:
     return _run("evaluate", [model], options)
 
 
+def embed(model=None, **options) -> dict:
+    """Sentence embeddings of a file's texts into a .npy or .jsonl file (`sparsebert embed`); for texts in hand,
+    `sparsebert.load_sparse(folder).encode(sentences)`."""
+    return _run("embed", [model], options)
+
+
 def export(model, output, **options) -> dict:
     """The compressed sparse folder (`sparsebert export`). Returns the export report."""
     return _run("export", [model, output], options)

@@ -19,6 +19,7 @@ JOBS = {
     "export": "write a compressed sparse model (CSR in safetensors), optionally ONNX",
     "bench": "time dense PyTorch against the sparse engine",
     "predict": "labels and probabilities for new text, through the sparse engine",
+    "embed": "sentence embeddings of a file's texts, through the sparse engine",
     "experiment": "run a grid of jobs from a YAML config; tables and plots",
     "tasks": "list the GLUE tasks, their files, labels and metrics",
 }

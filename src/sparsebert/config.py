@@ -507,6 +507,29 @@ class PredictConfig(JobConfig):
 
 
 @dataclass
+class EmbedConfig(JobConfig):
+    """Sentence embeddings of a file's texts, through the sparse engine (mean pooling, as sentence-transformers)."""
+    job: typing.ClassVar[str] = "embed"
+    model: str | None = setting(None, "an encoder folder or its export (default: the embedded all-MiniLM-L6-v2)",
+                                "model", positional=True)
+    input: str | None = setting(None, "text file (one sentence a line), or CSV, TSV or JSON lines with a text "
+                                      "column", "data", required=True)
+    text_column: str | None = setting(None, "the column (or JSON key) holding the texts (default: text, sentence "
+                                            "or the first of a plain file's line)", "data")
+    output: str | None = setting(None, "FILE.npy (a float32 matrix, a row per input row) or FILE.jsonl "
+                                       "({\"line\": N, \"embedding\": [...]} per row)", "output", required=True)
+    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
+    batch_size: int = setting(32, "sentences per batch", "engine")
+    normalize: bool = setting(True, "scale each embedding to length 1 (cosine similarity is then a dot product)",
+                              "engine")
+
+    def check(self) -> None:
+        check_sizes(self)
+        if self.output and Path(self.output).suffix.lower() not in (".npy", ".jsonl"):
+            raise UserError(f"--output {self.output}: give a .npy or a .jsonl file")
+
+
+@dataclass
 class AugmentConfig(JobConfig):
     """TinyBERT-style data augmentation of a task's training set."""
     job: typing.ClassVar[str] = "augment"
@@ -545,5 +568,6 @@ class TasksConfig(JobConfig):
 
 
 CONFIGS = {cls.job: cls for cls in (RunConfig, FinetuneConfig, PruneConfig, EvaluateConfig, AugmentConfig,
-                                    ExportConfig, BenchConfig, PredictConfig, ExperimentConfig, TasksConfig)}
-CONFIGURABLE = ("finetune", "prune", "evaluate", "export", "bench", "predict", "augment")  # by --config FILE
+                                    ExportConfig, BenchConfig, PredictConfig, EmbedConfig, ExperimentConfig,
+                                    TasksConfig)}
+CONFIGURABLE = ("finetune", "prune", "evaluate", "export", "bench", "predict", "embed", "augment")  # by --config FILE

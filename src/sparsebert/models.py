@@ -95,11 +95,11 @@ def _use_safetensors(path: str) -> bool:
     return not (trust_pickle and Path(path).is_dir() and not any(Path(path).glob("*.safetensors")))
 
 
-def _from_pretrained(path: str, **kwargs):
+def _from_pretrained(path: str, auto=AutoModelForSequenceClassification, **kwargs):
     """from_pretrained, with a weights file that is cut short, not safetensors, or of other shapes than config.json
     says as one line naming the folder."""
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_use_safetensors(path), **kwargs)
+        return auto.from_pretrained(path, use_safetensors=_use_safetensors(path), **kwargs)
     except SafetensorError as e:
         raise UserError(f"{path}: the weights file cannot be read ({str(e).splitlines()[0]}): it is cut short or "
                         "not safetensors; copy or write it again") from None
@@ -116,6 +116,16 @@ def load_classifier(path: str):
     if "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: not a fine-tuned model with a task head (sparsebert finetune or prune)")
     return _from_pretrained(path).eval()
+
+
+def load_for_inference(path: str):
+    """A resolved model folder for inference: its classifier where it has a task head, else its encoder alone
+    (a pre-trained or sentence-embedding model such as the embedded MiniLM, for `encode`)."""
+    if "ForSequenceClassification" in str(load_config(path).architectures):
+        return _from_pretrained(path).eval()
+    from transformers import AutoModel
+
+    return _from_pretrained(path, auto=AutoModel).eval()
 
 
 def load_model(name_or_path: str | None, task: Task, *, new_head: bool):

@@ -5,15 +5,20 @@ the sparse engine's logits on it against the dense model's."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 from ..config import ExportConfig
 from ..errors import UserError
 from ..modelcard import write_model_card
-from ..models import load_classifier, load_tokenizer, resolve_model_path, save_model
+from ..models import load_for_inference, load_tokenizer, resolve_model_path, save_model
 from ..runio import prepare_output_dir, write_json
-from ..sparse.format import export_model, read_export
+from ..sparse.format import export_model, named_state, read_export
+
+# a sentence-transformers folder's own files: the export encodes as the folder does (its max_seq_length)
+SENTENCE_TRANSFORMERS_FILES = ("sentence_bert_config.json", "modules.json", "config_sentence_transformers.json",
+                               "1_Pooling", "2_Normalize")
 
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
@@ -26,7 +31,7 @@ def folder_bytes(folder: Path) -> int:
 def run(args: ExportConfig) -> dict:
     import torch
 
-    from ..sparse.engine import load_sparse
+    from ..sparse.engine import from_hf_model, load_sparse
 
     path = resolve_model_path(args.model)
     if Path(args.output).resolve() == Path(path).resolve():
@@ -38,9 +43,18 @@ def run(args: ExportConfig) -> dict:
         except ImportError:
             raise UserError("--onnx needs onnx and onnxruntime: pip install 'sparsebert[onnx]'") from None
     tokenizer = load_tokenizer(path)
-    model = load_classifier(path)
+    model = load_for_inference(path)
+    classifier = model.base_model is not model
+    if args.onnx and not classifier:
+        raise UserError("--onnx exports classifiers; this model is an encoder alone (sentence embeddings)")
     out = prepare_output_dir(args.output, args.overwrite)
     report = export_model(model, tokenizer, out, args.values, args.embeddings)
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        source = Path(path) / name
+        if source.is_dir():
+            shutil.copytree(source, out / name, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy2(source, out / name)
     with tempfile.TemporaryDirectory() as dense_folder:
         save_model(model, tokenizer, Path(dense_folder))
         report["dense_folder_bytes"] = folder_bytes(Path(dense_folder))
@@ -48,30 +62,37 @@ def run(args: ExportConfig) -> dict:
 
     tensors, matrices = read_export(out)
     tensors.update({name: m.dense_weight() for name, m in matrices.items()})
-    original = model.state_dict()
+    original, _ = named_state(model)
     report["max_weight_error"] = max(float((original[k].float() - tensors[k]).abs().max()) for k in tensors)
     engine = load_sparse(out)
-    sample = tokenizer(*SAMPLE, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        expected = model(**sample).logits
     report["engine"] = engine.summary()
-    report["max_logit_diff_vs_dense"] = float((engine(**sample).logits - expected).abs().max())
+    if classifier:
+        sample = tokenizer(*SAMPLE, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            expected = model(**sample).logits
+        report["max_logit_diff_vs_dense"] = float((engine(**sample).logits - expected).abs().max())
+    else:
+        dense = from_hf_model(model, tokenizer, engine="dense")
+        dense.max_seq_length = engine.max_seq_length
+        report["max_embedding_diff_vs_dense"] = float(abs(engine.encode(SAMPLE[0]) - dense.encode(SAMPLE[0])).max())
     if args.onnx:
         from ..sparse.onnx import export_onnx
 
         report["onnx"] = export_onnx(model, tokenizer, out / "model.onnx")
     write_json(out / "export_report.json", report)
+    agreement = (f"logits within {report['max_logit_diff_vs_dense']:.1e}" if classifier
+                 else f"sentence embeddings within {report['max_embedding_diff_vs_dense']:.1e}")
     source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
     write_model_card(out, summary=f"The compressed sparse form of `{path}` ({args.values} values, {args.embeddings} "
                                   f"embeddings), {report['folder_compression']}x smaller than its dense folder, by "
                                   "sparsebert.",
                      made_by=f"sparsebert export {args.model} {args.output} --values {args.values} --embeddings "
                              f"{args.embeddings}", metrics=source.get("final"),
-                     extra=[f"- **Dev metrics** are the dense model's; the export's logits are within "
-                            f"{report['max_logit_diff_vs_dense']:.1e} of them on a sample"] if source.get("final") else [])
+                     extra=[f"- **Dev metrics** are the dense model's; the export's {agreement} of them on a sample"]
+                     if source.get("final") else [])
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "
-          f"MiB ({report['folder_compression']}x); logits within {report['max_logit_diff_vs_dense']:.1e} of dense; "
+          f"MiB ({report['folder_compression']}x); {agreement} of dense; "
           f"report: {out / 'export_report.json'}")
     return report

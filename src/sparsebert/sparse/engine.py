@@ -13,9 +13,10 @@ Each matrix runs sparse only where that was measured faster on this machine than
 
 from __future__ import annotations
 
+import json
 import threading
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,7 +148,10 @@ class SparseModel(torch.nn.Module):
             dense_name = f"{prefix}.{dense_name}"
         self.head_dense = ((tensors[f"{dense_name}.weight"], tensors[f"{dense_name}.bias"])
                            if f"{dense_name}.weight" in tensors else None)
-        self.head_out = (tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
+        # an encoder alone (a sentence-embedding model) has no task head: it gives `encode`'s embeddings, not logits
+        self.head_out = ((tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
+                         if f"{out_name}.weight" in tensors else None)
+        self.max_seq_length = sentence_length(None, config)
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
         self.eval()
 
@@ -203,7 +207,29 @@ class SparseModel(torch.nn.Module):
         with torch.inference_mode():
             return self._forward(input_ids, attention_mask, token_type_ids, output_hidden_states)
 
-    def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states):
+    def encode(self, sentences: list[str], batch_size: int = 32, normalize: bool = True) -> np.ndarray:
+        """Sentence embeddings (len(sentences), hidden) as sentence-transformers' mean pooling gives them: the mean
+        of the last layer over each sentence's real tokens (at most `max_seq_length`), normalised to length 1."""
+        if self.tokenizer is None:
+            raise UserError("encode needs the model's tokenizer: load the model with sparsebert.load_sparse(FOLDER)")
+        if isinstance(sentences, str):
+            raise TypeError("encode takes a list of sentences; for one, give [sentence]")
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # like lengths together: less padding
+        out = np.empty((len(sentences), self.hidden), np.float32)
+        for start in range(0, len(sentences), batch_size):
+            rows = order[start:start + batch_size]
+            enc = self.tokenizer([sentences[i] for i in rows], padding=True, truncation=True,
+                                 max_length=self.max_seq_length, return_tensors="pt")
+            with torch.inference_mode():
+                pooled = self._forward(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), False,
+                                       pooling="mean")
+            out[rows] = (F.normalize(pooled, dim=-1) if normalize else pooled).numpy()
+        return out
+
+    def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states, pooling="first"):
+        if pooling == "first" and self.head_out is None:
+            raise UserError("this model has no task head: it gives sentence embeddings (model.encode(sentences) or "
+                            "sparsebert embed), not labels")
         batch, length = input_ids.shape
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         if token_type_ids is None:
@@ -248,6 +274,11 @@ class SparseModel(torch.nn.Module):
             h = add_layernorm(down, a, *layer.output_norm, self.eps, self._buffer("hidden", tokens, hidden))
             if states is not None:
                 states.append(h.clone())
+        if pooling == "mean":  # over each sequence's real tokens (the first is kept even where it is padding)
+            real = pack(mask).to(h.dtype)
+            sums = h.new_zeros(batch, hidden).index_add_(0, torch.repeat_interleave(torch.arange(batch), lengths),
+                                                         h * real[:, None])
+            return sums / mask.sum(1, keepdim=True).clamp(min=1)
         pooled = h[starts[:-1]]
         if self.head_dense is not None:
             pooled = self.head_activation(F.linear(pooled, *self.head_dense))
@@ -265,10 +296,11 @@ class SparseModel(torch.nn.Module):
 
 def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "auto") -> SparseModel:
     """The engine for a Hugging Face classifier (its target linears in CSR form, values fp32 or int8)."""
-    from ..pruning.targets import find_targets
+    from .format import named_state
 
-    state = {k: v.detach().float() for k, v in model.state_dict().items()}
-    matrices = to_matrices({f"{name}.weight": state[f"{name}.weight"] for name in find_targets(model)}, values)
+    state, targets = named_state(model)
+    state = {k: v.float() for k, v in state.items()}
+    matrices = to_matrices({name: state[name] for name in targets}, values)
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
@@ -278,7 +310,7 @@ def load_sparse(path, values: str = "fp32", engine: str = "auto") -> SparseModel
 
     engine: "auto" runs each matrix the faster way here, "sparse" forces the kernel, "dense" the BLAS product.
     """
-    from ..models import load_classifier, load_config, load_tokenizer, resolve_model_path
+    from ..models import load_config, load_for_inference, load_tokenizer, resolve_model_path
     from .format import is_exported, read_export
 
     path = resolve_model_path(str(path))
@@ -286,5 +318,17 @@ def load_sparse(path, values: str = "fp32", engine: str = "auto") -> SparseModel
     tokenizer = load_tokenizer(path)
     if is_exported(path):
         tensors, matrices = read_export(path)
-        return SparseModel(config, tensors, matrices, tokenizer, engine)
-    return from_hf_model(load_classifier(path), tokenizer, values, engine)
+        model = SparseModel(config, tensors, matrices, tokenizer, engine)
+    else:
+        model = from_hf_model(load_for_inference(path), tokenizer, values, engine)
+    model.max_seq_length = sentence_length(Path(path), config)
+    return model
+
+
+def sentence_length(folder: Path | None, config) -> int:
+    """The tokens per sentence `encode` keeps: a sentence-transformers folder's own setting (all-MiniLM-L6-v2:
+    256), else all the model's positions."""
+    settings = folder / "sentence_bert_config.json" if folder else None
+    if settings and settings.is_file():
+        return int(json.loads(settings.read_text())["max_seq_length"])
+    return config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0)

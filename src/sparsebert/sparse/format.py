@@ -56,10 +56,17 @@ def _stored_matrix(m: CsrMatrix, dtype: str) -> dict[str, torch.Tensor]:
     return {**stored, "values": torch.from_numpy(m.values).to(FLOAT_DTYPES[dtype])}
 
 
+def named_state(model) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(tensors, names of the pruned weights), named as in a classifier (`bert.encoder...`) also for an encoder
+    alone (a BertModel, whose names have no prefix), so that the engine reads both alike."""
+    prefix = f"{model.base_model_prefix}." if model.base_model is model else ""
+    state = {prefix + name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    return state, [f"{prefix}{name}.weight" for name in find_targets(model)]
+
+
 def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embeddings_dtype: str = "int8") -> dict:
     """Writes the folder; int8 values go in 1x4 blocks where the model was pruned in them (`prune --pattern 1x4`)."""
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    targets = [f"{name}.weight" for name in find_targets(model)]
+    state, targets = named_state(model)
     pruned = to_matrices({name: state[name] for name in targets}, "int8" if values_dtype == "int8" else "fp32")
     tensors, matrices, embeddings = {}, {}, {}
     for name, tensor in state.items():

@@ -1,0 +1,53 @@
+"""sparsebert embed: sentence embeddings of a file's texts, through the sparse engine.
+
+Input as `predict` reads it: a text file with one sentence a line, or CSV, TSV or JSON lines naming the text
+column (--text-column, else `text`, `sentence`, ...). Output: FILE.npy, a float32 matrix with a row per input
+row in file order, or FILE.jsonl with `{"line": N, "embedding": [...]}` per row. Embeddings are the mean of the
+last layer over each text's real tokens, normalised to length 1 (sentence-transformers' pooling of
+all-MiniLM-L6-v2); `--no-normalize` keeps their length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import EmbedConfig
+from ..errors import UserError
+from ..models import resolve_model_path
+from .predict import check_output, read_inputs
+
+
+def run(args: EmbedConfig) -> dict:
+    from ..sparse.engine import load_sparse
+
+    path = resolve_model_path(args.model)
+    input_path, output = Path(args.input), Path(args.output)
+    if not input_path.is_file():
+        raise UserError(f"{input_path}: input file not found")
+    check_output(output, input_path, args.overwrite)
+    rows = read_inputs(input_path, args.text_column, bool(args.text_column))
+    pair = next((number for number, (_, second) in rows if second is not None), None)
+    if pair is not None:
+        raise UserError(f"{input_path}:{pair}: two texts on a row; embed takes one a row (give --text-column, or "
+                        "one sentence a line without tabs)")
+    if not rows:
+        raise UserError(f"{input_path}: no texts to embed")
+    model = load_sparse(path)
+    print(model.describe(), file=sys.stderr)
+    vectors = model.encode([text for _, (text, _) in rows], batch_size=args.batch_size, normalize=args.normalize)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # a cut-off run leaves no half-written file
+    if output.suffix.lower() == ".npy":
+        with open(partial, "wb") as f:
+            np.save(f, vectors)
+    else:
+        with open(partial, "w") as f:
+            for (number, _), vector in zip(rows, vectors):
+                f.write(json.dumps({"line": number, "embedding": [round(float(v), 6) for v in vector]}) + "\n")
+    os.replace(partial, output)
+    print(f"{len(rows)} texts -> {output} ({vectors.shape[1]} dimensions)", file=sys.stderr)
+    return {"texts": len(rows), "dimensions": int(vectors.shape[1]), "output": str(output)}

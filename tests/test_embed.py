@@ -1,0 +1,83 @@
+"""Sentence embeddings on the sparse engine: mean pooling over real tokens, as sentence-transformers defines it."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+import sparsebert
+from sparsebert.models import resolve_model_path
+from sparsebert.pruning import build_pruner, find_targets
+from sparsebert.sparse.engine import from_hf_model
+
+SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument on a stage in front of a crowd.",
+             "The cat sat.", "Stocks fell sharply on Monday after the report on inflation came out."]
+
+
+def mean_pooled(model, tokenizer, sentences, max_length):
+    """The reference: Hugging Face's encoder, the mean of its last layer over the attention mask, normalised."""
+    enc = tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        last = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((last * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_encode_is_mean_pooling_of_the_encoder_alone(tiny_model, mode):
+    model = AutoModel.from_pretrained(tiny_model).eval()
+    build_pruner(find_targets(model), 0.8, 0, 0, 1).step(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    engine = from_hf_model(model, tokenizer, engine=mode)
+    got = engine.encode(SENTENCES, batch_size=3)  # batches of mixed lengths, put back in order
+    np.testing.assert_allclose(got, mean_pooled(model, tokenizer, SENTENCES, 128), atol=1e-5)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1)
+    with pytest.raises(sparsebert.UserError, match="no task head: it gives sentence embeddings"):
+        engine(**tokenizer(SENTENCES[:1], return_tensors="pt"))
+
+
+@pytest.mark.integration
+def test_the_embedded_minilm_encodes_as_its_model_card_says():
+    path = resolve_model_path(None)
+    engine = sparsebert.load_sparse(path)
+    assert engine.max_seq_length == 256  # its sentence_bert_config.json
+    reference = mean_pooled(AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), SENTENCES, 256)
+    np.testing.assert_allclose(engine.encode(SENTENCES), reference, atol=1e-5)
+    similarity = engine.encode(SENTENCES[:2]) @ engine.encode(SENTENCES[2:]).T
+    assert similarity.max() < (engine.encode(SENTENCES[:1]) @ engine.encode(SENTENCES[1:2]).T).item()
+
+
+@pytest.mark.integration
+def test_the_embedded_minilm_exports_and_encodes_from_its_export(tmp_path):
+    report = sparsebert.export(resolve_model_path(None), str(tmp_path / "export"), values="fp32", embeddings="fp32")
+    assert report["max_embedding_diff_vs_dense"] < 1e-5
+    exported = sparsebert.load_sparse(tmp_path / "export")
+    assert exported.max_seq_length == 256  # the sentence-transformers files travel with the export
+    np.testing.assert_allclose(exported.encode(SENTENCES), sparsebert.load_sparse(resolve_model_path(None)).encode(
+        SENTENCES), atol=1e-5)
+
+
+def test_embed_writes_a_matrix_in_file_order_and_refuses_bad_input(tiny_model, tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n")
+    result = run_cli("embed", tiny_model, "--input", tmp_path / "sentences.txt", "--output", tmp_path / "e.npy")
+    assert result.returncode == 0, result.stderr
+    matrix = np.load(tmp_path / "e.npy")
+    expected = sparsebert.load_sparse(tiny_model).encode(SENTENCES)  # the tiny classifier's encoder
+    np.testing.assert_allclose(matrix, expected, atol=1e-6)
+    (tmp_path / "rows.csv").write_text("id,sentence\n1,The cat sat.\n2,A man is playing a guitar.\n")
+    assert run_cli("embed", tiny_model, "--input", tmp_path / "rows.csv", "--text-column", "sentence",
+                   "--output", tmp_path / "e.jsonl").returncode == 0
+    lines = [__import__("json").loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in lines] == [2, 3]
+    np.testing.assert_allclose([r["embedding"] for r in lines], expected[[2, 0]], atol=1e-5)
+    for args, words in [(["--output", tmp_path / "e.txt"], "give a .npy or a .jsonl file"),
+                        (["--output", tmp_path / "e.npy"], "exists; give another file or --overwrite"),
+                        (["--input", tmp_path / "none.txt", "--output", tmp_path / "n.npy"], "input file not found")]:
+        base = ["--input", tmp_path / "sentences.txt"] if "--input" not in args else []
+        refused = run_cli("embed", tiny_model, *base, *args)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr and words in refused.stderr
+    (tmp_path / "pairs.txt").write_text("one\ttwo\n")
+    refused = run_cli("embed", tiny_model, "--input", tmp_path / "pairs.txt", "--output", tmp_path / "p.npy")
+    assert "pairs.txt:1: two texts on a row" in refused.stderr and not (tmp_path / "p.npy").exists()
