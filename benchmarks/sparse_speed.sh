@@ -6,7 +6,7 @@
 set -euo pipefail
 mkdir -p results/bench
 sparsebert bench --json results/bench/bench.json   # and bench.md (the table), bench.png (the plot)
-python benchmarks/kernels.py --threads 1 --json results/bench/kernels_1thread.json
-python benchmarks/kernels.py --threads 2 --json results/bench/kernels_2thread.json
+python benchmarks/kernel_speed.py --threads 1 --json results/bench/kernels_1thread.json
+python benchmarks/kernel_speed.py --threads 2 --json results/bench/kernels_2thread.json
 python benchmarks/profile_engine.py 1
 python benchmarks/profile_engine.py 2

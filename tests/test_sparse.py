@@ -139,7 +139,7 @@ def test_engine_int8_values_stay_near_fp32(tiny_model):
 
 def test_calibration_runs_each_matrix_the_way_that_was_faster(monkeypatch):
     """The choice follows the timings, whichever way they fall (timed here with stand-ins that sleep, so the
-    test does not depend on the machine's speed or load; the real speeds are benchmarks/kernels.py's)."""
+    test does not depend on the machine's speed or load; the real speeds are benchmarks/kernel_speed.py's)."""
     import time
 
     weight = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)

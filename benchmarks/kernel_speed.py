@@ -5,7 +5,7 @@ random sparsity, at batch 32 x 128 tokens and at 128 tokens: CSR with fp32 and i
 blocks (a matrix of the same sparsity pruned in blocks),
 every alternative timed in the same process with the same threads. "Useful" counts 2 FLOPs per non-zero
 per token (the dense product is credited with the same, so its figure is its speed on this layer's work).
-    python benchmarks/kernels.py [--threads N] [--json results/bench/kernels.json]
+    python benchmarks/kernel_speed.py [--threads N] [--json results/bench/kernels.json]
 """
 
 import argparse
