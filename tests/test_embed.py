@@ -39,7 +39,7 @@ def test_encode_is_mean_pooling_of_the_encoder_alone(tiny_model, mode):
 @pytest.mark.integration
 def test_the_embedded_minilm_encodes_as_its_model_card_says():
     path = resolve_model_path(None)
-    engine = sparsebert.load_sparse(path)
+    engine = sparsebert.load_sparse()  # the embedded model by default
     assert engine.max_seq_length == 256  # its sentence_bert_config.json
     reference = mean_pooled(AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), SENTENCES, 256)
     np.testing.assert_allclose(engine.encode(SENTENCES), reference, atol=1e-5)

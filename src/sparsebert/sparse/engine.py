@@ -304,7 +304,7 @@ def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "au
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
-def load_sparse(path, values: str = "fp32", engine: str = "auto") -> SparseModel:
+def load_sparse(path=None, values: str = "fp32", engine: str = "auto") -> SparseModel:
     """A model folder on the sparse engine: an export (`sparsebert export`) as stored, or a fine-tuned or
     pruned Hugging Face folder, converted on loading (its values as `values`: fp32 or int8).
 
@@ -313,7 +313,7 @@ def load_sparse(path, values: str = "fp32", engine: str = "auto") -> SparseModel
     from ..models import load_config, load_for_inference, load_tokenizer, resolve_model_path
     from .format import is_exported, read_export
 
-    path = resolve_model_path(str(path))
+    path = resolve_model_path(None if path is None else str(path))  # None: the embedded all-MiniLM-L6-v2
     config = load_config(path)
     tokenizer = load_tokenizer(path)
     if is_exported(path):
