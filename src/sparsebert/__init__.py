@@ -3,7 +3,7 @@
 The Python API (`sparsebert.api`: each job as a function of the command line's options; imported on first
 use, so `import sparsebert` stays cheap):
     sparsebert.finetune(...), sparsebert.prune(...), sparsebert.evaluate(...), sparsebert.export(...),
-    sparsebert.run(...), sparsebert.bench(...), sparsebert.embed(...)
+    sparsebert.run(...), sparsebert.bench(...), sparsebert.embed(...), sparsebert.prune_embedder(...)
     model = sparsebert.load_sparse("exported-or-pruned-folder")   # the sparse CPU engine
 Each job's settings are a dataclass (`sparsebert.PruneConfig`, ...; config.py), which the functions also take.
 """
@@ -11,13 +11,15 @@ Each job's settings are a dataclass (`sparsebert.PruneConfig`, ...; config.py), 
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["UserError", "bench", "embed", "evaluate", "export", "finetune", "load_sparse", "prune", "run",
-           "FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig", "ExportConfig"]
+__all__ = ["UserError", "bench", "embed", "evaluate", "export", "finetune", "load_sparse", "prune", "prune_embedder",
+           "run",
+           "FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig", "ExportConfig", "EmbedderConfig"]
 
 _LAZY = {"load_sparse": "sparsebert.sparse.engine",
-         **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench", "embed")},
+         **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench", "embed",
+                                               "prune_embedder")},
          **{name: "sparsebert.config" for name in ("FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig",
-                                                   "ExportConfig")}}
+                                                   "ExportConfig", "EmbedderConfig")}}
 
 
 def __getattr__(name):

@@ -13,7 +13,6 @@ Bad input raises `sparsebert.UserError` with the same one-line message the comma
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 
 from .config import CONFIGS, read_config_file
@@ -21,6 +20,7 @@ from .config import CONFIGS, read_config_file
 
 def _run(job: str, positional: list, options: dict):
     from . import models
+    from .jobs import job_module
     from .runio import release_output_locks
 
     cls = CONFIGS[job]
@@ -40,7 +40,7 @@ def _run(job: str, positional: list, options: dict):
         settings = cls(**{**(read_config_file(config, job) if config is not None else {}), **given, **options})
     previous, models.trust_pickle = models.trust_pickle, trust_pickle
     try:
-        return importlib.import_module(f".jobs.{job}", __package__).run(settings)
+        return job_module(job).run(settings)
     finally:
         models.trust_pickle = previous
         release_output_locks()
@@ -70,6 +70,12 @@ def embed(model=None, **options) -> dict:
     """Sentence embeddings of a file's texts into a .npy or .jsonl file (`sparsebert embed`); for texts in hand,
     `sparsebert.load_sparse(folder).encode(sentences)`."""
     return _run("embed", [model], options)
+
+
+def prune_embedder(**options) -> dict:
+    """A sentence embedder pruned while it distils from its dense self (`sparsebert prune-embedder`). Returns its
+    STS-B dev Spearman (and the teacher's) and sparsity."""
+    return _run("prune-embedder", [], options)
 
 
 def export(model, output, **options) -> dict:

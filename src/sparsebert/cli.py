@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import sys
 
 from .config import CONFIGS, CONFIGURABLE, add_arguments, from_namespace, read_config_file
@@ -20,6 +19,7 @@ JOBS = {
     "bench": "time dense PyTorch against the sparse engine",
     "predict": "labels and probabilities for new text, through the sparse engine",
     "embed": "sentence embeddings of a file's texts, through the sparse engine",
+    "prune-embedder": "prune a sentence embedder while it distils from its dense self (no task, no labels)",
     "experiment": "run a grid of jobs from a YAML config; tables and plots",
     "tasks": "list the GLUE tasks, their files, labels and metrics",
 }
@@ -107,8 +107,9 @@ def main(argv=None) -> int:
     config = None
     try:
         config = from_namespace(CONFIGS[args.job], args)
-        job = importlib.import_module(f".jobs.{args.job}", __package__)
-        job.run(config)
+        from .jobs import job_module
+
+        job_module(args.job).run(config)
     except UserError as e:
         if args.debug:
             raise

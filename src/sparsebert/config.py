@@ -224,7 +224,8 @@ class TrainDataConfig(DataConfig):
 # ---------------------------------------------------------------------------------------------------- training
 
 @dataclass
-class TrainingConfig(TrainDataConfig):
+class TrainingSettings(JobConfig):
+    """What every training job sets: its output folder, the optimiser, the schedule, evaluation, the device."""
     output: str | None = setting(None, "output folder (must be empty unless --overwrite)", "output", required=True)
     overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
     resume: bool = setting(False, "continue the run in --output from its latest complete checkpoint, with its "
@@ -239,8 +240,6 @@ class TrainingConfig(TrainDataConfig):
     max_steps: int = setting(0, "stop after this many optimiser steps (0: epochs decide)", "training")
     batch_size: int = setting(32, "examples per optimiser step", "training")
     learning_rate: float = setting(5e-5, "peak learning rate of the encoder", "training")
-    head_learning_rate: float | None = setting(None, "peak learning rate of the task head (default: "
-                                                     "--learning-rate)", "training")
     lr_schedule: str = setting("linear", "after warm-up: linear decay to zero, or constant", "training",
                                choices=("linear", "constant"))
     warmup: float = setting(0.1, "fraction of the steps for linear LR warm-up", "training")
@@ -260,12 +259,24 @@ class TrainingConfig(TrainDataConfig):
             raise UserError("--epochs must be positive (or give --max-steps)")
         if self.max_steps < 0:
             raise UserError("--max-steps and --max-train-samples must be 0 (no limit) or more")
-        if self.learning_rate <= 0 or (self.head_learning_rate is not None and self.head_learning_rate <= 0):
-            raise UserError("--learning-rate and --head-learning-rate must be positive")
+        if self.learning_rate <= 0:
+            raise UserError("--learning-rate must be positive")
         if not 0 <= self.warmup < 1:
             raise UserError("--warmup is a fraction of the run, in [0, 1)")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
+
+
+@dataclass
+class TrainingConfig(TrainingSettings, TrainDataConfig):
+    """A training job on a task's data (GLUE, or your own files), with a task head."""
+    head_learning_rate: float | None = setting(None, "peak learning rate of the task head (default: "
+                                                     "--learning-rate)", "training")
+
+    def check(self) -> None:
+        super().check()
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise UserError("--head-learning-rate must be positive")
 
 
 # Fine-tuning epochs per GLUE task at finetune's default rates: the best final dev score of the teacher sweep
@@ -294,7 +305,45 @@ class FinetuneConfig(TrainingConfig):
 
 
 @dataclass
-class PruneConfig(TrainingConfig):
+class PruningSettings(JobConfig):
+    """How a training job prunes: the target, the schedule, the criterion and the pattern."""
+    sparsity: float = setting(0.95, "fraction of the encoder's linear weights removed at the end", "pruning")
+    prune_events: int = setting(100, "how many times the masks are recomputed", "pruning")
+    prune_start: float = setting(0.0, "fraction of the run before pruning starts", "pruning")
+    prune_end: float = setting(0.6, "fraction of the run where the target is reached; the rest recovers at it "
+                                    "(paper: 1.0)", "pruning")
+    criterion: str = setting("taylor", "taylor: w²·E[g²] of the distillation loss; magnitude: |w| (paper)",
+                             "pruning", choices=CRITERIA)
+    taylor_decay: float = setting(0.95, "taylor: the decay of E[g²]'s moving average (0.99: about 100 steps of "
+                                        "memory, a steadier estimate)", "pruning")
+    allocation: str = setting("uniform", "uniform: the same sparsity in every matrix (paper); global: one "
+                                         "threshold over all", "pruning", choices=ALLOCATIONS)
+    pattern: str = setting("unstructured", "unstructured: single weights (paper); 1x4: blocks of 4 inputs, which "
+                                           "the sparse engine runs in int8 (faster)", "pruning", choices=PATTERNS)
+
+    def check(self) -> None:
+        super().check()
+        if not 0 <= self.sparsity < 1:
+            raise UserError(f"--sparsity {self.sparsity}: give a fraction in [0, 1), e.g. 0.95 for 95% removed")
+        if not 0 <= self.prune_start <= self.prune_end <= 1:
+            raise UserError("--prune-start and --prune-end are fractions of the run with start <= end")
+        if self.prune_events < 1:
+            raise UserError("--prune-events must be at least 1")
+        if not 0 <= self.taylor_decay < 1:
+            raise UserError("--taylor-decay is a decay in [0, 1)")
+
+
+@dataclass
+class LayerDistillationSettings(JobConfig):
+    """How a student learns from its teacher's layers: the attention and hidden-state terms (docs/METHOD.md)."""
+    attention_loss: str = setting("kl", "scores: MSE before the softmax (paper); probs: MSE after it; kl: KL of "
+                                        "the distributions", "distillation", choices=("scores", "probs", "kl"))
+    hidden_norm: str = setting("teacher-var", "teacher-var: each layer's MSE over the teacher's variance there; "
+                                              "none (paper)", "distillation", choices=("none", "teacher-var"))
+
+
+@dataclass
+class PruneConfig(PruningSettings, LayerDistillationSettings, TrainingConfig):
     """Pruning at distilling (docs/METHOD.md). Defaults: the recipe measured in results/recipe; the values
     named "paper" in the help give the paper's exact recipe (`sparsebert run --preset paper`)."""
     job: typing.ClassVar[str] = "prune"
@@ -317,19 +366,6 @@ class PruneConfig(TrainingConfig):
     lr_schedule: str = setting("linear", "after warm-up: linear decay to zero, constant, or rewind: decay to zero "
                                          "where the target sparsity is reached (--prune-end), then back to the peak "
                                          "and decay to zero again", "training", choices=("linear", "constant", "rewind"))
-    sparsity: float = setting(0.95, "fraction of the encoder's linear weights removed at the end", "pruning")
-    prune_events: int = setting(100, "how many times the masks are recomputed", "pruning")
-    prune_start: float = setting(0.0, "fraction of the run before pruning starts", "pruning")
-    prune_end: float = setting(0.6, "fraction of the run where the target is reached; the rest recovers at it "
-                                    "(paper: 1.0)", "pruning")
-    criterion: str = setting("taylor", "taylor: w²·E[g²] of the distillation loss; magnitude: |w| (paper)",
-                             "pruning", choices=CRITERIA)
-    taylor_decay: float = setting(0.95, "taylor: the decay of E[g²]'s moving average (0.99: about 100 steps of "
-                                        "memory, a steadier estimate)", "pruning")
-    allocation: str = setting("uniform", "uniform: the same sparsity in every matrix (paper); global: one "
-                                         "threshold over all", "pruning", choices=ALLOCATIONS)
-    pattern: str = setting("unstructured", "unstructured: single weights (paper); 1x4: blocks of 4 inputs, which "
-                                           "the sparse engine runs in int8 (faster)", "pruning", choices=PATTERNS)
     no_teacher: bool = setting(False, "baseline: pruning during ordinary fine-tuning on the labels, no teacher",
                                "distillation")
     distill: str = setting("full", "full: attention + hidden + prediction (paper); logits: prediction only",
@@ -338,10 +374,6 @@ class PruneConfig(TrainingConfig):
     gold_weight: float = setting(0.0, "share of the gold labels in the prediction term: (1-g)·soft cross-entropy "
                                       "with the teacher + g·cross-entropy with the labels (classification)",
                                  "distillation")
-    attention_loss: str = setting("kl", "scores: MSE before the softmax (paper); probs: MSE after it; kl: KL of "
-                                        "the distributions", "distillation", choices=("scores", "probs", "kl"))
-    hidden_norm: str = setting("teacher-var", "teacher-var: each layer's MSE over the teacher's variance there; "
-                                              "none (paper)", "distillation", choices=("none", "teacher-var"))
     loss_weights: str = setting("1,1,4", "weights of the attention, hidden, prediction terms (paper: 1,1,1)",
                                 "distillation", metavar="A,H,P")
     cache_teacher: bool = setting(True, "compute the teacher's outputs once and reuse them (where it fits)",
@@ -350,16 +382,10 @@ class PruneConfig(TrainingConfig):
 
     def check(self) -> None:
         super().check()
-        if not 0 <= self.sparsity < 1:
-            raise UserError(f"--sparsity {self.sparsity}: give a fraction in [0, 1), e.g. 0.95 for 95% removed")
-        if not 0 <= self.prune_start <= self.prune_end <= 1:
-            raise UserError("--prune-start and --prune-end are fractions of the run with start <= end")
-        if self.prune_events < 1:
-            raise UserError("--prune-events must be at least 1")
         if self.temperature <= 0:
             raise UserError("--temperature must be positive")
-        if not 0 <= self.gold_weight <= 1 or not 0 <= self.taylor_decay < 1:
-            raise UserError("--gold-weight is a share in [0, 1] and --taylor-decay a decay in [0, 1)")
+        if not 0 <= self.gold_weight <= 1:
+            raise UserError("--gold-weight is a share in [0, 1]")
         if self.no_teacher == (self.teacher is not None):
             raise UserError("give --teacher MODEL (a model fine-tuned on the task) or --no-teacher, not both or "
                             "neither")
@@ -368,14 +394,18 @@ class PruneConfig(TrainingConfig):
         self.distillation_weights()
 
     def distillation_weights(self) -> tuple[float, float, float]:
-        try:
-            weights = tuple(float(x) for x in self.loss_weights.split(","))
-        except ValueError:
-            weights = ()
-        if len(weights) != 3 or min(weights) < 0:
-            raise UserError(f"--loss-weights '{self.loss_weights}': give three non-negative numbers: "
-                            "attention,hidden,prediction")
-        return weights
+        return loss_weights(self.loss_weights, ("attention", "hidden", "prediction"))
+
+
+def loss_weights(text: str, terms: tuple[str, ...]) -> tuple[float, ...]:
+    """--loss-weights: one non-negative number per loss term, comma-separated, in the order of `terms`."""
+    try:
+        weights = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != len(terms) or min(weights) < 0:
+        raise UserError(f"--loss-weights '{text}': give {len(terms)} non-negative numbers: {','.join(terms)}")
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------------- the rest
@@ -530,6 +560,41 @@ class EmbedConfig(JobConfig):
 
 
 @dataclass
+class EmbedderConfig(PruningSettings, LayerDistillationSettings, TrainingSettings):
+    """Pruning a sentence embedder while it distils from its dense self, on unlabelled sentences: the student (a
+    copy of --model) is pruned while it learns the teacher's (the model as it is) pooled sentence embedding,
+    hidden states and attention. The quality check: STS-B dev Spearman of cosine similarities, unsupervised."""
+    job: typing.ClassVar[str] = "prune-embedder"
+    model: str | None = setting(None, "the sentence-embedding model, mean-pooled: the teacher as it is, the student "
+                                      "pruned (default: the embedded all-MiniLM-L6-v2)", "model")
+    sentences: str | None = setting(None, "training sentences: a text file with one a line, or CSV, TSV or JSON lines "
+                                          "with a text column (default: the bundled GLUE tasks' training sentences, "
+                                          "each once; STS-B dev's kept out)", "data")
+    text_column: str | None = setting(None, "the column (or JSON key) of --sentences holding the texts (default: "
+                                            "text, sentence, or a plain file's whole line)", "data")
+    max_seq_length: int = setting(128, "tokens per training sentence after truncation", "data")
+    epochs: float = setting(1.0, "passes over the training sentences", "training")
+    learning_rate: float = setting(1e-4, "peak learning rate", "training")
+    warmup: float = setting(0.05, "fraction of the steps for linear LR warm-up", "training")
+    lr_schedule: str = setting("linear", "after warm-up: linear decay to zero, constant, or rewind (as prune's)",
+                               "training", choices=("linear", "constant", "rewind"))
+    eval_every: int = setting(0, "STS-B dev Spearman every N steps (0: at the end of each epoch)", "training")
+    embedding_loss: str = setting("cosine", "the sentence-embedding term: cosine: 1 - cosine similarity of student "
+                                            "and teacher embeddings (what search compares); mse: MSE of the "
+                                            "pooled embeddings", "distillation", choices=("cosine", "mse"))
+    loss_weights: str = setting("1,1,1", "weights of the attention, hidden, embedding terms", "distillation",
+                                metavar="A,H,E")
+
+    def check(self) -> None:
+        super().check()
+        check_seq_length(self.max_seq_length)
+        self.distillation_weights()
+
+    def distillation_weights(self) -> tuple[float, float, float]:
+        return loss_weights(self.loss_weights, ("attention", "hidden", "embedding"))
+
+
+@dataclass
 class AugmentConfig(JobConfig):
     """TinyBERT-style data augmentation of a task's training set."""
     job: typing.ClassVar[str] = "augment"
@@ -568,6 +633,6 @@ class TasksConfig(JobConfig):
 
 
 CONFIGS = {cls.job: cls for cls in (RunConfig, FinetuneConfig, PruneConfig, EvaluateConfig, AugmentConfig,
-                                    ExportConfig, BenchConfig, PredictConfig, EmbedConfig, ExperimentConfig,
-                                    TasksConfig)}
-CONFIGURABLE = ("finetune", "prune", "evaluate", "export", "bench", "predict", "embed", "augment")  # by --config FILE
+                                    ExportConfig, BenchConfig, PredictConfig, EmbedConfig, EmbedderConfig,
+                                    ExperimentConfig, TasksConfig)}
+CONFIGURABLE = ("finetune", "prune", "prune-embedder", "evaluate", "export", "bench", "predict", "embed", "augment")  # by --config FILE

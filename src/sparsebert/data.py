@@ -57,17 +57,30 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of one epoch, in order; the same for a seed whatever the process count."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+LENGTH_POOL = 64  # batches whose examples are grouped by length at a time
 
 
-def batches_from(n: int, batch_size: int, seed: int, step: int):
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None) -> list[list[int]]:
+    """The global batches of one epoch, in order; the same for a seed whatever the process count.
+
+    lengths: group examples of like length into a batch (each pool of LENGTH_POOL batches of the shuffled order is
+    sorted by length and cut into batches, which are then shuffled): a batch is padded to its longest example,
+    so a few long ones scattered through the data otherwise multiply the cost of every step they land in."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    pool = batch_size * LENGTH_POOL
+    order = [i for start in range(0, n, pool) for i in sorted(order[start:start + pool], key=lengths.__getitem__)]
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def batches_from(n: int, batch_size: int, seed: int, step: int, lengths: list[int] | None = None):
     """(epoch, global batch) from optimiser step `step` on, epoch after epoch: where a resumed run goes on."""
     epoch, skip = divmod(step, steps_per_epoch(n, batch_size))
     while True:
-        for indices in epoch_batches(n, batch_size, seed, epoch)[skip:]:
+        for indices in epoch_batches(n, batch_size, seed, epoch, lengths)[skip:]:
             yield epoch, indices
         epoch, skip = epoch + 1, 0
 

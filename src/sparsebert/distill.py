@@ -71,7 +71,7 @@ def layer_mapping(student_layers: int, teacher_layers: int) -> list[int]:
 
 @dataclass
 class Outputs:
-    logits: torch.Tensor  # (B, C)
+    logits: torch.Tensor | None  # (B, C); None for an encoder alone (sentence embeddings)
     hidden: list[torch.Tensor] | None = None  # M+1 tensors (B, T, H): embedding output, then each layer
     scores: list[torch.Tensor] | None = None  # M tensors (B, heads, T, T), before the softmax
 
@@ -87,7 +87,7 @@ def forward_with_internals(model, inputs: dict, layers: list[int] | None = None)
     if layers is not None:
         hidden = [hidden[i] for i in layers]
         scores = [scores[i - 1] for i in layers[1:]]
-    return Outputs(out.logits, hidden, list(scores))
+    return Outputs(getattr(out, "logits", None), hidden, list(scores))  # an encoder alone has no logits
 
 
 def _per_example_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

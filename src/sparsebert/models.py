@@ -123,9 +123,22 @@ def load_for_inference(path: str):
     (a pre-trained or sentence-embedding model such as the embedded MiniLM, for `encode`)."""
     if "ForSequenceClassification" in str(load_config(path).architectures):
         return _from_pretrained(path).eval()
+    return load_encoder(path).eval()
+
+
+def load_encoder(path: str):
+    """A resolved model folder's encoder alone (no task head), as a sentence-embedding model is stored; a
+    fine-tuned classifier is refused (its encoder was trained for its task, not for embeddings)."""
     from transformers import AutoModel
 
-    return _from_pretrained(path, auto=AutoModel).eval()
+    if "ForSequenceClassification" in str(load_config(path).architectures):
+        raise UserError(f"{path}: a fine-tuned classifier; give a sentence-embedding model (an encoder alone, "
+                        "such as all-MiniLM-L6-v2)")
+    from .sparse.format import is_exported
+
+    if is_exported(path):
+        raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
+    return _from_pretrained(path, auto=AutoModel)
 
 
 def load_model(name_or_path: str | None, task: Task, *, new_head: bool):

@@ -156,7 +156,7 @@ class JsonlLog:
 
 
 # the settings that say where a run's inputs are, not how it trains
-INPUT_LOCATIONS = ("model", "student", "teacher", "train_file", "validation_file", "data_dir")
+INPUT_LOCATIONS = ("model", "student", "teacher", "train_file", "validation_file", "data_dir", "sentences")
 
 
 def resumed_config(config):

@@ -68,7 +68,8 @@ def warmup_then(kind: str, total_steps: int, warmup_steps: int, rewind_at: int |
 def optimisation(named_parameters, config, steps: int, rewind_at: int | None = None):
     """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config; `rewind_at`: the
     step where the `rewind` schedule goes back to the peak rate (pruning: where the target is reached)."""
-    optimizer = make_optimizer(named_parameters, config.learning_rate, config.weight_decay, config.head_learning_rate)
+    optimizer = make_optimizer(named_parameters, config.learning_rate, config.weight_decay,
+                               getattr(config, "head_learning_rate", None))  # jobs without a task head have none
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then(config.lr_schedule, steps, int(config.warmup * steps), rewind_at))
     scaler = torch.amp.GradScaler("cuda" if config.precision == "fp16" else "cpu",

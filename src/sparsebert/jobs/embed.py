@@ -22,24 +22,32 @@ from ..models import resolve_model_path
 from .predict import check_output, read_inputs
 
 
+def read_sentences(path: Path, column: str | None) -> list[tuple[int, str]]:
+    """(line number, text) of each row of a file of single sentences, read as `predict` reads its input."""
+    if not path.is_file():
+        raise UserError(f"{path}: file of sentences not found")
+    rows = read_inputs(path, column, bool(column))
+    pair = next((number for number, (_, second) in rows if second is not None), None)
+    if pair is not None:
+        raise UserError(f"{path}:{pair}: two texts on a row; give one sentence a row (name the column with "
+                        "--text-column, or write one sentence a line without tabs)")
+    if not rows:
+        raise UserError(f"{path}: no sentences in the file")
+    return [(number, text) for number, (text, _) in rows]
+
+
 def run(args: EmbedConfig) -> dict:
     from ..sparse.engine import load_sparse
 
     path = resolve_model_path(args.model)
     input_path, output = Path(args.input), Path(args.output)
     if not input_path.is_file():
-        raise UserError(f"{input_path}: input file not found")
+        raise UserError(f"{input_path}: input file not found")  # before the output is looked at
     check_output(output, input_path, args.overwrite)
-    rows = read_inputs(input_path, args.text_column, bool(args.text_column))
-    pair = next((number for number, (_, second) in rows if second is not None), None)
-    if pair is not None:
-        raise UserError(f"{input_path}:{pair}: two texts on a row; embed takes one a row (give --text-column, or "
-                        "one sentence a line without tabs)")
-    if not rows:
-        raise UserError(f"{input_path}: no texts to embed")
+    rows = read_sentences(input_path, args.text_column)
     model = load_sparse(path)
     print(model.describe(), file=sys.stderr)
-    vectors = model.encode([text for _, (text, _) in rows], batch_size=args.batch_size, normalize=args.normalize)
+    vectors = model.encode([text for _, text in rows], batch_size=args.batch_size, normalize=args.normalize)
     partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # a cut-off run leaves no half-written file
     if output.suffix.lower() == ".npy":
         with open(partial, "wb") as f:

@@ -24,6 +24,15 @@ SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be
           ["a cat was sitting", "loudly, at night", "and its pair"])
 
 
+def copy_sentence_transformers_files(source: Path, out: Path) -> None:
+    """A sentence-transformers folder's own files (pooling, normalisation, max_seq_length), where it has them."""
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, out / name, dirs_exist_ok=True)
+        elif (source / name).is_file():
+            shutil.copy2(source / name, out / name)
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -49,12 +58,7 @@ def run(args: ExportConfig) -> dict:
         raise UserError("--onnx exports classifiers; this model is an encoder alone (sentence embeddings)")
     out = prepare_output_dir(args.output, args.overwrite)
     report = export_model(model, tokenizer, out, args.values, args.embeddings)
-    for name in SENTENCE_TRANSFORMERS_FILES:
-        source = Path(path) / name
-        if source.is_dir():
-            shutil.copytree(source, out / name, dirs_exist_ok=True)
-        elif source.is_file():
-            shutil.copy2(source, out / name)
+    copy_sentence_transformers_files(Path(path), out)
     with tempfile.TemporaryDirectory() as dense_folder:
         save_model(model, tokenizer, Path(dense_folder))
         report["dense_folder_bytes"] = folder_bytes(Path(dense_folder))

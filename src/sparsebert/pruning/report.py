@@ -18,7 +18,7 @@ def sparsity_report(model) -> dict:
     per_matrix = {f"{n}.weight": round(_zeros(m.weight) / m.weight.numel(), 6) for n, m in targets.items()}
     t_total = sum(m.weight.numel() for m in targets.values())
     t_zero = sum(_zeros(m.weight) for m in targets.values())
-    enc = list(getattr(model, model.base_model_prefix).encoder.parameters())
+    enc = list(model.base_model.encoder.parameters())  # a classifier's encoder, or an encoder alone
     e_total, e_zero = sum(p.numel() for p in enc), sum(_zeros(p) for p in enc)
     all_params = list(model.parameters())
     m_total, m_zero = sum(p.numel() for p in all_params), sum(_zeros(p) for p in all_params)

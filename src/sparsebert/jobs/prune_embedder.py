@@ -1,0 +1,169 @@
+"""sparsebert prune-embedder: a sentence embedder pruned while it distils from its dense self.
+
+The paper's method without a task: the teacher is the sentence-embedding model as it is (dense, frozen), the
+student a copy of it whose encoder linear weights are pruned gradually to the target sparsity while it learns,
+on unlabelled sentences, the teacher's pooled sentence embedding (mean over real tokens), its hidden states and
+its attention (the hidden and attention terms of docs/METHOD.md, the embedding term in place of the prediction
+term). The result is a sentence-transformers folder: `sparsebert export` makes the sparse engine's form, which
+`load_sparse(...).encode(...)` and `sparsebert embed` run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import checkpoint, distributed
+from ..config import EmbedderConfig
+from ..data import batches_from, collate, model_inputs, to_device
+from ..distill import DistillationLoss, forward_with_internals, set_scores_attention, teacher_hidden_variance
+from ..embedding import embed, encode_sentences, glue_sentences, mean_pool, sts_b_spearman
+from ..errors import UserError
+from ..modelcard import write_model_card
+from ..models import check_model_positions, load_encoder, load_tokenizer, resolve_model_path, save_model
+from ..pruning import build_pruner, find_targets, sparsity_report
+from ..pruning.pattern import PATTERNS
+from ..runio import JsonlLog, resumed_config, start_run, write_json
+from ..sparse.engine import sentence_length
+from ..training import (TrainState, backward_and_step, check_training_state, checkpoint_due, eval_interval,
+                        optimisation, set_seed, total_steps)
+from .embed import read_sentences
+from .export import copy_sentence_transformers_files
+
+
+def embedding_term(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    """The pooled sentence embeddings (B, H) of student and teacher: 1 - cosine similarity, or MSE."""
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(student, teacher.float(), dim=-1)).mean()
+    return F.mse_loss(student, teacher.float())
+
+
+def run(config: EmbedderConfig) -> dict:
+    config = resumed_config(config)
+    set_seed(config.seed)
+    path = resolve_model_path(config.model)
+    tokenizer = load_tokenizer(path)
+    teacher, student = load_encoder(path), load_encoder(path)
+    check_model_positions(config, student.config, path)
+    try:
+        for linear in find_targets(student).values():
+            PATTERNS[config.pattern].group(linear.weight)
+    except ValueError as e:
+        raise UserError(f"--pattern {config.pattern}: {e}; use --pattern unstructured") from None
+    sentences = ([text for _, text in read_sentences(Path(config.sentences), config.text_column)]
+                 if config.sentences else glue_sentences())
+    train = encode_sentences(sentences, tokenizer, config.max_seq_length)
+    eval_length = sentence_length(Path(path) if Path(path).is_dir() else None, student.config)
+    processes, device = distributed.start(config.device, config.precision)
+    out = start_run(config, {"model_path": path}, processes.main)
+    if processes.main:
+        checkpoint.check_free_space(out, student, config.keep_checkpoints if config.save_every else 0)
+
+    layers = list(range(student.config.num_hidden_layers + 1))  # the same model: layer m learns from layer m
+    student.to(device).train()
+    teacher.to(device).eval()
+    set_scores_attention(student)
+    set_scores_attention(teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    layer_loss = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, attention=config.attention_loss,
+                                  hidden_norm=config.hidden_norm,
+                                  hidden_variance=teacher_hidden_variance(teacher, train, layers)
+                                  if config.hidden_norm == "teacher-var" else None)
+    weights = dict(zip(("attention", "hidden", "embedding"), config.distillation_weights()))
+
+    def quality(model) -> dict:
+        model.set_attn_implementation("sdpa")
+        score = sts_b_spearman(lambda texts: embed(model, tokenizer, texts, eval_length, config.eval_batch_size))
+        set_scores_attention(model)
+        return {"sts_b_spearman": score}
+
+    teacher_metrics = quality(teacher)
+    steps = total_steps(config, len(train))
+    eval_every = eval_interval(config, len(train))
+    pruner = build_pruner(find_targets(student), config.sparsity, round(config.prune_start * steps),
+                          round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
+                          config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
+    params = list(student.named_parameters())
+    optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
+
+    set_seed(config.seed)  # the training draws (dropout) start from the seed, whatever loading drew
+    state = TrainState()
+    resumed = config.resume and checkpoint.load_latest(out, model=student, optimizer=optimizer, scheduler=scheduler,
+                                                       pruner=pruner)
+    if resumed:
+        state.load_state_dict(resumed)
+    else:
+        pruner.step(0)
+    log = JsonlLog(out / "log.jsonl", resume_step=state.step if resumed else None, enabled=processes.main)
+    if not resumed:
+        log.write(step=0, teacher_eval=teacher_metrics, sentences=len(train))
+
+    started = time.time() - state.seconds
+    bar = tqdm(total=steps, initial=state.step, desc=f"prune embedder to {config.sparsity:.0%}", unit="step",
+               disable=not processes.main)
+    for epoch, indices in batches_from(len(train), config.batch_size, config.seed, state.step, train.lengths()):
+        if state.step == steps:
+            break
+        tick = time.perf_counter()
+        local, share = processes.share(indices)
+        batch = to_device(collate(train, local), device)
+        inputs, mask = model_inputs(batch), batch["attention_mask"]
+        with distributed.autocast(device, config.precision):
+            s_out = forward_with_internals(student, inputs)
+            with torch.no_grad():
+                t_out = forward_with_internals(teacher, inputs)
+            terms = {"attention": layer_loss.attention_term(s_out, t_out, mask),
+                     "hidden": layer_loss.hidden(s_out, t_out, mask),
+                     "embedding": embedding_term(mean_pool(s_out.hidden[-1].float(), mask),
+                                                 mean_pool(t_out.hidden[-1].float(), mask), config.embedding_loss)}
+            loss = sum(weights[name] * term for name, term in terms.items())
+        check_training_state(loss, state.step, out)
+        backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
+                          averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
+        state.step += 1
+        pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
+        if pruner.step(state.step):
+            distributed.broadcast_masks(pruner, processes)
+        state.step_seconds += time.perf_counter() - tick
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
+        log.write(step=state.step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
+                  lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
+        if processes.main and (state.step % eval_every == 0 or state.step == steps):
+            state.record_evaluation(quality(student), "sts_b_spearman", eligible=pruner.level >= config.sparsity)
+            log.write(step=state.step, eval=state.metrics, sparsity=pruner.level)
+            bar.write(f"step {state.step} sparsity {pruner.level:.3f}: STS-B dev Spearman "
+                      f"{state.metrics['sts_b_spearman']:.4f} (teacher {teacher_metrics['sts_b_spearman']:.4f})")
+        if processes.main and checkpoint_due(config, state.step, steps):
+            state.seconds = time.time() - started
+            checkpoint.save(out, state.step, model=student, optimizer=optimizer, scheduler=scheduler,
+                            trainer=state.state_dict(), pruner=pruner, keep=config.keep_checkpoints)
+    bar.close()
+    if not processes.main:
+        distributed.finish(processes)
+        return {}
+    state.seconds = time.time() - started
+    student.set_attn_implementation("sdpa")
+    save_model(student, tokenizer, out)
+    copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
+    pruner.save_masks(out / "masks.safetensors")
+    report = sparsity_report(student)
+    write_json(out / "sparsity.json", report)
+    result = {**state.results(steps), "teacher": teacher_metrics, "main_metric": "sts_b_spearman",
+              "sentences": len(train), "sparsity": report["targets"]["sparsity"],
+              "encoder_nonzero": report["encoder"]["nonzero"]}
+    write_json(out / "metrics.json", result)
+    write_model_card(out, summary=f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} sparsity while "
+                                  f"distilling from its dense self on {len(train)} unlabelled sentences, by "
+                                  "sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
+                                  "compressed folder that the sparse engine runs fast.",
+                     made_by=f"sparsebert prune-embedder --config {out / 'config.yaml'} --output NEW-FOLDER",
+                     metrics=state.metrics, sparsity=result["sparsity"])
+    log.close()
+    distributed.finish(processes)
+    return result
