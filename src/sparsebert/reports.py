@@ -89,8 +89,10 @@ def write_results(config: dict, out: Path) -> list[dict]:
     tasks = [get_task(t["task"]).name.lower() for t in config["teachers"].values()]
     teacher_scores = {task: statistics.mean(r["score"] for r in records if r["task"] == task and r["variant"] == "teacher")
                       for task in tasks if any(r["task"] == task and r["variant"] == "teacher" for r in records)}
-    constant = {get_task(s["task"]).name.lower(): constant_score(get_task(s["task"]), s.get("data_dir"), None)
-                for s in config["teachers"].values()}
+    # each task's dev set read once: the best constant answer's scores, for retention and for the plots
+    constant_answer = {get_task(s["task"]).name.lower(): constant_scores(get_task(s["task"]), s.get("data_dir"))
+                       for s in config["teachers"].values()}
+    constant = {task: constant_answer[task][get_task(task).main_metric] for task in constant_answer}
     if "compare" in config:
         write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
     if "paired" in config:
@@ -105,9 +107,8 @@ def write_results(config: dict, out: Path) -> list[dict]:
     if trajectories:
         teachers = {r["task"]: r[shown(get_task(r["task"]))] for r in records
                     if r["variant"] == "teacher" and r.get(shown(get_task(r["task"]))) is not None}
-        majority = {get_task(s["task"]).name.lower(): constant_score(get_task(s["task"]), s.get("data_dir"),
-                                                                      shown(get_task(s["task"])))
-                    for s in config["teachers"].values() if not get_task(s["task"]).is_regression}
+        majority = {task: scores[shown(get_task(task))] for task, scores in constant_answer.items()
+                    if not get_task(task).is_regression}
         plot_trajectories(trajectories, teachers, majority, out / "trajectories.png")
         metrics = {r["task"]: shown(get_task(r["task"])) for r in records}
         # records from before `score` meant the final model know only its main metric
@@ -123,14 +124,14 @@ def job_settings(config: dict, job: dict) -> dict:
     return {**config.get("prune_defaults", {}), **job.get("prune", {})}
 
 
-def constant_score(task, data_dir, metric: str | None) -> float:
-    """The dev score of the best constant answer: the majority class (its `metric`, the main one by default);
-    for regression 0, the correlation of a constant with anything."""
+def constant_scores(task, data_dir) -> dict[str, float]:
+    """The dev scores (each of the task's metrics) of the best constant answer: the majority class; for
+    regression 0, the correlation of a constant with anything."""
     if task.is_regression:
-        return 0.0
+        return {metric: 0.0 for metric in task.metrics}
     labels = [e.label for e in load_split(task, data_dir, "dev")]
     always = [max(set(labels), key=labels.count)] * len(labels)
-    return compute_metrics(task, labels, always)[metric or task.main_metric]
+    return compute_metrics(task, labels, always)
 
 
 def plotted_metric(task, by_score: bool) -> str:
