@@ -86,19 +86,19 @@ def points_of_folders(teacher: str, students: list[str]) -> list[dict]:
 def engines_of(entry: dict, tmp: Path, threads: int) -> dict:
     """{engine name: function of the inputs returning logits} for one model."""
     folder = entry["folder"]
-    model = load_classifier(str(folder)).eval()
+    model, tokenizer = load_classifier(str(folder)).eval(), load_tokenizer(str(folder))
     if entry["method"] == "teacher" or not entry["sparsity"]:
         names = ["pytorch-fp32", "pytorch-int8"]
         onnx = {}
         if entry["method"] == "teacher" and onnx_installed():
             (tmp / entry["model"]).mkdir()
-            onnx = onnx_files(model, load_tokenizer(str(folder)), tmp / entry["model"])
+            onnx = onnx_files(model, tokenizer, tmp / entry["model"])
             names.append("onnxruntime-int8")
         return {name: build_engine(name, model, threads, onnx, spinning=False) for name in names}
     engines = {}
     for values in ("int8", "fp32"):
         out = tmp / f"{entry['model']}-{values}"
-        export_model(model, load_tokenizer(str(folder)), out, values, "int8" if values == "int8" else "fp32")
+        export_model(model, tokenizer, out, values, "int8" if values == "int8" else "fp32")
         engine = load_sparse(out)
         engines[f"sparsebert-{values}"] = lambda inputs, engine=engine: engine(**inputs).logits
     return engines
@@ -139,8 +139,7 @@ def measure(entries: list[dict], threads: int, rounds: int, seq_length: int) -> 
                     metrics = dev_metrics(fn, task, dev)
                     runs.append(({**{k: v for k, v in entry.items() if k != "folder"}, "engine": engine,
                                   "metric": task.main_metric, "score": metrics[task.main_metric], **metrics}, fn))
-            reference = load_classifier(str(mine[0]["folder"]))
-            shapes = {b: synthetic_inputs(reference, b, seq_length) for b in BATCHES}
+            shapes = {b: synthetic_inputs(tokenizer.vocab_size, b, seq_length) for b in BATCHES}
             times = {id(fn): {b: [] for b in (*BATCHES, "dev")} for _, fn in runs}
             with torch.inference_mode():
                 for round_ in range(rounds):  # every engine once per round: drift hits them all alike

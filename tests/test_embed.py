@@ -81,3 +81,20 @@ def test_embed_writes_a_matrix_in_file_order_and_refuses_bad_input(tiny_model, t
     (tmp_path / "pairs.txt").write_text("one\ttwo\n")
     refused = run_cli("embed", tiny_model, "--input", tmp_path / "pairs.txt", "--output", tmp_path / "p.npy")
     assert "pairs.txt:1: two texts on a row" in refused.stderr and not (tmp_path / "p.npy").exists()
+
+
+def test_an_encoder_exports_to_onnx_with_its_last_hidden_states(tmp_path):
+    import onnxruntime
+
+    from test_prune_embedder import make_encoder
+
+    folder = make_encoder(tmp_path / "encoder")
+    assert sparsebert.export(folder, str(tmp_path / "export"), onnx=True)["onnx"]["file"] == "model.onnx"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = AutoModel.from_pretrained(folder).eval()(**enc).last_hidden_state.numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "export" / "model.onnx"))
+    got = session.run(["last_hidden_state"], {k: enc[k].numpy() for k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids")})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)

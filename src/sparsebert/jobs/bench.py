@@ -84,6 +84,18 @@ def onnx_files(model, tokenizer, folder: Path) -> dict[str, Path]:
     return {"onnxruntime-fp32": folder / "model.onnx", "onnxruntime-int8": folder / "model.int8.onnx"}
 
 
+def onnx_session(path: Path, threads: int, spinning: bool = True):
+    """An ONNX Runtime session on the CPU with `threads` threads; spinning=False: its threads sleep after a run
+    instead of spinning on the cores, which engines timed right after it need."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def build_engine(name: str, model, threads: int, onnx: dict[str, Path], spinning: bool = True):
     """A function of the inputs dict returning logits as a torch tensor. spinning=False: ONNX Runtime's threads
     sleep after a run instead of spinning on the cores, which engines timed right after it need."""
@@ -95,13 +107,7 @@ def build_engine(name: str, model, threads: int, onnx: dict[str, Path], spinning
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
         return lambda inputs: quantized(**inputs).logits
     if name.startswith("onnxruntime"):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(onnx[name]), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(onnx[name], threads, spinning)
         return lambda inputs: torch.from_numpy(session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})[0])
     from ..sparse.engine import from_hf_model
 
@@ -109,10 +115,10 @@ def build_engine(name: str, model, threads: int, onnx: dict[str, Path], spinning
     return lambda inputs: engine(**inputs).logits
 
 
-def synthetic_inputs(model, batch: int, seq_length: int) -> dict:
+def synthetic_inputs(vocab_size: int, batch: int, seq_length: int) -> dict:
     import torch
 
-    ids = torch.randint(1000, model.config.vocab_size, (batch, seq_length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1000, vocab_size, (batch, seq_length), generator=torch.Generator().manual_seed(0))
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
@@ -131,7 +137,7 @@ def time_engine(name, fn, reference, sparsity, threads, batch_sizes, args, dev) 
     records = []
     with torch.inference_mode():
         for batch in batch_sizes:
-            inputs = synthetic_inputs(reference, batch, args.seq_length)
+            inputs = synthetic_inputs(reference.config.vocab_size, batch, args.seq_length)
             ms = median_ms(lambda: fn(inputs), args.repeats, args.warmup)
             diff = float((fn(inputs) - reference(**inputs).logits).abs().max())
             records.append({"engine": name, "sparsity": sparsity, "threads": threads, "batch_size": batch,

@@ -54,8 +54,6 @@ def run(args: ExportConfig) -> dict:
     tokenizer = load_tokenizer(path)
     model = load_for_inference(path)
     classifier = model.base_model is not model
-    if args.onnx and not classifier:
-        raise UserError("--onnx exports classifiers; this model is an encoder alone (sentence embeddings)")
     out = prepare_output_dir(args.output, args.overwrite)
     report = export_model(model, tokenizer, out, args.values, args.embeddings)
     copy_sentence_transformers_files(Path(path), out)
