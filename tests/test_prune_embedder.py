@@ -1,6 +1,7 @@
 """prune-embedder: a sentence embedder pruned while it distils from its dense self, on unlabelled sentences."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from transformers import AutoModel, BertConfig, BertModel
 import sparsebert
 from conftest import run_cli
 from sparsebert.data import epoch_batches
+from sparsebert.jobs.export import copy_sentence_transformers_files
 from sparsebert.embedding import glue_sentences, sts_b_pairs
 from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.pruning import find_targets
@@ -72,6 +74,25 @@ def test_the_pruned_embedder_is_exactly_sparse_and_scored_as_it_says(tmp_path):
     assert metrics["teacher"]["sts_b_spearman"] == pytest.approx(sts_b_reference(model), abs=1e-4)
     evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "\"eval\"" in line]
     assert [e["step"] for e in evals] == [3, 6]
+
+
+def test_the_pruned_folder_opens_in_sentence_transformers_and_its_export_encodes_alike(tmp_path):
+    """What a user compares: the pruned folder in sentence-transformers (dense), and its export on the engine."""
+    from sentence_transformers import SentenceTransformer
+
+    model = make_encoder(tmp_path / "encoder")
+    copy_sentence_transformers_files(Path(resolve_model_path(None)), model)  # mean pooling, normalised, as MiniLM's
+    out = tmp_path / "pruned"
+    assert run_cli("prune-embedder", "--model", model, "--sentences", sentences_file(tmp_path / "s.txt"),
+                   "--max-steps", "4", "--batch-size", "8", "--sparsity", "0.75", "--prune-end", "0.5",
+                   "--output", out).returncode == 0
+    sentences = [" ".join(WORDS[i:i + 5]) for i in range(0, 15, 3)]
+    dense = SentenceTransformer(str(out), device="cpu")
+    assert dense.max_seq_length == 256  # the model's own sentence-transformers files came along
+    reference = dense.encode(sentences)
+    assert np.abs(np.linalg.norm(reference, axis=1) - 1).max() < 1e-5  # its Normalize module came along too
+    sparsebert.export(str(out), str(tmp_path / "export"), values="fp32", embeddings="fp32")
+    np.testing.assert_allclose(sparsebert.load_sparse(tmp_path / "export").encode(sentences), reference, atol=1e-5)
 
 
 def test_a_student_identical_to_its_teacher_has_nothing_to_learn(tmp_path):
