@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from . import checkpoint
-from .data import steps_per_epoch
+from .data import batches_from, steps_per_epoch
 from .errors import UserError
+from .runio import JsonlLog
 
 
 def set_seed(seed: int) -> None:
@@ -121,6 +125,72 @@ class TrainState:
         """The run's report: by the model it ends with, the best evaluation beside it."""
         return {"final": self.metrics, "best": self.best, "best_step": self.best_step, "steps": steps,
                 "train_seconds": round(self.seconds, 1), "seconds_per_step": round(self.step_seconds / steps, 3)}
+
+
+class TrainingRun:
+    """One training run's bookkeeping, which every training loop shares: the state (resumed from the latest
+    complete checkpoint with --resume), the log, the progress bar, the batches from the step reached on, and the
+    evaluation and checkpoint cadence. The loops keep their losses, top to bottom, in their own files.
+
+    checkpointed: what a checkpoint holds beside the state (model, optimizer, scheduler, and pruner or
+    extra_modules where the loop has them).
+    """
+
+    def __init__(self, config, out: Path, processes, steps: int, eval_every: int, checkpointed: dict):
+        self.config, self.out, self.processes = config, out, processes
+        self.steps, self.eval_every, self.checkpointed = steps, eval_every, checkpointed
+        self.state = TrainState()
+        resumed = config.resume and checkpoint.load_latest(out, **checkpointed)
+        if resumed:
+            self.state.load_state_dict(resumed)
+        self.resumed = bool(resumed)
+        self.log = JsonlLog(out / "log.jsonl", resume_step=self.state.step if resumed else None,
+                            enabled=processes.main)
+        self.bar = self.tick = None
+        self.started = 0.0
+
+    def batches(self, n: int, description: str, lengths: list[int] | None = None):
+        """(epoch, global batch) from the step reached to the last, timing each step from here."""
+        self.started = time.time() - self.state.seconds
+        self.bar = tqdm(total=self.steps, initial=self.state.step, desc=description, unit="step",
+                        disable=not self.processes.main)
+        for epoch, indices in batches_from(n, self.config.batch_size, self.config.seed, self.state.step, lengths):
+            if self.state.step == self.steps:
+                break
+            self.tick = time.perf_counter()
+            yield epoch, indices
+        self.bar.close()
+
+    def step_done(self, epoch: int, loss: torch.Tensor, shown: dict | None = None, **logged) -> bool:
+        """Counts the step (its time, the bar, a log record of its loss and `logged`); True where an evaluation
+        is due (on the main process only)."""
+        self.state.step_seconds += time.perf_counter() - self.tick
+        self.state.step += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss.item():.4f}", **(shown or {}))
+        self.log.write(step=self.state.step, epoch=epoch, loss=loss.item(), **logged)
+        return self.processes.main and (self.state.step % self.eval_every == 0 or self.state.step == self.steps)
+
+    def evaluated(self, metrics: dict, main_metric: str, eligible: bool = True, said: str = "", **logged) -> None:
+        """Records a dev evaluation: the latest and the best (among `eligible` ones), in the log and on screen."""
+        self.state.record_evaluation(metrics, main_metric, eligible)
+        self.log.write(step=self.state.step, eval=metrics, **logged)
+        self.bar.write(f"step {self.state.step}{said}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def checkpoint_if_due(self) -> None:
+        if self.processes.main and checkpoint_due(self.config, self.state.step, self.steps):
+            self.state.seconds = time.time() - self.started
+            checkpoint.save(self.out, self.state.step, trainer=self.state.state_dict(), keep=self.config.keep_checkpoints,
+                            **self.checkpointed)
+
+    def finish(self) -> dict | None:
+        """The run's report on the main process (by the model it ends with; the best evaluation beside it); None
+        on the others."""
+        if not self.processes.main:
+            return None
+        self.state.seconds = time.time() - self.started
+        self.log.close()
+        return self.state.results(self.steps)
 
 
 def checkpoint_due(config, step: int, steps: int) -> bool:

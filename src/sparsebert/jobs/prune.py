@@ -8,14 +8,12 @@ fine-tuning on the labels; --distill logits keeps only the prediction term.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from tqdm import tqdm
 
 from .. import checkpoint, distributed
 from ..config import PruneConfig
-from ..data import batches_from, collate, load_train_dev, model_inputs, task_of, to_device
+from ..data import collate, load_train_dev, model_inputs, task_of, to_device
 from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
@@ -24,9 +22,9 @@ from ..modelcard import write_model_card
 from ..models import check_model_positions, copy_task_head, load_model, save_model, shrink_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
-from ..runio import JsonlLog, resumed_config, start_run, write_json
-from ..training import (TrainState, backward_and_step, check_training_state, checkpoint_due, eval_interval,
-                        optimisation, set_seed, task_loss, total_steps)
+from ..runio import resumed_config, start_run, write_json
+from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
+                        task_loss, total_steps)
 
 
 def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
@@ -100,16 +98,13 @@ def run(config: PruneConfig) -> dict:
     # comparison load different things (kap draws a fresh head, prune-teacher none) and must still see the same
     # dropout masks, step for step. A resumed run restores the draws its checkpoint saved.
     set_seed(config.seed)
-    state = TrainState()
-    resumed = config.resume and checkpoint.load_latest(out, model=student, optimizer=optimizer, scheduler=scheduler,
-                                                       pruner=pruner, extra_modules=extra_modules)
-    if resumed:
-        state.load_state_dict(resumed)
-    else:
+    training = TrainingRun(config, out, processes, steps, eval_every,
+                           dict(model=student, optimizer=optimizer, scheduler=scheduler, pruner=pruner,
+                                extra_modules=extra_modules))
+    if not training.resumed:
         pruner.step(0)  # a schedule that starts and ends at 0 prunes once, before training
-    log = JsonlLog(out / "log.jsonl", resume_step=state.step if resumed else None, enabled=processes.main)
-    if teacher_metrics is not None and not resumed:
-        log.write(step=0, teacher_eval=teacher_metrics)
+        if teacher_metrics is not None:
+            training.log.write(step=0, teacher_eval=teacher_metrics)
 
     cache = None
     if teacher is not None and config.cache_teacher:
@@ -120,13 +115,7 @@ def run(config: PruneConfig) -> dict:
         else:
             tqdm.write(f"teacher cache would take {need / 2**30:.1f} GiB > --cache-limit-gb; computing it live")
 
-    started = time.time() - state.seconds
-    bar = tqdm(total=steps, initial=state.step, desc=f"prune {task.name} to {config.sparsity:.0%}", unit="step",
-               disable=not processes.main)
-    for epoch, indices in batches_from(len(train), config.batch_size, config.seed, state.step):
-        if state.step == steps:
-            break
-        tick = time.perf_counter()
+    for epoch, indices in training.batches(len(train), f"prune {task.name} to {config.sparsity:.0%}"):
         local, share = processes.share(indices)
         batch = to_device(collate(train, local), device)
         inputs = model_inputs(batch)
@@ -145,48 +134,36 @@ def run(config: PruneConfig) -> dict:
                                  else Outputs(teacher(**inputs).logits))
                 terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
                 loss = loss_fn.combine(terms)
-        check_training_state(loss, state.step, out)
+        check_training_state(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
-        state.step += 1
         pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
-        if pruner.step(state.step):
+        if pruner.step(training.state.step + 1):
             distributed.broadcast_masks(pruner, processes)
-        state.step_seconds += time.perf_counter() - tick
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
-        log.write(step=state.step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
-                  lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
-        if processes.main and (state.step % eval_every == 0 or state.step == steps):
-            state.record_evaluation(evaluate(student, task, dev, config.eval_batch_size), task.main_metric,
-                                    eligible=pruner.level >= config.sparsity)
-            log.write(step=state.step, eval=state.metrics, sparsity=pruner.level)
-            bar.write(f"step {state.step} sparsity {pruner.level:.3f}: " +
-                      ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items()))
-        if processes.main and checkpoint_due(config, state.step, steps):
-            state.seconds = time.time() - started
-            checkpoint.save(out, state.step, model=student, optimizer=optimizer, scheduler=scheduler,
-                            trainer=state.state_dict(), pruner=pruner, extra_modules=extra_modules,
-                            keep=config.keep_checkpoints)
-    bar.close()
-    if not processes.main:
+        logged = {name: term.item() for name, term in terms.items()}
+        if training.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
+                              sparsity=pruner.level):
+            training.evaluated(evaluate(student, task, dev, config.eval_batch_size), task.main_metric,
+                               eligible=pruner.level >= config.sparsity, said=f" sparsity {pruner.level:.3f}",
+                               sparsity=pruner.level)
+        training.checkpoint_if_due()
+    report = training.finish()
+    if report is None:
         distributed.finish(processes)
         return {}
-    state.seconds = time.time() - started
     student.set_attn_implementation("sdpa")
     save_model(student, tokenizer, out, task)
     pruner.save_masks(out / "masks.safetensors")
-    report = sparsity_report(student)
-    write_json(out / "sparsity.json", report)
-    result = {**state.results(steps), "teacher": teacher_metrics, "main_metric": task.main_metric,
-              "sparsity": report["targets"]["sparsity"], "encoder_nonzero": report["encoder"]["nonzero"]}
+    sparsity = sparsity_report(student)
+    write_json(out / "sparsity.json", sparsity)
+    result = {**report, "teacher": teacher_metrics, "main_metric": task.main_metric,
+              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
     write_json(out / "metrics.json", result)
     how = "without a teacher" if teacher is None else f"distilling from `{config.teacher}`"
     write_model_card(out, summary=f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}, "
                                   "by sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
                                   "compressed folder that the sparse engine runs fast.",
                      made_by=f"sparsebert prune --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=state.metrics, sparsity=result["sparsity"])
-    log.close()
+                     metrics=training.state.metrics, sparsity=result["sparsity"])
     distributed.finish(processes)
     return result

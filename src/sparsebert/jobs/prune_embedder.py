@@ -10,16 +10,13 @@ term). The result is a sentence-transformers folder: `sparsebert export` makes t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from .. import checkpoint, distributed
 from ..config import EmbedderConfig
-from ..data import batches_from, collate, model_inputs, to_device
+from ..data import collate, model_inputs, to_device
 from ..distill import DistillationLoss, forward_with_internals, set_scores_attention, teacher_hidden_variance
 from ..embedding import embed, encode_sentences, glue_sentences, mean_pool, sts_b_spearman
 from ..errors import UserError
@@ -27,10 +24,10 @@ from ..modelcard import write_model_card
 from ..models import check_model_positions, load_encoder, load_tokenizer, resolve_model_path, save_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
-from ..runio import JsonlLog, resumed_config, start_run, write_json
+from ..runio import resumed_config, start_run, write_json
 from ..sparse.engine import sentence_length
-from ..training import (TrainState, backward_and_step, check_training_state, checkpoint_due, eval_interval,
-                        optimisation, set_seed, total_steps)
+from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
+                        total_steps)
 from .embed import read_sentences
 from .export import copy_sentence_transformers_files
 
@@ -92,24 +89,13 @@ def run(config: EmbedderConfig) -> dict:
     optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
 
     set_seed(config.seed)  # the training draws (dropout) start from the seed, whatever loading drew
-    state = TrainState()
-    resumed = config.resume and checkpoint.load_latest(out, model=student, optimizer=optimizer, scheduler=scheduler,
-                                                       pruner=pruner)
-    if resumed:
-        state.load_state_dict(resumed)
-    else:
+    training = TrainingRun(config, out, processes, steps, eval_every,
+                           dict(model=student, optimizer=optimizer, scheduler=scheduler, pruner=pruner))
+    if not training.resumed:
         pruner.step(0)
-    log = JsonlLog(out / "log.jsonl", resume_step=state.step if resumed else None, enabled=processes.main)
-    if not resumed:
-        log.write(step=0, teacher_eval=teacher_metrics, sentences=len(train))
+        training.log.write(step=0, teacher_eval=teacher_metrics, sentences=len(train))
 
-    started = time.time() - state.seconds
-    bar = tqdm(total=steps, initial=state.step, desc=f"prune embedder to {config.sparsity:.0%}", unit="step",
-               disable=not processes.main)
-    for epoch, indices in batches_from(len(train), config.batch_size, config.seed, state.step, train.lengths()):
-        if state.step == steps:
-            break
-        tick = time.perf_counter()
+    for epoch, indices in training.batches(len(train), f"prune embedder to {config.sparsity:.0%}", train.lengths()):
         local, share = processes.share(indices)
         batch = to_device(collate(train, local), device)
         inputs, mask = model_inputs(batch), batch["attention_mask"]
@@ -122,48 +108,37 @@ def run(config: EmbedderConfig) -> dict:
                      "embedding": embedding_term(mean_pool(s_out.hidden[-1].float(), mask),
                                                  mean_pool(t_out.hidden[-1].float(), mask), config.embedding_loss)}
             loss = sum(weights[name] * term for name, term in terms.items())
-        check_training_state(loss, state.step, out)
+        check_training_state(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
-        state.step += 1
         pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
-        if pruner.step(state.step):
+        if pruner.step(training.state.step + 1):
             distributed.broadcast_masks(pruner, processes)
-        state.step_seconds += time.perf_counter() - tick
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.level:.3f}")
-        log.write(step=state.step, epoch=epoch, loss=loss.item(), **{k: v.item() for k, v in terms.items()},
-                  lr=scheduler.get_last_lr()[0], sparsity=pruner.level)
-        if processes.main and (state.step % eval_every == 0 or state.step == steps):
-            state.record_evaluation(quality(student), "sts_b_spearman", eligible=pruner.level >= config.sparsity)
-            log.write(step=state.step, eval=state.metrics, sparsity=pruner.level)
-            bar.write(f"step {state.step} sparsity {pruner.level:.3f}: STS-B dev Spearman "
-                      f"{state.metrics['sts_b_spearman']:.4f} (teacher {teacher_metrics['sts_b_spearman']:.4f})")
-        if processes.main and checkpoint_due(config, state.step, steps):
-            state.seconds = time.time() - started
-            checkpoint.save(out, state.step, model=student, optimizer=optimizer, scheduler=scheduler,
-                            trainer=state.state_dict(), pruner=pruner, keep=config.keep_checkpoints)
-    bar.close()
-    if not processes.main:
+        logged = {name: term.item() for name, term in terms.items()}
+        if training.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
+                              sparsity=pruner.level):
+            training.evaluated(quality(student), "sts_b_spearman", eligible=pruner.level >= config.sparsity,
+                               said=f" sparsity {pruner.level:.3f} (teacher {teacher_metrics['sts_b_spearman']:.4f})",
+                               sparsity=pruner.level)
+        training.checkpoint_if_due()
+    report = training.finish()
+    if report is None:
         distributed.finish(processes)
         return {}
-    state.seconds = time.time() - started
     student.set_attn_implementation("sdpa")
     save_model(student, tokenizer, out)
     copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
     pruner.save_masks(out / "masks.safetensors")
-    report = sparsity_report(student)
-    write_json(out / "sparsity.json", report)
-    result = {**state.results(steps), "teacher": teacher_metrics, "main_metric": "sts_b_spearman",
-              "sentences": len(train), "sparsity": report["targets"]["sparsity"],
-              "encoder_nonzero": report["encoder"]["nonzero"]}
+    sparsity = sparsity_report(student)
+    write_json(out / "sparsity.json", sparsity)
+    result = {**report, "teacher": teacher_metrics, "main_metric": "sts_b_spearman", "sentences": len(train),
+              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
     write_json(out / "metrics.json", result)
     write_model_card(out, summary=f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} sparsity while "
                                   f"distilling from its dense self on {len(train)} unlabelled sentences, by "
                                   "sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
                                   "compressed folder that the sparse engine runs fast.",
                      made_by=f"sparsebert prune-embedder --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=state.metrics, sparsity=result["sparsity"])
-    log.close()
+                     metrics=training.state.metrics, sparsity=result["sparsity"])
     distributed.finish(processes)
     return result
