@@ -71,3 +71,70 @@ def test_a_config_object_of_another_job_is_a_clear_type_error(tmp_path):
 def test_augment_settings_are_checked_by_its_config(options, message, tmp_path):
     with pytest.raises(sparsebert.UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         AugmentConfig(output=str(tmp_path / "a.tsv"), **options)
+
+
+@pytest.mark.parametrize("suffix,header,row", [
+    (".tsv", "", "sentence number {i}\tand its pair {i}\n"),
+    (".csv", "id,text\n", '{i},"a sentence, number {i}"\n'),
+    (".jsonl", "", '{{"text_a": "sentence {i}", "text_b": "its pair {i}"}}\n'),
+])
+def test_predict_reads_its_input_as_it_goes_in_steady_memory(tmp_path, suffix, header, row):
+    import tracemalloc
+
+    from sparsebert.jobs.predict import read_inputs
+
+    big = tmp_path / f"big{suffix}"
+    with open(big, "w") as f:
+        f.write(header)
+        f.writelines(row.format(i=i) for i in range(200_000))
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in read_inputs(big, None, False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 200_000
+    assert peak < 2_000_000, f"{peak} bytes held"  # the rows held at once would take 40 MB or more
+
+
+def test_predict_in_several_chunks_answers_as_in_one_and_a_bad_row_leaves_no_file(tiny_teacher, tmp_path):
+    pairs = [(f"The cat number {i} sat.", f"A cat {i} sat down.") for i in range(10)]
+    (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\n" + "".join(f"{a}\t{b}\n" for a, b in pairs))
+    outputs = {}
+    for name, options in [("one", ["--chunk", "100"]), ("chunks", ["--chunk", "3"]), ("dense", ["--chunk", "4", "--dense"])]:
+        result = run_cli("predict", tiny_teacher, "--input", tmp_path / "pairs.tsv", "--output", tmp_path / f"{name}.jsonl",
+                         *options)
+        assert result.returncode == 0, result.stderr
+        outputs[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in outputs["chunks"]] == list(range(2, 12))
+    assert outputs["chunks"] == outputs["one"]
+    for engine, dense in zip(outputs["one"], outputs["dense"]):
+        assert engine["label"] == dense["label"]
+        for label, p in engine["probabilities"].items():
+            assert p == pytest.approx(dense["probabilities"][label], abs=1e-3)
+    (tmp_path / "bad.tsv").write_text("sentence1\tsentence2\n" + "".join(f"{a}\t{b}\n" for a, b in pairs) + "x\ty\tz\n")
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "bad.tsv", "--output", tmp_path / "bad.jsonl",
+                      "--chunk", "3")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "bad.tsv:12: 3 fields where the header has 2" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "bad" in p.name) == ["bad.tsv"]  # no file, half or whole
+    (tmp_path / "header.tsv").write_text("sentence1\tsentence2\n")
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "header.tsv", "--output", tmp_path / "h.jsonl")
+    assert refused.returncode == 2 and "header.tsv: no rows to predict" in refused.stderr
+    assert not (tmp_path / "h.jsonl").exists()
+
+
+def test_embed_writes_chunk_by_chunk_the_matrix_of_one_pass(tiny_model, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr("sparsebert.jobs.embed.CHUNK", 3)
+    sentences = [f"sentence {i} " + "word " * (i % 5) for i in range(11)]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
+    assert run_cli("embed", tiny_model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.npy").returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), sparsebert.load_sparse(tiny_model).encode(sentences),
+                               atol=1e-6)
+    assert run_cli("embed", tiny_model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.jsonl").returncode == 0
+    assert [json.loads(line)["line"] for line in (tmp_path / "e.jsonl").read_text().splitlines()] == list(range(1, 12))
+    (tmp_path / "late.txt").write_text("\n".join(sentences) + "\nlast\tpair\n")
+    refused = run_cli("embed", tiny_model, "--input", tmp_path / "late.txt", "--output", tmp_path / "late.npy")
+    assert "late.txt:12: two texts on a row" in refused.stderr and not (tmp_path / "late.npy").exists()

@@ -528,7 +528,7 @@ class PredictConfig(JobConfig):
     output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
     overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
     batch_size: int = setting(32, "examples per batch", "engine")
-    chunk: int = setting(1024, "rows predicted and written at a time (the input file is read whole first)", "engine")
+    chunk: int = setting(1024, "rows read, predicted and written at a time (the input file is streamed: steady memory at any length)", "engine")
     dense: bool = setting(False, "use dense PyTorch instead of the sparse engine", "engine")
 
     def check(self) -> None:

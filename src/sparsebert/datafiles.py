@@ -8,31 +8,20 @@ label ids; decimal labels (or --regression) make a regression; a dev label the t
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
 from .tasks import Example, Task, with_main_metric
+from .textfiles import first_line, table_rows, text_lines
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_TEXT_COLUMNS = (("text",), ("sentence1", "sentence2"), ("sentence",), ("text_a", "text_b"))
 
 
-def read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: bytes that are not UTF-8 (at byte {e.start}); save the file as UTF-8") from None
-
-
-def file_format(path: Path, text: str) -> str:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+def file_format(path: Path, first: str) -> str:
+    """"csv", "tsv" or "jsonl", from the file's first line that is not blank and its suffix."""
     if first.lstrip().startswith("{"):
         return "jsonl"
     if first.lstrip().startswith("["):
@@ -63,36 +52,42 @@ def json_object(path: Path, number: int, line: str) -> dict:
     return record
 
 
-def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(column names, [(line number, {column: value})]) of a CSV, TSV (header first) or JSON lines file."""
-    path = Path(path)
-    text = read_text(path)
-    kind = file_format(path, text)
-    rows: list[tuple[int, dict]] = []
-    if kind == "jsonl":
-        columns: list[str] = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            record = json_object(path, number, line)
-            columns += [k for k in record if k not in columns]
-            rows.append((number, record))
-    else:
-        # TSV without quoting, as GLUE writes it (its sentences hold bare quotes); CSV with standard quoting
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",",
-                            quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
-        try:
-            records = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
-        except csv.Error as e:
-            raise UserError(f"{path}:{reader.line_num}: not valid {kind.upper()} ({e})") from None
-        if not records:
-            raise UserError(f"{path}: the file is empty")
-        (_, columns), records = records[0], records[1:]
-        for number, fields in records:
+def json_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each line of a JSON lines file that is not blank, read as they are consumed."""
+    for number, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            yield number, json_object(path, number, line)
+
+
+def table_records(path: Path, kind: str) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """(the header's column names, (line number, {column: value}) of each row, read as they are consumed) of a
+    CSV or TSV file."""
+    rows = table_rows(path, kind)
+    first = next(rows, None)
+    if first is None:
+        raise UserError(f"{path}: the file is empty")
+    columns = first[1]
+
+    def records():
+        for number, fields in rows:
             if len(fields) != len(columns):
                 raise UserError(f"{path}:{number}: {len(fields)} fields where the header has {len(columns)}; "
                                 f"check for a stray or missing {'tab' if kind == 'tsv' else 'comma or quote'}")
-            rows.append((number, dict(zip(columns, fields))))
+            yield number, dict(zip(columns, fields))
+
+    return columns, records()
+
+
+def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(column names, [(line number, {column: value})]) of a CSV, TSV (header first) or JSON lines file."""
+    path = Path(path)
+    kind = file_format(path, first_line(path))
+    if kind == "jsonl":
+        rows = list(json_rows(path))
+        columns = list(dict.fromkeys(key for _, record in rows for key in record))
+    else:
+        columns, records = table_records(path, kind)
+        rows = list(records)
     if not rows:
         raise UserError(f"{path}: no rows")
     return columns, rows

@@ -7,13 +7,12 @@ file with extra columns (MNLI's dev has more label columns than its train) reads
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
+from .textfiles import table_rows
 
 
 def normalise_task_name(name: str) -> str:
@@ -111,23 +110,7 @@ class Example:
 
 def read_tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """Rows of a TSV file as (line number, fields). Accepts a BOM and CRLF; skips blank lines."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    rows = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{number}: bytes that are not UTF-8 (at byte {e.start}); "
-                                "save the file as UTF-8") from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            text = text.rstrip("\r\n")
-            if not text.strip():
-                continue
-            # QUOTE_NONE: GLUE sentences contain bare quotes that are not CSV quoting.
-            rows.append((number, next(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))))
+    rows = list(table_rows(path, "tsv"))
     if not rows:
         raise UserError(f"{path}: the file is empty")
     return rows

@@ -10,30 +10,40 @@ all-MiniLM-L6-v2); `--no-normalize` keeps their length.
 from __future__ import annotations
 
 import json
-import os
 import sys
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..config import EmbedConfig
 from ..errors import UserError
 from ..models import resolve_model_path
-from .predict import check_output, read_inputs
+from .predict import check_output, output_stream, read_inputs
+
+
+CHUNK = 4096  # sentences encoded and written at a time
+
+
+def sentence_rows(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each row of a file of single sentences, read as `predict` reads its input: as they
+    are consumed."""
+    if not path.is_file():
+        raise UserError(f"{path}: file of sentences not found")
+    for number, (text, second) in read_inputs(path, column, bool(column)):
+        if second is not None:
+            raise UserError(f"{path}:{number}: two texts on a row; give one sentence a row (name the column with "
+                            "--text-column, or write one sentence a line without tabs)")
+        yield number, text
 
 
 def read_sentences(path: Path, column: str | None) -> list[tuple[int, str]]:
-    """(line number, text) of each row of a file of single sentences, read as `predict` reads its input."""
-    if not path.is_file():
-        raise UserError(f"{path}: file of sentences not found")
-    rows = read_inputs(path, column, bool(column))
-    pair = next((number for number, (_, second) in rows if second is not None), None)
-    if pair is not None:
-        raise UserError(f"{path}:{pair}: two texts on a row; give one sentence a row (name the column with "
-                        "--text-column, or write one sentence a line without tabs)")
+    rows = list(sentence_rows(path, column))
     if not rows:
         raise UserError(f"{path}: no sentences in the file")
-    return [(number, text) for number, (text, _) in rows]
+    return rows
 
 
 def run(args: EmbedConfig) -> dict:
@@ -44,18 +54,27 @@ def run(args: EmbedConfig) -> dict:
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")  # before the output is looked at
     check_output(output, input_path, args.overwrite)
-    rows = read_sentences(input_path, args.text_column)
+    # a first pass checks every row and counts them (the .npy header needs the count) in steady memory; the
+    # second encodes a chunk at a time
+    count = sum(1 for _ in sentence_rows(input_path, args.text_column))
+    if not count:
+        raise UserError(f"{input_path}: no sentences in the file")
     model = load_sparse(path)
     print(model.describe(), file=sys.stderr)
-    vectors = model.encode([text for _, text in rows], batch_size=args.batch_size, normalize=args.normalize)
-    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # a cut-off run leaves no half-written file
-    if output.suffix.lower() == ".npy":
-        with open(partial, "wb") as f:
-            np.save(f, vectors)
-    else:
-        with open(partial, "w") as f:
-            for (number, _), vector in zip(rows, vectors):
-                f.write(json.dumps({"line": number, "embedding": [round(float(v), 6) for v in vector]}) + "\n")
-    os.replace(partial, output)
-    print(f"{len(rows)} texts -> {output} ({vectors.shape[1]} dimensions)", file=sys.stderr)
-    return {"texts": len(rows), "dimensions": int(vectors.shape[1]), "output": str(output)}
+    rows = sentence_rows(input_path, args.text_column)
+    chunks = iter(lambda: list(islice(rows, CHUNK)), [])
+    with output_stream(str(output), binary=output.suffix.lower() == ".npy") as f, \
+            tqdm(total=count, desc="embed", unit=" sentences") as bar:
+        if output.suffix.lower() == ".npy":
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (count, model.hidden)})
+        for chunk in chunks:
+            vectors = model.encode([text for _, text in chunk], batch_size=args.batch_size, normalize=args.normalize)
+            if output.suffix.lower() == ".npy":
+                f.write(vectors.astype("<f4").tobytes())
+            else:
+                f.writelines(json.dumps({"line": number, "embedding": [round(float(v), 6) for v in vector]}) + "\n"
+                             for (number, _), vector in zip(chunk, vectors))
+            bar.update(len(chunk))
+    print(f"{count} texts -> {output} ({model.hidden} dimensions)", file=sys.stderr)
+    return {"texts": count, "dimensions": model.hidden, "output": str(output)}

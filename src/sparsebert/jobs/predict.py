@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -23,7 +27,7 @@ from ..errors import UserError
 from ..models import check_model_positions, load_config, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
 from ..sparse.format import is_exported, load_exported
-from ..tasks import read_tsv_rows
+from ..textfiles import first_line, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")
@@ -47,33 +51,39 @@ def parse_json_line(path: Path, number: int, text: str, columns: list[str] | Non
     return texts[0], texts[1] if len(texts) > 1 else None
 
 
-def read_inputs(path: Path, columns: str | None, required: bool) -> list[tuple[int, tuple[str, str | None]]]:
-    """(line number, (text, second text or None)) of each row. JSON lines (by content or name); CSV or TSV with a
-    header that names the columns (--text-columns, else the model's own); else plain TSV lines, `text` or
-    `text_a<TAB>text_b`. `required`: the columns were asked for (--text-columns), not the model's defaults."""
+def read_inputs(path: Path, columns: str | None, required: bool) -> Iterator[tuple[int, tuple[str, str | None]]]:
+    """(line number, (text, second text or None)) of each row, read as they are consumed, so that a file of any
+    length takes steady memory; the header and the columns are checked at once, each row when it is reached.
+    JSON lines (by content or name); CSV or TSV with a header that names the columns (--text-columns, else the
+    model's own); else plain TSV lines, `text` or `text_a<TAB>text_b`. `required`: the columns were asked for
+    (--text-columns), not the model's defaults."""
     names = columns.split(",") if columns else None
-    text = datafiles.read_text(path)
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = first_line(path)
+    if not first:
+        raise UserError(f"{path}: the file is empty")
     if first.lstrip().startswith("{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        return [(n, parse_json_line(path, n, line, names, required)) for n, line in enumerate(text.splitlines(), 1)
-                if line.strip()]
-    header = next(csv.reader([first], delimiter="," if path.suffix.lower() == ".csv" else "\t"))
+        return ((n, parse_json_line(path, n, line, names, required)) for n, line in enumerate(text_lines(path), 1)
+                if line.strip())
+    kind = "csv" if path.suffix.lower() == ".csv" else "tsv"
+    header = next(csv.reader([first.rstrip("\r\n")], delimiter="," if kind == "csv" else "\t"))
     named = bool(names) and all(c in header for c in names)
     # a TSV whose first line names text columns (`sentence1<TAB>sentence2`) has a header, not a first example
     headed = not named and all(field in FIRST_KEYS + SECOND_KEYS for field in header)
     if headed and not required:
         columns, named = ",".join(header), True
-    if path.suffix.lower() == ".csv" or named or required:
-        found, rows = datafiles.read_records(path)
+    if kind == "csv" or named or required:
+        found, records = datafiles.table_records(path, kind)
         a, b = datafiles.text_columns(columns if named or required else None, found, path)
-        return [(n, (row[a], row[b] if b else None)) for n, row in rows]
-    rows = []
-    for number, fields in read_tsv_rows(path):
+        return ((n, (row[a], row[b] if b else None)) for n, row in records)
+    return plain_rows(path)
+
+
+def plain_rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None]]]:
+    for number, fields in table_rows(path, "tsv"):
         if len(fields) > 2:
             raise UserError(f"{path}:{number}: {len(fields)} columns; give `text` or `text_a<TAB>text_b`, or a "
                             "header row and --text-columns")
-        rows.append((number, (fields[0], fields[1] if len(fields) == 2 else None)))
-    return rows
+        yield number, (fields[0], fields[1] if len(fields) == 2 else None)
 
 
 def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
@@ -83,6 +93,23 @@ def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
     check_output_file(output, "--output")
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; give another file or --overwrite to replace it")
+
+
+@contextmanager
+def output_stream(output: str | None, binary: bool = False):
+    """The file to write to: standard output where no file is named; else a hidden file beside it, which takes
+    the file's name only when everything is written, so a bad row or a cut-off run leaves no half-written file."""
+    if not output:
+        yield sys.stdout.buffer if binary else sys.stdout
+        return
+    output = Path(output)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with open(partial, "wb" if binary else "w") as f:
+            yield f
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_engine(path: str, dense: bool):
@@ -112,27 +139,24 @@ def run(args: PredictConfig) -> None:
     labels = [config.id2label[i] for i in range(config.num_labels)]
     regression = config.problem_type == "regression" or config.num_labels == 1
     rows = read_inputs(input_path, args.text_columns or saved.get("text_columns"), bool(args.text_columns))
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(rows), args.chunk), desc="predict", unit="chunk", disable=len(rows) <= args.chunk):
-                chunk = rows[start:start + args.chunk]
-                texts_a = [a for _, (a, _) in chunk]
-                texts_b = [b or "" for _, (_, b) in chunk] if any(b is not None for _, (_, b) in chunk) else None
-                enc = tokenizer(texts_a, texts_b, truncation=True, max_length=args.max_seq_length)
-                data = Encoded(enc["input_ids"], enc["token_type_ids"], torch.zeros(len(chunk)), tokenizer.pad_token_id)
-                logits = torch.empty(len(chunk), config.num_labels)
-                for batch in eval_batches(data, args.batch_size):
-                    logits[batch["index"]] = model(**{k: batch[k] for k in ("input_ids", "token_type_ids",
-                                                                            "attention_mask")}).logits.float()
-                for (number, _), row in zip(chunk, logits):
-                    if regression:
-                        record = {"line": number, "score": round(float(row[0]), 6)}
-                    else:
-                        probs = torch.softmax(row, -1)
-                        record = {"line": number, "label": labels[int(probs.argmax())],
-                                  "probabilities": {l: round(float(p), 6) for l, p in zip(labels, probs)}}
-                    out.write(json.dumps(record) + "\n")
-    finally:
-        if args.output:
-            out.close()
+    with output_stream(args.output) as out, torch.inference_mode(), tqdm(desc="predict", unit=" rows") as bar:
+        for chunk in iter(lambda: list(islice(rows, args.chunk)), []):
+            texts_a = [a for _, (a, _) in chunk]
+            texts_b = [b or "" for _, (_, b) in chunk] if any(b is not None for _, (_, b) in chunk) else None
+            enc = tokenizer(texts_a, texts_b, truncation=True, max_length=args.max_seq_length)
+            data = Encoded(enc["input_ids"], enc["token_type_ids"], torch.zeros(len(chunk)), tokenizer.pad_token_id)
+            logits = torch.empty(len(chunk), config.num_labels)
+            for batch in eval_batches(data, args.batch_size):
+                logits[batch["index"]] = model(**{k: batch[k] for k in ("input_ids", "token_type_ids",
+                                                                        "attention_mask")}).logits.float()
+            for (number, _), row in zip(chunk, logits):
+                if regression:
+                    record = {"line": number, "score": round(float(row[0]), 6)}
+                else:
+                    probs = torch.softmax(row, -1)
+                    record = {"line": number, "label": labels[int(probs.argmax())],
+                              "probabilities": {l: round(float(p), 6) for l, p in zip(labels, probs)}}
+                out.write(json.dumps(record) + "\n")
+            bar.update(len(chunk))
+        if not bar.n:
+            raise UserError(f"{input_path}: no rows to predict")
