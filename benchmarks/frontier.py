@@ -1,4 +1,4 @@
-"""Accuracy per millisecond: a grid's models (src/sparsebert/experiments/frontier.yaml) beside every alternative
+"""Accuracy per millisecond: a grid's models (src/sparsebert/research/experiments/frontier.yaml) beside every alternative
 a user would pick, per task. Each point is one model on one engine: its dev metric measured on that engine
 (the model each run ends with), its latency at batch 1 and 32 of `--seq-length` tokens, and the task's dev set
 in examples per second (its own lengths, batches of 32). Points:
@@ -9,7 +9,7 @@ Engines are timed round by round (each round times every point once; ONNX Runtim
 run, so they do not steal the cores from the next engine): the median over rounds, with min and max. The table
 marks the Pareto front (no other point at least as accurate and faster) at batch 1 and at batch 32, and the plot
 draws it. Run it with nothing else on the machine (the lanes of a grid paused with SIGSTOP).
-    python benchmarks/frontier.py src/sparsebert/experiments/frontier.yaml [--tasks mrpc] [--threads 2]
+    python benchmarks/frontier.py src/sparsebert/research/experiments/frontier.yaml [--tasks mrpc] [--threads 2]
     python benchmarks/frontier.py --teacher T --students S1,S2 --out DIR                # any finetune / prune folders
     python benchmarks/frontier.py --collect results/frontier/frontier.json      # tables and plots again
 """
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from sparsebert.data import encode, eval_batches
-from sparsebert.grid import expand, load_config
+from sparsebert.research.grid import expand, load_config
 from sparsebert.jobs.bench import build_engine, median_ms, onnx_files, synthetic_inputs
 from sparsebert.metrics import compute_metrics
 from sparsebert.models import load_classifier, load_tokenizer
-from sparsebert.reports import job_settings
+from sparsebert.research.reports import job_settings
 from sparsebert.runio import read_json, write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
 from sparsebert.sparse.engine import load_sparse

@@ -14,8 +14,8 @@ import sparsebert
 from conftest import kill_once_written, run_cli
 from sparsebert import checkpoint
 from sparsebert.errors import UserError
-from sparsebert.grid import claim, release
-from sparsebert.reports import write_comparison
+from sparsebert.research.grid import claim, release
+from sparsebert.research.reports import write_comparison
 from sparsebert.tasks import get_task, task_file
 
 
@@ -180,7 +180,7 @@ def test_a_grid_goes_on_in_a_fresh_clone_from_its_committed_results(tiny_model, 
 
 
 def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):
-    from sparsebert.plots import plot_curves
+    from sparsebert.research.plots import plot_curves
 
     runs = [{"task": "mrpc", "variant": "kap", "sparsity": s, "steps": n, "shown": 0.7 + s / 10}
             for s, n in ((0.9, 500), (0.95, 500), (0.95, 1000))]
@@ -289,7 +289,7 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
 
 
 def test_the_shipped_grids_are_valid():
-    shipped = sorted((Path(__file__).parent.parent / "src/sparsebert/experiments").glob("*.yaml"))
+    shipped = sorted((Path(__file__).parent.parent / "src/sparsebert/research/experiments").glob("*.yaml"))
     assert shipped
     for config in shipped:
         listed = run_cli("experiment", str(config), "--dry-run")
@@ -298,7 +298,7 @@ def test_the_shipped_grids_are_valid():
 
 
 def test_records_and_tables_are_by_the_final_model(tmp_path):
-    from sparsebert.reports import by_final_model, record, write_table
+    from sparsebert.research.reports import by_final_model, record, write_table
 
     result = {"final": {"f1": 0.80, "accuracy": 0.70}, "best": {"f1": 0.85, "accuracy": 0.75}, "best_step": 40,
               "steps": 100, "train_seconds": 60.0}
@@ -314,7 +314,7 @@ def test_records_and_tables_are_by_the_final_model(tmp_path):
 
 
 def test_paired_comparison_matches_seed_steps_and_pattern_and_applies_the_rule(tmp_path):
-    from sparsebert.reports import write_paired
+    from sparsebert.research.reports import write_paired
 
     def rec(task, variant, seed, score, steps=500, pattern="unstructured"):
         return {"task": task, "variant": variant, "sparsity": 0.95, "seed": seed, "score": score, "steps": steps,
@@ -366,7 +366,7 @@ def test_the_arms_of_a_pair_draw_the_same_dropout_masks(tiny_teacher, tmp_path, 
 
 
 def test_a_bad_paired_section_stops_the_grid(tmp_path):
-    from sparsebert.grid import load_config
+    from sparsebert.research.grid import load_config
 
     base = {"name": "g", "output": str(tmp_path / "o"), "runs_dir": str(tmp_path / "r"),
             "teachers": {"mrpc": {"task": "mrpc"}}, "jobs": [{"variant": "kap", "teacher": "mrpc"}]}
@@ -377,3 +377,22 @@ def test_a_bad_paired_section_stops_the_grid(tmp_path):
         path.write_text(yaml.safe_dump({**base, "paired": paired}))
         with pytest.raises(UserError, match=words):
             load_config(str(path))
+
+
+def test_the_product_never_imports_the_research_tools():
+    """Every product module imported in a fresh interpreter loads nothing of sparsebert.research."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, pathlib, sys, sparsebert
+root = pathlib.Path(sparsebert.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    parts = path.relative_to(root).with_suffix("").parts
+    if parts[0] != "research" and parts[-1] != "__main__":
+        importlib.import_module(".".join(("sparsebert",) + parts).removesuffix(".__init__"))
+print(sorted(m for m in sys.modules if m.startswith("sparsebert.research")))
+print(len([m for m in sys.modules if m.startswith("sparsebert.")]))
+"""
+    loaded, count = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")[:2]
+    assert loaded == "[]" and int(count) > 40

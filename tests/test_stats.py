@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sparsebert.stats import MIN_PAIRS, paired_comparison, pooled_comparison, sign_flip_p, t_interval
+from sparsebert.research.stats import MIN_PAIRS, paired_comparison, pooled_comparison, sign_flip_p, t_interval
 
 
 def test_sign_flip_p_is_scipys_exact_paired_permutation_test():

@@ -6,7 +6,7 @@
 #   LANES=2 DEADLINE=9000 bash results/claim/run_lanes.sh          # TASKS=mrpc,cola: only these teachers
 set -u
 cd "$(dirname "$0")/../.."
-grid=src/sparsebert/experiments/claim.yaml
+grid=src/sparsebert/research/experiments/claim.yaml
 python=${PYTHON:-python3}
 lanes=${LANES:-2}
 tasks=${TASKS:+--tasks $TASKS}

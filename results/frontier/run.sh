@@ -3,7 +3,7 @@
 # int8), its 95% student, and an 80% student in 1x4 blocks pruned from the same teacher with the same preset,
 # each exported with int8 and with fp32 values on the sparse engine; 2 threads, sequence 128, the MRPC dev set.
 # The full grid of the frontier (kap and prune-teacher at 80, 90 and 95%, both patterns, small dense students,
-# MRPC and STS-B) is src/sparsebert/experiments/frontier.yaml: `python benchmarks/frontier.py` takes it too.
+# MRPC and STS-B) is src/sparsebert/research/experiments/frontier.yaml: `python benchmarks/frontier.py` takes it too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -f runs/run-quick/student/metrics.json ] || sparsebert run --output runs/run-quick

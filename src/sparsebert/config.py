@@ -618,7 +618,7 @@ class AugmentConfig(JobConfig):
 class ExperimentConfig(JobConfig):
     """A grid of jobs from a YAML file; tables and plots."""
     job: typing.ClassVar[str] = "experiment"
-    config: str | None = setting(None, "experiment YAML (see src/sparsebert/experiments/)", "grid", positional=True)
+    config: str | None = setting(None, "experiment YAML (see src/sparsebert/research/experiments/)", "grid", positional=True)
     only: str | None = setting(None, "run only these variants or jobs (names as --dry-run lists them; "
                                      "comma-separated): seed by seed, within a seed in this order", "grid")
     tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated)", "grid")

@@ -1,5 +1,5 @@
 """An experiment grid: its YAML file read and checked whole, expanded into jobs, and the locks by which several
-processes share one grid (jobs/experiment.py runs it; the file's form is described there)."""
+processes share one grid (experiment.py runs it; the file's form is described there)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import re
 import time
 from pathlib import Path
 
-from .config import AugmentConfig, FinetuneConfig, PruneConfig, build
-from .errors import UserError
-from .runio import read_yaml_mapping
+from ..config import AugmentConfig, FinetuneConfig, PruneConfig, build
+from ..errors import UserError
+from ..runio import read_yaml_mapping
 
 
 def load_config(path: str) -> dict:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfig, build
 from ..errors import UserError
-from ..grid import claim, expand, fingerprint, load_config, made_once, release
-from ..reports import committed_records, write_results
-from . import augment, finetune, prune
-from .run import run_to_the_end
+from ..jobs import augment, finetune, prune
+from ..jobs.run import run_to_the_end
+from .grid import claim, expand, fingerprint, load_config, made_once, release
+from .reports import committed_records, write_results
 
 
 def run(args: ExperimentConfig) -> list[dict]:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from ..metrics import compute_metrics
+from ..pruning.report import per_layer, relative_change
+from ..pruning.targets import find_targets
+from ..runio import read_json, write_json
+from ..tasks import get_task, load_split
 from .grid import expand, fingerprint
-from .metrics import compute_metrics
 from .plots import eval_trajectory, plot_curves, plot_trajectories
-from .pruning.report import per_layer, relative_change
-from .pruning.targets import find_targets
-from .runio import read_json, write_json
 from .stats import paired_comparison, pooled_comparison
-from .tasks import get_task, load_split
 
 
 def record(task_name: str, variant: str, sparsity: float, seed: int, result: dict) -> dict:
@@ -246,7 +246,7 @@ def teacher_weight_change(folder: Path, settings: dict) -> dict[str, float]:
     """Per encoder layer, how far the teacher's matrices moved from the pre-trained model it was fine-tuned
     from (`model:` of its settings, or the embedded one): the premise of pruning the pre-trained encoder
     rather than the teacher is that fine-tuning moves it little."""
-    from .models import load_classifier, load_model, resolve_model_path
+    from ..models import load_classifier, load_model, resolve_model_path
 
     teacher = load_classifier(resolve_model_path(str(folder)))
     pretrained, _, _ = load_model(settings.get("model"), get_task(settings["task"]), new_head=True)
