@@ -5,7 +5,7 @@ use, so `import sparsebert` stays cheap):
     sparsebert.finetune(...), sparsebert.prune(...), sparsebert.evaluate(...), sparsebert.export(...),
     sparsebert.run(...), sparsebert.bench(...), sparsebert.embed(...), sparsebert.prune_embedder(...)
     model = sparsebert.load_sparse("exported-or-pruned-folder")   # the sparse CPU engine
-Each job's settings are a dataclass (`sparsebert.PruneConfig`, ...; config.py), which the functions also take.
+Each job's settings are a dataclass (`sparsebert.PruneConfig`, ...; config/), which the functions also take.
 """
 
 from .errors import UserError

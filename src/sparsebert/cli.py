@@ -35,7 +35,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(job: str | None = None, file_settings: dict | None = None) -> argparse.ArgumentParser:
-    """The command line; only `job`'s own flags are added, generated from its config class (config.py, which
+    """The command line; only `job`'s own flags are added, generated from its config class (config/, which
     imports nothing heavy, so that --help answers at once). `file_settings` (from --config) become the defaults
     that flags override."""
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__)

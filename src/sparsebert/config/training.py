@@ -1,185 +1,15 @@
-"""Each job's settings as one dataclass, with its defaults, help and checks in one place.
-
-The command line is generated from these classes, the Python API takes their fields as keyword arguments,
-presets and experiment grids are mappings of their fields, and the `config.yaml` a run writes is one of them
-as YAML, which `--config` reads back. This module imports nothing heavy, so `sparsebert JOB --help` answers
-at once.
-"""
+"""The training jobs' settings: finetune, prune, run, prune-embedder, augment, experiment; their shared groups of
+settings as mixins (data, training, pruning, layer distillation)."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
+from .names import ALLOCATIONS, CRITERIA, METRICS, PATTERNS
+from .settings import JobConfig, check_seq_length, check_sizes, loss_weights, setting
 
-# the names the pruning and export components register (tests check they agree)
-CRITERIA = ("magnitude", "taylor")
-ALLOCATIONS = ("global", "uniform")
-PATTERNS = ("unstructured", "1x4")
-VALUE_DTYPES = ("int8", "fp16", "fp32")
-BENCH_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8",
-                 "sparsebert-fp32", "sparsebert-int8", "sparsebert-int8-1x4")
-METRICS = ("accuracy", "f1_macro", "f1", "matthews_corr", "spearman", "pearson")
-MIN_SEQ_LENGTH = 8  # a pair's [CLS] a [SEP] b [SEP] with room for a word of each: below it, truncation gives up
-
-
-def setting(default=None, help: str = "", group: str = "settings", *, choices=None, positional: bool = False,
-            required: bool = False, invocation: bool = False, metavar: str | None = None):
-    """A field of a job's config. `invocation`: how the command is run (--overwrite, --resume), not what it
-    runs; left out of the config.yaml a run writes."""
-    return field(default=default, metadata=dict(help=help, group=group, choices=choices, positional=positional,
-                                                required=required, invocation=invocation, metavar=metavar))
-
-
-def _base_type(annotation):
-    """int for `int`, str for `str | None`."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if args else annotation
-
-
-class JobConfig:
-    """What every job config shares: coercion of values from YAML or Python, checks, YAML-ready dicts."""
-
-    job: typing.ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for f, kind in _fields(type(self)):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), kind))
-            choices = f.metadata["choices"]
-            value = getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise UserError(f"{_flag(f.name)} {value}: choose one of {', '.join(choices)}")
-            if value is None and (f.metadata["required"] or f.metadata["positional"]):
-                what = f.name.upper() if f.metadata["positional"] else _flag(f.name)
-                raise UserError(f"{what} is required (`sparsebert {self.job} --help`)")
-        if not getattr(self, "resume", False):  # a resumed run is checked once its config.yaml is read back
-            self.check()
-
-    def check(self) -> None:
-        """Checks of values alone (no files read); a job checks its files itself."""
-
-    def to_dict(self, settings_only: bool = False) -> dict:
-        return {f.name: getattr(self, f.name) for f, _ in _fields(type(self))
-                if not (settings_only and f.metadata["invocation"])}
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _fields(cls) -> list[tuple[dataclasses.Field, type]]:
-    hints = typing.get_type_hints(cls)
-    return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(cls)]
-
-
-def _coerce(name: str, value, kind):
-    """YAML reads 1e-4 as a string and Python callers pass Paths and lists; each becomes the field's type."""
-    if value is None:
-        return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{_flag(name)}: '{value}' is not true or false")
-    if kind in (int, float):
-        if isinstance(value, bool):
-            raise UserError(f"{_flag(name)}: {value} is not a number")
-        try:
-            number = kind(value) if isinstance(value, str) else value
-        except ValueError:
-            raise UserError(f"{_flag(name)}: '{value}' is not {'a whole' if kind is int else 'a'} number") from None
-        if kind is int and (not float(number).is_integer()):
-            raise UserError(f"{_flag(name)}: {value} is not a whole number")
-        return kind(number)
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value) if isinstance(value, Path) else value
-
-
-def build(cls, values: dict, path, section: str):
-    """A config from a mapping: a section (`prune`, a grid's job) of the YAML file `path`; an unknown key is an
-    error naming both."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"{path}: unknown setting '{unknown[0]}' in {section}:")
-    return cls(**values)
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
-    """The job's flags, grouped as its config groups them; `defaults` (from --config) replace the class's."""
-    defaults = defaults or {}
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for f, kind in _fields(cls):
-        meta = f.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        default = defaults.get(f.name, f.default)
-        options: dict = {"help": meta["help"], "default": default}
-        if meta["positional"]:
-            if f.name in defaults:
-                options["nargs"] = "?"
-            group.add_argument(f.name, metavar=meta["metavar"] or f.name.upper(), **options)
-            continue
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
-        else:
-            options.update(type=kind, metavar=meta["metavar"])
-            if meta["choices"]:
-                options["choices"] = meta["choices"]
-        if meta["required"] and f.name not in defaults:
-            options["required"] = True
-        group.add_argument(_flag(f.name), dest=f.name, **options)
-
-
-def from_namespace(cls, namespace: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(namespace).items() if k in names})
-
-
-def read_config_file(path, job: str) -> dict:
-    """A YAML file of a job's settings (the config.yaml a run writes); what the run recorded beside its settings
-    (the paths it resolved) is dropped."""
-    from .runio import read_yaml_mapping
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: file not found")
-    values = read_yaml_mapping(path, "a job's config")
-    written_by = values.pop("job", job)
-    if written_by != job:
-        raise UserError(f"{path}: the config of a `sparsebert {written_by}`; run it with that job")
-    for key in RECORDS:
-        values.pop(key, None)
-    names = {f.name for f in dataclasses.fields(CONFIGS[job])}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"{path}: unknown setting '{unknown[0]}' for sparsebert {job}; "
-                        f"`sparsebert {job} --help` lists them (with - for _)")
-    return values
-
-
-RECORDS = ("model_path", "student_path")  # what a run's config.yaml records about it, not settings
-
-
-def check_sizes(config, names=("batch_size",)) -> None:
-    for name in names:
-        if getattr(config, name) < 1:
-            raise UserError(f"{_flag(name)} must be at least 1")
-
-
-def check_seq_length(length: int) -> None:
-    if not MIN_SEQ_LENGTH <= length <= 512:
-        raise UserError(f"--max-seq-length {length}: give {MIN_SEQ_LENGTH} to 512 tokens "
-                        "(BERT-family encoders take at most 512)")
-
-
-# ---------------------------------------------------------------------------------------------------- data
 
 @dataclass
 class DataConfig(JobConfig):
@@ -220,8 +50,6 @@ class TrainDataConfig(DataConfig):
         if self.validation_file and not self.train_file:
             raise UserError("--validation-file: give --train-file too (your own data is read from both)")
 
-
-# ---------------------------------------------------------------------------------------------------- training
 
 @dataclass
 class TrainingSettings(JobConfig):
@@ -397,19 +225,6 @@ class PruneConfig(PruningSettings, LayerDistillationSettings, TrainingConfig):
         return loss_weights(self.loss_weights, ("attention", "hidden", "prediction"))
 
 
-def loss_weights(text: str, terms: tuple[str, ...]) -> tuple[float, ...]:
-    """--loss-weights: one non-negative number per loss term, comma-separated, in the order of `terms`."""
-    try:
-        weights = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        weights = ()
-    if len(weights) != len(terms) or min(weights) < 0:
-        raise UserError(f"--loss-weights '{text}': give {len(terms)} non-negative numbers: {','.join(terms)}")
-    return weights
-
-
-# ---------------------------------------------------------------------------------------------------- the rest
-
 @dataclass
 class RunConfig(JobConfig):
     """The main job: fine-tune a teacher, prune at distilling, report both."""
@@ -430,133 +245,6 @@ class RunConfig(JobConfig):
     def check(self) -> None:
         if self.sparsity is not None and not 0 <= self.sparsity < 1:
             raise UserError(f"--sparsity {self.sparsity}: give a fraction in [0, 1)")
-
-
-@dataclass
-class EvaluateConfig(DataConfig):
-    """Dev metrics (and sparsity) of a model."""
-    job: typing.ClassVar[str] = "evaluate"
-    model: str | None = setting(None, "fine-tuned model folder (from finetune, prune or export)", "model",
-                                positional=True)
-    batch_size: int = setting(64, "examples per batch", "engine")
-    engine: str = setting("dense", "sparse: the sparse CPU engine (each matrix sparse where that is faster here)",
-                          "engine", choices=("dense", "sparse"))
-    json: str | None = setting(None, "also write the metrics to this JSON file", "output")
-
-    def check(self) -> None:
-        super().check()
-        check_sizes(self)
-
-
-@dataclass
-class ExportConfig(JobConfig):
-    """A compressed sparse model folder (CSR in safetensors), optionally ONNX."""
-    job: typing.ClassVar[str] = "export"
-    model: str | None = setting(None, "pruned model folder (from prune)", "model", positional=True)
-    output: str | None = setting(None, "folder for the compressed model (must be empty unless --overwrite)",
-                                 "output", positional=True)
-    values: str = setting("int8", "the stored non-zeros: int8 with one scale per row, fp16 or fp32", "output",
-                          choices=VALUE_DTYPES)
-    embeddings: str = setting("int8", "the embedding tables: int8 with one scale per row, fp16 or fp32", "output",
-                              choices=VALUE_DTYPES)
-    onnx: bool = setting(False, "also write model.onnx (dense form) and check it", "output")
-    overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
-
-
-@dataclass
-class BenchConfig(JobConfig):
-    """Every engine side by side: dense PyTorch, its int8, ONNX Runtime, the sparse engine."""
-    job: typing.ClassVar[str] = "bench"
-    model: str | None = setting(None, "a pruned model folder (default: the embedded MiniLM, magnitude-pruned to "
-                                      "each of --sparsities)", "model")
-    sparsities: str = setting("0.8,0.9,0.95,0.97", "for the embedded model", "model")
-    engines: str = setting(",".join(BENCH_ENGINES), "comma-separated (the ONNX Runtime ones are skipped when it is "
-                                                    "not installed)", "engine")
-    batch_sizes: str = setting("1,32", "comma-separated", "engine")
-    seq_length: int = setting(128, "tokens per sequence of the random batches", "engine")
-    threads: str = setting("1,2", "thread counts, comma-separated", "engine")
-    dev_task: str = setting("mrpc", "also time this task's dev set at its own lengths, at the sparsity nearest "
-                                    "0.95 ('none': skip)", "engine")
-    repeats: int = setting(10, "timed calls per measurement", "engine")
-    warmup: int = setting(2, "untimed calls first", "engine")
-    json: str = setting("bench.json", "the records; the table (.md) and the plot go beside it", "output")
-    plot: str | None = setting(None, "PNG of latency against sparsity (default: beside --json)", "output")
-    collect: bool = setting(False, "time nothing: write the table and the plot from an existing --json", "output")
-
-    def check(self) -> None:
-        whole_numbers(self.batch_sizes, "--batch-sizes")
-        whole_numbers(self.threads, "--threads")
-        if self.seq_length < 2 or self.repeats < 1 or self.warmup < 0:
-            raise UserError("--seq-length must be at least 2, --repeats at least 1, --warmup at least 0")
-        unknown = [e for e in self.engines.split(",") if e not in BENCH_ENGINES]
-        if unknown:
-            raise UserError(f"--engines: unknown '{unknown[0]}'; choose from {', '.join(BENCH_ENGINES)}")
-        if not self.model:
-            fractions(self.sparsities, "--sparsities")
-
-
-def whole_numbers(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} '{text}': give whole numbers separated by commas") from None
-    if min(values) < 1:
-        raise UserError(f"{flag} '{text}': every value must be at least 1")
-    return values
-
-
-def fractions(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(s) for s in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} '{text}': give fractions separated by commas") from None
-    if not all(0 <= s < 1 for s in values):
-        raise UserError(f"{flag} '{text}': every value is a fraction in [0, 1)")
-    return values
-
-
-@dataclass
-class PredictConfig(JobConfig):
-    """Labels and probabilities for new text, through the sparse engine."""
-    job: typing.ClassVar[str] = "predict"
-    model: str | None = setting(None, "fine-tuned or pruned model folder, or a compressed export", "model",
-                                positional=True)
-    input: str | None = setting(None, "CSV, TSV or JSON lines file of texts", "data", required=True)
-    text_columns: str | None = setting(None, "the text column(s), comma-separated (default: the model's, as it "
-                                             "was trained)", "data", metavar="A[,B]")
-    max_seq_length: int = setting(128, "tokens per example after truncation", "data")
-    output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
-    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
-    batch_size: int = setting(32, "examples per batch", "engine")
-    chunk: int = setting(1024, "rows read, predicted and written at a time (the input file is streamed: steady memory at any length)", "engine")
-    dense: bool = setting(False, "use dense PyTorch instead of the sparse engine", "engine")
-
-    def check(self) -> None:
-        check_sizes(self, ("batch_size", "chunk"))
-        check_seq_length(self.max_seq_length)
-
-
-@dataclass
-class EmbedConfig(JobConfig):
-    """Sentence embeddings of a file's texts, through the sparse engine (mean pooling, as sentence-transformers)."""
-    job: typing.ClassVar[str] = "embed"
-    model: str | None = setting(None, "an encoder folder or its export (default: the embedded all-MiniLM-L6-v2)",
-                                "model", positional=True)
-    input: str | None = setting(None, "text file (one sentence a line), or CSV, TSV or JSON lines with a text "
-                                      "column", "data", required=True)
-    text_column: str | None = setting(None, "the column (or JSON key) holding the texts (default: text, sentence "
-                                            "or the first of a plain file's line)", "data")
-    output: str | None = setting(None, "FILE.npy (a float32 matrix, a row per input row) or FILE.jsonl "
-                                       "({\"line\": N, \"embedding\": [...]} per row)", "output", required=True)
-    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
-    batch_size: int = setting(32, "sentences per batch", "engine")
-    normalize: bool = setting(True, "scale each embedding to length 1 (cosine similarity is then a dot product)",
-                              "engine")
-
-    def check(self) -> None:
-        check_sizes(self)
-        if self.output and Path(self.output).suffix.lower() not in (".npy", ".jsonl"):
-            raise UserError(f"--output {self.output}: give a .npy or a .jsonl file")
 
 
 @dataclass
@@ -624,15 +312,3 @@ class ExperimentConfig(JobConfig):
     tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated)", "grid")
     dry_run: bool = setting(False, "list the jobs and whether they are done", "grid")
     collect: bool = setting(False, "run nothing; gather finished jobs into the results", "grid")
-
-
-@dataclass
-class TasksConfig(JobConfig):
-    """The GLUE tasks, their files, labels and metrics."""
-    job: typing.ClassVar[str] = "tasks"
-
-
-CONFIGS = {cls.job: cls for cls in (RunConfig, FinetuneConfig, PruneConfig, EvaluateConfig, AugmentConfig,
-                                    ExportConfig, BenchConfig, PredictConfig, EmbedConfig, EmbedderConfig,
-                                    ExperimentConfig, TasksConfig)}
-CONFIGURABLE = ("finetune", "prune", "prune-embedder", "evaluate", "export", "bench", "predict", "embed", "augment")  # by --config FILE
