@@ -17,7 +17,6 @@ import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from .errors import UserError
-from .training import pick_device
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,14 @@ class Processes:
         mean losses equal the global batch's mean loss."""
         local = indices[self.rank::self.world]
         return local, len(local) * self.world / len(indices)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device(name)
 
 
 def start(device_name: str | None, precision: str = "fp32") -> tuple[Processes, torch.device]:

@@ -14,7 +14,7 @@ import torch
 
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .data import batches_from, steps_per_epoch
 from .errors import UserError
 from .runio import JsonlLog
@@ -24,14 +24,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    return torch.device(name)
 
 
 def no_decay(name: str) -> bool:
@@ -84,8 +76,6 @@ def optimisation(named_parameters, config, steps: int, rewind_at: int | None = N
 def backward_and_step(loss, *, optimizer, scheduler, scaler, averaged, clipped, processes, observe=None) -> None:
     """One optimiser step: gradients averaged over the processes (`averaged` parameters), seen unscaled by
     `observe` (the pruning criterion) before clipping `clipped` to norm 1."""
-    from . import distributed
-
     scaler.scale(loss).backward()
     distributed.average_gradients(averaged, processes)
     scaler.unscale_(optimizer)

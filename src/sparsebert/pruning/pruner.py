@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .allocation import ALLOCATIONS
 from .criterion import CRITERIA, Criterion
@@ -64,18 +64,13 @@ class Pruner:
         self.schedule = CubicSchedule.from_state_dict(state["schedule"])
         self.criterion.load_state_dict(state["criterion"])
         self.allocation = state["allocation"]
-        self.pattern = state.get("pattern", "unstructured")  # checkpoints from before block patterns
+        self.pattern = state["pattern"]
         self.apply()
 
     def save_masks(self, path: Path) -> None:
         """Masks as uint8 tensors named after their weights, in safetensors."""
         save_file({f"{k}.weight": v.to(torch.uint8).contiguous().cpu() for k, v in self.masks.items()}, str(path),
                   metadata={"level": str(self.level), "allocation": self.allocation})
-
-    def load_masks(self, path: Path) -> None:
-        tensors = load_file(str(path))
-        self.masks = {k: tensors[f"{k}.weight"].to(torch.bool).to(m.weight.device) for k, m in self.targets.items()}
-        self.apply()
 
 
 def build_pruner(targets, sparsity: float, start: int, end: int, events: int,

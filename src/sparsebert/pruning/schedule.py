@@ -26,13 +26,6 @@ class CubicSchedule:
         progress = (step - self.start) / (self.end - self.start)
         return self.final + (self.initial - self.final) * (1 - progress) ** 3
 
-    def event_steps(self) -> list[int]:
-        span = self.end - self.start
-        if span == 0:
-            return [self.start]
-        interval = max(1, math.ceil(span / self.events))
-        return [min(self.end, self.start + interval * i) for i in range(1, math.ceil(span / interval) + 1)]
-
     def is_event(self, step: int) -> bool:
         span = self.end - self.start
         if span == 0:
