@@ -84,6 +84,44 @@ def test_bad_files_are_one_line_naming_file_and_line(tmp_path):
                                        ["text", "label"]), text=None, label_column="label", regression=False, metric="f1")
 
 
+def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
+    """A byte-order mark, CRLF line ends and a quoted field spanning lines read as the text they hold."""
+    content = "\ufeffreview,sentiment\r\ngood film,good\r\n\"long,\r\ndull\",bad\r\nfine,good\r\n"
+    (tmp_path / "train.csv").write_bytes(content.encode("utf-8"))
+    task = datafiles.own_task(None, tmp_path / "train.csv", text="review", label_column="sentiment",
+                              regression=False, metric=None)  # the BOM is not part of the first column's name
+    examples = datafiles.read_examples(task, tmp_path / "train.csv")
+    assert [(e.text_a, task.labels[e.label], e.line) for e in examples] == [
+        ("good film", "good", 2), ("long,\r\ndull", "bad", 4), ("fine", "good", 5)]
+
+
+@pytest.mark.parametrize("name,content,options,message", [
+    ("header.csv", "text,label\n", {}, "header.csv: no rows"),
+    ("array.json", '[{"text": "a", "label": "x"}]\n', {}, "array.json: a JSON array; give JSON lines"),
+    ("nolabel.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n', {},
+     "nolabel.jsonl:2: no label \\(column or key 'label'\\); give every row its label"),
+    ("empty.csv", "text,label\na,x\nb,\nc,y\n", {}, "empty.csv:3: no label"),
+    ("single.csv", "text,label\na,yes\nb,yes\n", {}, "every row has the label 'yes'; a classifier needs two"),
+])
+def test_files_that_cannot_define_a_task_are_one_line_naming_what(tmp_path, name, content, options, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(UserError, match=message):
+        task = datafiles.own_task(None, tmp_path / name, text=None, label_column="label", regression=False,
+                                  metric=None, **options)
+        datafiles.read_examples(task, tmp_path / name)
+
+
+def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):
+    (tmp_path / "stars.csv").write_text("text,label\n" + "".join(f"review {i},{i % 5 + 1}\n" for i in range(10)))
+    as_classes = datafiles.own_task(None, tmp_path / "stars.csv", text=None, label_column="label", regression=False,
+                                    metric=None)
+    as_scores = datafiles.own_task(None, tmp_path / "stars.csv", text=None, label_column="label", regression=True,
+                                   metric=None)
+    assert as_classes.labels == ("1", "2", "3", "4", "5") and not as_classes.is_regression
+    assert as_scores.is_regression and as_scores.main_metric == "spearman"
+    assert [e.label for e in datafiles.read_examples(as_scores, tmp_path / "stars.csv")][:3] == [1.0, 2.0, 3.0]
+
+
 def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
     """finetune -> prune -> export -> predict on a CSV of reviews; the label names everywhere, and `pipeline`
     on the saved folders."""

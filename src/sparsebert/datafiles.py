@@ -107,9 +107,12 @@ def text_columns(given: str | None, columns: list[str], path) -> tuple[str, str 
     raise UserError(f"{path}: give --text-columns (one column, or two for pairs); it has {', '.join(columns)}")
 
 
-def label_text(value, where: str) -> str:
-    """A label as a string: JSON numbers as written (1, not 1.0, for whole numbers)."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+def label_text(value, where: str, column: str) -> str:
+    """A row's label as a string: JSON numbers as written (1, not 1.0, for whole numbers); a row without one is
+    an error naming it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UserError(f"{where}: no label (column or key '{column}'); give every row its label")
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
         raise UserError(f"{where}: label {json.dumps(value)} is not a string or a number")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -134,7 +137,7 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
     if label_column not in columns:
         raise UserError(f"{path}: no column '{label_column}' (--label-column); it has {', '.join(columns)}")
     if labels is None and not regression:
-        values = {label_text(r[label_column], f"{path}:{n}") for n, r in rows if r.get(label_column) is not None}
+        values = {label_text(r.get(label_column), f"{path}:{n}", label_column) for n, r in rows}
         numbers = all(is_number(v) for v in values)
         # as Hugging Face's run_glue reads a column: decimals are a regression target, whole numbers class ids
         regression = numbers and not all(v.lstrip("+-").isdigit() for v in values)
@@ -164,7 +167,7 @@ def read_examples(task: Task, path) -> list[Example]:
         texts = [row.get(c) for c in (task.text_a, task.text_b) if c is not None]
         if not all(isinstance(t, str) for t in texts):
             raise UserError(f"{where}: a text field is missing or not a string")
-        raw = label_text(row.get(task.label), where)
+        raw = label_text(row.get(task.label), where, task.label)
         if task.is_regression:
             if not is_number(raw):
                 raise UserError(f"{where}: label '{raw}' is not a number (the task is a regression)")
