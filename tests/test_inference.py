@@ -138,3 +138,39 @@ def test_embed_writes_chunk_by_chunk_the_matrix_of_one_pass(tiny_model, tmp_path
     (tmp_path / "late.txt").write_text("\n".join(sentences) + "\nlast\tpair\n")
     refused = run_cli("embed", tiny_model, "--input", tmp_path / "late.txt", "--output", tmp_path / "late.npy")
     assert "late.txt:12: two texts on a row" in refused.stderr and not (tmp_path / "late.npy").exists()
+
+
+def test_regression_end_to_end_scores_as_hugging_face_and_scipy_do(tiny_model, tmp_path):
+    """STS-B: a teacher fine-tuned, a student pruned while distilling the teacher's scores, its predictions
+    through the engine equal to Hugging Face's, its Spearman equal to scipy's."""
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sparsebert.tasks import get_task, load_split
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert run_cli("finetune", "--task", "stsb", "--model", tiny_model, "--max-train-samples", "32", "--max-steps",
+                   "3", "--batch-size", "8", "--output", teacher).returncode == 0
+    pruned = run_cli("prune", "--task", "stsb", "--teacher", teacher, "--student", tiny_model, "--max-train-samples",
+                     "32", "--max-steps", "4", "--batch-size", "8", "--sparsity", "0.5", "--output", student)
+    assert pruned.returncode == 0, pruned.stderr
+    step = next(json.loads(line) for line in (student / "log.jsonl").read_text().splitlines() if '"loss"' in line)
+    assert step["prediction"] > 0  # the regression distillation term (MSE to the teacher's score) is there
+    dev = load_split(get_task("stsb"), None, "dev")[:40]
+    hf = AutoModelForSequenceClassification.from_pretrained(student).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    with torch.no_grad():
+        expected = [hf(**tokenizer(e.text_a, e.text_b, return_tensors="pt")).logits[0, 0].item() for e in dev]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{e.text_a}\t{e.text_b}\n" for e in dev))
+    result = run_cli("predict", student, "--input", tmp_path / "pairs.tsv")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in lines] == list(range(1, 41)) and all(set(r) == {"line", "score"} for r in lines)
+    np.testing.assert_allclose([r["score"] for r in lines], expected, atol=1e-4)
+    every = load_split(get_task("stsb"), None, "dev")
+    with torch.no_grad():
+        scores = [hf(**tokenizer(e.text_a, e.text_b, return_tensors="pt")).logits[0, 0].item() for e in every]
+    assert sparsebert.evaluate(str(student))["spearman"] == pytest.approx(
+        spearmanr(scores, [e.label for e in every]).statistic, abs=1e-4)
