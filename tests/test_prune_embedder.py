@@ -92,6 +92,10 @@ def test_the_pruned_folder_opens_in_sentence_transformers_and_its_export_encodes
     reference = dense.encode(sentences)
     assert np.abs(np.linalg.norm(reference, axis=1) - 1).max() < 1e-5  # its Normalize module came along too
     sparsebert.export(str(out), str(tmp_path / "export"), values="fp32", embeddings="fp32")
+    for folder, use in ((out, f'SentenceTransformer("{out}")'), (tmp_path / "export", "sparsebert.load_sparse(")):
+        card = (folder / "README.md").read_text()  # the model card says what the folder is and how to use it
+        assert "pipeline_tag: sentence-similarity" in card and use in card and "model.encode([" in card
+        assert "Labels" not in card and "logits" not in card
     np.testing.assert_allclose(sparsebert.load_sparse(tmp_path / "export").encode(sentences), reference, atol=1e-5)
 
 
