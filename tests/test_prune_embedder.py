@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from transformers import AutoModel, BertConfig, BertModel
 
 import sparsebert
-from conftest import run_cli
+from conftest import kill_once_written, run_cli
 from sparsebert.data import epoch_batches
 from sparsebert.jobs.export import copy_sentence_transformers_files
 from sparsebert.embedding import glue_sentences, sts_b_pairs
@@ -97,6 +97,28 @@ def test_the_pruned_folder_opens_in_sentence_transformers_and_its_export_encodes
         assert "pipeline_tag: sentence-similarity" in card and use in card and "model.encode([" in card
         assert "Labels" not in card and "logits" not in card
     np.testing.assert_allclose(sparsebert.load_sparse(tmp_path / "export").encode(sentences), reference, atol=1e-5)
+
+
+def test_a_killed_run_resumes_to_the_same_embedder(tmp_path):
+    model = make_encoder(tmp_path / "encoder")
+    sentences = sentences_file(tmp_path / "s.txt", n=96)
+
+    def prune(out, *extra):
+        return ["prune-embedder", "--model", str(model), "--sentences", str(sentences), "--max-steps", "16",
+                "--batch-size", "8", "--sparsity", "0.75", "--prune-end", "0.5", "--save-every", "4",
+                "--eval-every", "8", "--output", str(out), *extra]
+
+    assert run_cli(*prune(tmp_path / "whole")).returncode == 0
+    out = tmp_path / "killed"
+    kill_once_written(prune(out), out / "checkpoint-8")
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli("prune-embedder", "--resume", "--output", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("model.safetensors", "masks.safetensors"):
+        a, b = load_file(tmp_path / "whole" / name), load_file(out / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
+    assert json.loads((out / "metrics.json").read_text())["final"] == json.loads(
+        (tmp_path / "whole" / "metrics.json").read_text())["final"]
 
 
 def test_a_student_identical_to_its_teacher_has_nothing_to_learn(tmp_path):
