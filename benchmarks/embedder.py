@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from sparsebert.embedding import sts_b_pairs
-from sparsebert.jobs.bench import onnx_session
+from sparsebert.benchmarking import onnx_session
 from sparsebert.metrics import accuracy, f1, spearman
 from sparsebert.models import load_encoder, load_tokenizer, resolve_model_path
 from sparsebert.runio import write_json

@@ -27,7 +27,7 @@ import torch
 
 from sparsebert.data import encode, eval_batches
 from sparsebert.research.grid import expand, load_config
-from sparsebert.jobs.bench import build_engine, median_ms, onnx_files, synthetic_inputs
+from sparsebert.benchmarking import build_engine, median_ms, onnx_files, synthetic_inputs
 from sparsebert.metrics import compute_metrics
 from sparsebert.models import load_classifier, load_tokenizer
 from sparsebert.research.reports import job_settings

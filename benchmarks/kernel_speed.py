@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsebert.jobs.bench import median_ms
+from sparsebert.benchmarking import median_ms
 from sparsebert.sparse.kernels import KERNEL, CsrMatrix, spmm
 
 SHAPES = {"qkv": (1152, 384), "ffn_up": (1536, 384), "ffn_down": (384, 1536)}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sparsebert.jobs.bench import magnitude_pruned, median_ms
+from sparsebert.benchmarking import magnitude_pruned, median_ms
 from sparsebert.sparse import engine as engine_module
 from sparsebert.sparse.engine import EngineLinear, from_hf_model
 

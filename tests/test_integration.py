@@ -45,7 +45,7 @@ def test_minilm_pruned_to_90_percent_hits_the_target_in_every_matrix(minilm_teac
 
 
 def test_the_engine_gives_minilm_pruned_to_95_percent_its_hidden_states():
-    from sparsebert.jobs.bench import magnitude_pruned
+    from sparsebert.benchmarking import magnitude_pruned
     from sparsebert.models import load_tokenizer, resolve_model_path
     from sparsebert.sparse.engine import from_hf_model
 
