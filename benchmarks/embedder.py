@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsebert.embedding import sts_b_pairs
 from sparsebert.benchmarking import onnx_session
+from sparsebert.embedding import sts_b_pairs
+from sparsebert.loading import load_encoder, load_sparse
 from sparsebert.metrics import accuracy, f1, spearman
-from sparsebert.models import load_encoder, load_tokenizer, resolve_model_path
+from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.runio import write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
-from sparsebert.sparse.engine import load_sparse, sentence_length
+from sparsebert.sparse.engine import sentence_length
 from sparsebert.sparse.kernels import KERNEL
 from sparsebert.tasks import get_task, load_split
 

@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
-from sparsebert.data import encode, eval_batches
-from sparsebert.research.grid import expand, load_config
 from sparsebert.benchmarking import build_engine, median_ms, onnx_files, synthetic_inputs
+from sparsebert.data import encode, eval_batches
+from sparsebert.loading import load_sparse
 from sparsebert.metrics import compute_metrics
 from sparsebert.models import load_classifier, load_tokenizer
+from sparsebert.research.grid import expand, load_config
 from sparsebert.research.reports import job_settings
 from sparsebert.runio import read_json, write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
-from sparsebert.sparse.engine import load_sparse
 from sparsebert.sparse.format import export_model
 from sparsebert.sparse.kernels import KERNEL
 from sparsebert.tasks import get_task, load_split
@@ -66,7 +66,7 @@ def points_of_folders(teacher: str, students: list[str]) -> list[dict]:
     import yaml
 
     from sparsebert.data import model_data_settings
-    from sparsebert.models import load_config
+    from sparsebert.loading import load_config
 
     task = get_task(model_data_settings(load_config(teacher)).get("task") or "mrpc").name.lower()
     models = [{"task": task, "model": Path(teacher).name, "method": "teacher", "sparsity": 0.0, "pattern": "dense",

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from sparsebert.data import collate, encode
 from sparsebert.evaluation import evaluate
-from sparsebert.models import load_model
+from sparsebert.loading import load_model
 from sparsebert.pruning import build_pruner, find_targets
 from sparsebert.tasks import get_task, load_split
 

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from sparsebert.errors import UserError
-from sparsebert.models import copy_task_head, load_model, save_model, shrink_model
+from sparsebert.loading import load_model
+from sparsebert.models import copy_task_head, save_model, shrink_model
 from sparsebert.tasks import get_task
 
 

@@ -15,7 +15,7 @@ __all__ = ["UserError", "bench", "embed", "evaluate", "export", "finetune", "loa
            "run",
            "FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig", "ExportConfig", "EmbedderConfig"]
 
-_LAZY = {"load_sparse": "sparsebert.sparse.engine",
+_LAZY = {"load_sparse": "sparsebert.loading",
          **{job: "sparsebert.api" for job in ("run", "finetune", "prune", "evaluate", "export", "bench", "embed",
                                                "prune_embedder")},
          **{name: "sparsebert.config" for name in ("FinetuneConfig", "PruneConfig", "RunConfig", "EvaluateConfig",

@@ -30,7 +30,7 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
 
 
 def magnitude_pruned(sparsity: float, pattern: str = "unstructured"):
-    from .models import load_model
+    from .loading import load_model
     from .pruning import build_pruner, find_targets
     from .tasks import get_task
 

@@ -75,12 +75,8 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_config(path: str):
-    from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS
-
-    if (Path(path) / SPARSE_WEIGHTS).is_file() and not (Path(path) / SPARSE_CONFIG).is_file():
-        raise UserError(f"{path}: an export that was cut off before it finished ({SPARSE_CONFIG}, written last, is "
-                        "missing); run sparsebert export again")
+def read_config(path: str):
+    """A Hugging Face folder's config.json, refused unless BERT-family."""
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as e:
@@ -112,7 +108,7 @@ def _from_pretrained(path: str, auto=AutoModelForSequenceClassification, **kwarg
 
 def load_classifier(path: str):
     """A fine-tuned classifier (task head included) from a resolved model folder, for inference."""
-    config = load_config(path)
+    config = read_config(path)
     if "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: not a fine-tuned model with a task head (sparsebert finetune or prune)")
     return _from_pretrained(path).eval()
@@ -121,59 +117,48 @@ def load_classifier(path: str):
 def load_for_inference(path: str):
     """A resolved model folder for inference: its classifier where it has a task head, else its encoder alone
     (a pre-trained or sentence-embedding model such as the embedded MiniLM, for `encode`)."""
-    if "ForSequenceClassification" in str(load_config(path).architectures):
+    if "ForSequenceClassification" in str(read_config(path).architectures):
         return _from_pretrained(path).eval()
-    return load_encoder(path).eval()
+    return load_hf_encoder(path).eval()
 
 
-def load_encoder(path: str):
-    """A resolved model folder's encoder alone (no task head), as a sentence-embedding model is stored; a
+def load_hf_encoder(path: str):
+    """A resolved Hugging Face folder's encoder alone (no task head), as a sentence-embedding model is stored; a
     fine-tuned classifier is refused (its encoder was trained for its task, not for embeddings)."""
     from transformers import AutoModel
 
-    if "ForSequenceClassification" in str(load_config(path).architectures):
+    if "ForSequenceClassification" in str(read_config(path).architectures):
         raise UserError(f"{path}: a fine-tuned classifier; give a sentence-embedding model (an encoder alone, "
                         "such as all-MiniLM-L6-v2)")
-    from .sparse.format import is_exported
-
-    if is_exported(path):
-        raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
     return _from_pretrained(path, auto=AutoModel)
 
 
-def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
-    """Loads an encoder for `task`.
-
-    new_head=True gives a pre-trained encoder a fresh task head (students, fine-tuning);
-    new_head=False expects a model already fine-tuned for `task` (teachers, evaluation) and checks
-    that its head fits.
-    Returns (model, tokenizer, path).
-    """
-    path = resolve_model_path(name_or_path)
-    config = load_config(path)
-    tokenizer = load_tokenizer(path)
-    kwargs = {}
+def task_head_settings(config, path: str, task: Task, *, new_head: bool) -> dict:
+    """from_pretrained's settings for `task`'s head. new_head=True: a fresh head of the task's size and labels;
+    new_head=False: the model's own head, refused unless it was fine-tuned on `task` (its size and labels)."""
     if new_head:
         kwargs = dict(num_labels=task.num_labels,
                       problem_type="regression" if task.is_regression else "single_label_classification")
         if not task.is_regression:
             kwargs.update(id2label=dict(enumerate(task.names)), label2id={l: i for i, l in enumerate(task.names)})
-    elif config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
+        if config.num_labels != task.num_labels and "ForSequenceClassification" in str(config.architectures):
+            # a model fine-tuned on another task: its encoder is kept, its head (of another size) replaced
+            kwargs["ignore_mismatched_sizes"] = True
+        return kwargs
+    if config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: the model has {config.num_labels} outputs but {task.name} has "
                         f"{task.num_labels}; give a model fine-tuned on {task.name} (sparsebert finetune)")
-    elif task.files and not task.is_regression and [config.id2label[i] for i in range(config.num_labels)] != list(task.names):
+    if task.files and not task.is_regression and [config.id2label[i] for i in range(config.num_labels)] != list(task.names):
         raise UserError(f"{path}: the model's labels ({', '.join(config.id2label.values())}) are not your files' "
                         f"({', '.join(task.names)}); give a model fine-tuned on these files")
-    from .sparse.format import is_exported, load_exported
+    return {}
 
-    if is_exported(path):
-        if new_head:
-            raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
-        return load_exported(path), tokenizer, path
-    if new_head and config.num_labels != task.num_labels and "ForSequenceClassification" in str(config.architectures):
-        # a model fine-tuned on another task: its encoder is kept, its head (of another size) replaced
-        kwargs["ignore_mismatched_sizes"] = True
-    return _from_pretrained(path, **kwargs), tokenizer, path
+
+def load_hf_model(path: str, task: Task, *, new_head: bool):
+    """A resolved Hugging Face folder's model for `task` (see task_head_settings). Returns (model, tokenizer, path)."""
+    config = read_config(path)
+    tokenizer = load_tokenizer(path)
+    return _from_pretrained(path, **task_head_settings(config, path, task, new_head=new_head)), tokenizer, path
 
 
 def copy_task_head(source, target) -> None:

@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from ..augmentation import Augmenter, EmbeddingNeighbours, MaskedLMCandidates
 from ..errors import UserError
-from ..models import load_config, load_tokenizer, resolve_model_path
+from ..loading import load_config
+from ..models import load_tokenizer, resolve_model_path
 from ..tasks import get_task, read_tsv_rows, split_header, task_file
 
 

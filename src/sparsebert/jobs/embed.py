@@ -47,7 +47,7 @@ def read_sentences(path: Path, column: str | None) -> list[tuple[int, str]]:
 
 
 def run(args: EmbedConfig) -> dict:
-    from ..sparse.engine import load_sparse
+    from ..loading import load_sparse
 
     path = resolve_model_path(args.model)
     input_path, output = Path(args.input), Path(args.output)

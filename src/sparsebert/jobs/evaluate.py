@@ -8,7 +8,8 @@ from .. import datafiles
 from ..config import EvaluateConfig
 from ..data import encode, task_of
 from ..evaluation import evaluate
-from ..models import check_model_positions, load_config, load_model, resolve_model_path
+from ..loading import load_config, load_model
+from ..models import check_model_positions, resolve_model_path
 from ..pruning.report import sparsity_report
 from ..runio import check_output_file, write_json
 from ..tasks import load_split
@@ -27,7 +28,7 @@ def run(args: EvaluateConfig) -> dict:
     sparsity = sparsity_report(model)
     engine = {}
     if args.engine == "sparse":
-        from ..sparse.engine import load_sparse
+        from ..loading import load_sparse
 
         model = load_sparse(path)
         print(model.describe())

@@ -40,7 +40,8 @@ def folder_bytes(folder: Path) -> int:
 def run(args: ExportConfig) -> dict:
     import torch
 
-    from ..sparse.engine import from_hf_model, load_sparse
+    from ..loading import load_sparse
+    from ..sparse.engine import from_hf_model
 
     path = resolve_model_path(args.model)
     if Path(args.output).resolve() == Path(path).resolve():

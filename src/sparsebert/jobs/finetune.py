@@ -7,7 +7,8 @@ from ..config import FinetuneConfig
 from ..data import collate, load_train_dev, model_inputs, task_of, to_device
 from ..evaluation import evaluate
 from ..modelcard import write_model_card
-from ..models import check_model_positions, load_model, save_model
+from ..loading import load_model
+from ..models import check_model_positions, save_model
 from ..runio import resumed_config, start_run, write_json
 from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
                         task_loss, total_steps)

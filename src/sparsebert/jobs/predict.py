@@ -24,7 +24,8 @@ from .. import datafiles
 from ..config import PredictConfig
 from ..data import Encoded, eval_batches, model_data_settings
 from ..errors import UserError
-from ..models import check_model_positions, load_config, load_tokenizer, resolve_model_path
+from ..loading import load_config
+from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
 from ..sparse.format import is_exported, load_exported
 from ..textfiles import first_line, table_rows, text_lines
@@ -117,7 +118,7 @@ def load_engine(path: str, dense: bool):
         from ..models import load_classifier
 
         return load_exported(path) if is_exported(path) else load_classifier(path)
-    from ..sparse.engine import load_sparse
+    from ..loading import load_sparse
 
     model = load_sparse(path)
     print(model.describe(), file=sys.stderr)

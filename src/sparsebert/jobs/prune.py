@@ -19,7 +19,8 @@ from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_int
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..modelcard import write_model_card
-from ..models import check_model_positions, copy_task_head, load_model, save_model, shrink_model
+from ..loading import load_model
+from ..models import check_model_positions, copy_task_head, save_model, shrink_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json

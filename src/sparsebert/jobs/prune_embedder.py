@@ -21,7 +21,8 @@ from ..distill import DistillationLoss, forward_with_internals, set_scores_atten
 from ..embedding import embed, encode_sentences, glue_sentences, mean_pool, sts_b_spearman
 from ..errors import UserError
 from ..modelcard import write_model_card
-from ..models import check_model_positions, load_encoder, load_tokenizer, resolve_model_path, save_model
+from ..loading import load_encoder
+from ..models import check_model_positions, load_tokenizer, resolve_model_path, save_model
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json

@@ -246,7 +246,8 @@ def teacher_weight_change(folder: Path, settings: dict) -> dict[str, float]:
     """Per encoder layer, how far the teacher's matrices moved from the pre-trained model it was fine-tuned
     from (`model:` of its settings, or the embedded one): the premise of pruning the pre-trained encoder
     rather than the teacher is that fine-tuning moves it little."""
-    from ..models import load_classifier, load_model, resolve_model_path
+    from ..loading import load_model
+    from ..models import load_classifier, resolve_model_path
 
     teacher = load_classifier(resolve_model_path(str(folder)))
     pretrained, _, _ = load_model(settings.get("model"), get_task(settings["task"]), new_head=True)

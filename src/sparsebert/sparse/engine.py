@@ -304,27 +304,6 @@ def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "au
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
-def load_sparse(path=None, values: str = "fp32", engine: str = "auto") -> SparseModel:
-    """A model folder on the sparse engine: an export (`sparsebert export`) as stored, or a fine-tuned or
-    pruned Hugging Face folder, converted on loading (its values as `values`: fp32 or int8).
-
-    engine: "auto" runs each matrix the faster way here, "sparse" forces the kernel, "dense" the BLAS product.
-    """
-    from ..models import load_config, load_for_inference, load_tokenizer, resolve_model_path
-    from .format import is_exported, read_export
-
-    path = resolve_model_path(None if path is None else str(path))  # None: the embedded all-MiniLM-L6-v2
-    config = load_config(path)
-    tokenizer = load_tokenizer(path)
-    if is_exported(path):
-        tensors, matrices = read_export(path)
-        model = SparseModel(config, tensors, matrices, tokenizer, engine)
-    else:
-        model = from_hf_model(load_for_inference(path), tokenizer, values, engine)
-    model.max_seq_length = sentence_length(Path(path), config)
-    return model
-
-
 def sentence_length(folder: Path | None, config) -> int:
     """The tokens per sentence `encode` keeps: a sentence-transformers folder's own setting (all-MiniLM-L6-v2:
     256), else all the model's positions."""
