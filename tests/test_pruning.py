@@ -212,13 +212,13 @@ def test_the_1x4_pattern_keeps_and_removes_whole_blocks_at_the_exact_sparsity():
 
 
 def test_the_rewind_schedule_decays_to_zero_at_the_target_then_starts_again():
-    from sparsebert.training import warmup_then
+    from sparsebert.training import lr_factor
 
-    factor = warmup_then("rewind", 100, 10, rewind_at=60)
+    factor = lr_factor("rewind", 100, 10, rewind_at=60)
     assert (factor(0), factor(9), factor(10)) == (pytest.approx(0.1), 1.0, 1.0)
     assert factor(35) == pytest.approx(0.5) and factor(59) == pytest.approx(1 / 50)  # (60 - step) / (60 - 10)
     assert factor(60) == 1.0 and factor(80) == pytest.approx(0.5) and factor(100) == 0.0
-    assert warmup_then("linear", 100, 10, rewind_at=60)(60) == pytest.approx(40 / 90)  # the others ignore it
+    assert lr_factor("linear", 100, 10, rewind_at=60)(60) == pytest.approx(40 / 90)  # the others ignore it
 
 
 def test_gold_weight_mixes_the_labels_into_the_prediction_term():

@@ -30,7 +30,7 @@ def no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
 
-def make_optimizer(named_parameters, lr: float, weight_decay: float, head_lr: float | None = None,
+def adamw(named_parameters, lr: float, weight_decay: float, head_lr: float | None = None,
                    head_prefixes: tuple[str, ...] = ("classifier.",)):
     """AdamW without weight decay on biases and LayerNorm; the new task head may get its own rate."""
     groups: dict[tuple[bool, bool], list] = {}
@@ -44,7 +44,7 @@ def make_optimizer(named_parameters, lr: float, weight_decay: float, head_lr: fl
     ])
 
 
-def warmup_then(kind: str, total_steps: int, warmup_steps: int, rewind_at: int | None = None):
+def lr_factor(kind: str, total_steps: int, warmup_steps: int, rewind_at: int | None = None):
     """LambdaLR factor: linear warm-up, then constant, or linear decay to zero; `rewind`: linear decay to zero at
     `rewind_at`, then back to the peak and a second linear decay to zero at the end (a recovery phase at the
     final sparsity with a fresh rate, as GMP* and oBERT rewind it)."""
@@ -61,13 +61,13 @@ def warmup_then(kind: str, total_steps: int, warmup_steps: int, rewind_at: int |
     return factor
 
 
-def optimisation(named_parameters, config, steps: int, rewind_at: int | None = None):
+def optimizer_and_schedule(named_parameters, config, steps: int, rewind_at: int | None = None):
     """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config; `rewind_at`: the
     step where the `rewind` schedule goes back to the peak rate (pruning: where the target is reached)."""
-    optimizer = make_optimizer(named_parameters, config.learning_rate, config.weight_decay,
+    optimizer = adamw(named_parameters, config.learning_rate, config.weight_decay,
                                getattr(config, "head_learning_rate", None))  # jobs without a task head have none
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then(config.lr_schedule, steps, int(config.warmup * steps), rewind_at))
+        optimizer, lr_factor(config.lr_schedule, steps, int(config.warmup * steps), rewind_at))
     scaler = torch.amp.GradScaler("cuda" if config.precision == "fp16" else "cpu",
                                   enabled=config.precision == "fp16")  # fp16 gradients underflow
     return optimizer, scheduler, scaler
@@ -187,7 +187,8 @@ def checkpoint_due(config, step: int, steps: int) -> bool:
     return bool(config.save_every) and step % config.save_every == 0 and step < steps
 
 
-def check_training_state(loss: torch.Tensor, step: int, out: Path) -> None:
+def stop_if_loss_not_finite(loss: torch.Tensor, step: int, out: Path) -> None:
+    """A loss that became NaN or infinite ends the run before any model is written, naming the step."""
     if not torch.isfinite(loss):
         ckpt = checkpoint.latest(out)
         where = (f" (its last good checkpoint, {ckpt.name}, would only repeat the run at the same rate on "

@@ -10,8 +10,8 @@ from ..modelcard import write_model_card
 from ..loading import load_model
 from ..models import check_model_positions, save_model
 from ..runio import resumed_config, start_run, write_json
-from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
-                        task_loss, total_steps)
+from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
+                        stop_if_loss_not_finite, task_loss, total_steps)
 
 
 def run(config: FinetuneConfig) -> dict:
@@ -30,7 +30,7 @@ def run(config: FinetuneConfig) -> dict:
     model.to(device).train()
     steps = total_steps(config, len(train))
     eval_every = eval_interval(config, len(train))
-    optimizer, scheduler, scaler = optimisation(model.named_parameters(), config, steps)
+    optimizer, scheduler, scaler = optimizer_and_schedule(model.named_parameters(), config, steps)
 
     training = TrainingRun(config, out, processes, steps, eval_every,
                            dict(model=model, optimizer=optimizer, scheduler=scheduler))
@@ -39,7 +39,7 @@ def run(config: FinetuneConfig) -> dict:
         batch = to_device(collate(train, local), device)
         with distributed.autocast(device, config.precision):
             loss = task_loss(task, model(**model_inputs(batch)).logits.float(), batch["labels"])
-        check_training_state(loss, training.state.step, out)
+        stop_if_loss_not_finite(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=model.parameters(), clipped=model.parameters())
         if training.step_done(epoch, loss, lr=scheduler.get_last_lr()[0]):

@@ -24,8 +24,8 @@ from ..models import check_model_positions, copy_task_head, save_model, shrink_m
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json
-from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
-                        task_loss, total_steps)
+from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
+                        stop_if_loss_not_finite, task_loss, total_steps)
 
 
 def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
@@ -92,7 +92,7 @@ def run(config: PruneConfig) -> dict:
                           round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
                           config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
     params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
-    optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
+    optimizer, scheduler, scaler = optimizer_and_schedule(params, config, steps, rewind_at=round(config.prune_end * steps))
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
 
     # The training draws (dropout) start from the seed here, whatever was drawn above: the two arms of a paired
@@ -135,7 +135,7 @@ def run(config: PruneConfig) -> dict:
                                  else Outputs(teacher(**inputs).logits))
                 terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
                 loss = loss_fn.combine(terms)
-        check_training_state(loss, training.state.step, out)
+        stop_if_loss_not_finite(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
         pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights

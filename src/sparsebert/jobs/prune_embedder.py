@@ -27,8 +27,8 @@ from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json
 from ..sparse.engine import sentence_length
-from ..training import (TrainingRun, backward_and_step, check_training_state, eval_interval, optimisation, set_seed,
-                        total_steps)
+from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
+                        stop_if_loss_not_finite, total_steps)
 from .embed import read_sentences
 from .export import copy_sentence_transformers_files
 
@@ -87,7 +87,7 @@ def run(config: EmbedderConfig) -> dict:
                           round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
                           config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
     params = list(student.named_parameters())
-    optimizer, scheduler, scaler = optimisation(params, config, steps, rewind_at=round(config.prune_end * steps))
+    optimizer, scheduler, scaler = optimizer_and_schedule(params, config, steps, rewind_at=round(config.prune_end * steps))
 
     set_seed(config.seed)  # the training draws (dropout) start from the seed, whatever loading drew
     training = TrainingRun(config, out, processes, steps, eval_every,
@@ -109,7 +109,7 @@ def run(config: EmbedderConfig) -> dict:
                      "embedding": embedding_term(mean_pool(s_out.hidden[-1].float(), mask),
                                                  mean_pool(t_out.hidden[-1].float(), mask), config.embedding_loss)}
             loss = sum(weights[name] * term for name, term in terms.items())
-        check_training_state(loss, training.state.step, out)
+        stop_if_loss_not_finite(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
                           averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
         pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights

@@ -123,7 +123,7 @@ def run(args: RunConfig) -> dict:
         "prune_seconds": prune_result["train_seconds"],
         "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],
                              "prune": prune_result["seconds_per_step"]},
-        "resumed": args.resume,  # then wall_seconds is this session's only
+        "resumed": args.resume,  # then wall_seconds counts only the run since it resumed
         "preset": args.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
     }
     write_json(out / "report.json", report)

@@ -85,16 +85,16 @@ def run_job(config: dict, job: dict, folder: Path, args) -> None:
 
 def is_done(config: dict, name: str) -> bool:
     """A job (or teacher) is done when its folder under runs_dir holds its metrics, or when the committed
-    results.json has its record: runs_dir is not committed, so a grid continued from a fresh clone in a
-    later session knows its earlier jobs only from there."""
+    results.json has its record: runs_dir is not committed, so a grid continued from a fresh clone
+    knows its earlier jobs only from there."""
     return ((Path(config["runs_dir"]) / name / "metrics.json").is_file()
             or any(r["job"] == name for r in committed_records(config)))
 
 
 def ensure_teacher(config: dict, name: str, args) -> str:
-    """The teacher's model folder, fine-tuned first if this session has none. Committed results were scored
-    with a teacher of an earlier session: one retrained differently would make the grid compare runs taught
-    by two models, so it stops instead."""
+    """The teacher's model folder, fine-tuned first if runs_dir has none. Committed results were scored
+    with the teacher recorded beside them (its fingerprint): one retrained differently would make the grid
+    compare runs taught by two models, so it stops instead."""
     folder = Path(config["runs_dir"]) / f"teacher-{name}"
     made_once(folder, folder / "metrics.json", lambda: run_to_the_end(finetune, build(
         FinetuneConfig, {**config["teachers"][name], "output": str(folder), "overwrite": True},
