@@ -73,19 +73,26 @@ def optimizer_and_schedule(named_parameters, config, steps: int, rewind_at: int 
     return optimizer, scheduler, scaler
 
 
-def backward_and_step(loss, *, optimizer, scheduler, scaler, averaged, clipped, processes, observe=None) -> None:
-    """One optimiser step: gradients averaged over the processes (`averaged` parameters), seen unscaled by
-    `observe` (the pruning criterion) before clipping `clipped` to norm 1."""
+def backward_and_step(loss, *, optimizer, scheduler, scaler, averaged, clipped, processes, pruner=None,
+                      step: int = 0) -> None:
+    """One optimiser step: gradients averaged over the processes (`averaged` parameters), seen unscaled by the
+    pruner's criterion before clipping `clipped` to norm 1. With a pruner, its masks are applied again after the
+    step (the optimiser's momentum and weight decay must not revive removed weights) and its schedule advanced to
+    `step + 1`, new masks the same on every process."""
     scaler.scale(loss).backward()
     distributed.average_gradients(averaged, processes)
     scaler.unscale_(optimizer)
-    if observe is not None:
-        observe()
+    if pruner is not None:
+        pruner.observe()
     torch.nn.utils.clip_grad_norm_(clipped, 1.0)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    if pruner is not None:
+        pruner.apply()
+        if pruner.step(step + 1):
+            distributed.broadcast_masks(pruner, processes)
 
 
 @dataclass

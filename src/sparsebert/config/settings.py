@@ -154,21 +154,21 @@ def loss_weights(text: str, terms: tuple[str, ...]) -> tuple[float, ...]:
     return weights
 
 
-def whole_numbers(text: str, flag: str) -> list[int]:
+def comma_list(text: str, flag: str, parse, what: str, valid, rule: str) -> list:
+    """A flag's comma-separated values, each parsed by `parse` and held to `valid`; refused in one line naming
+    the flag."""
     try:
-        values = [int(v) for v in text.split(",")]
+        values = [parse(v) for v in text.split(",")]
     except ValueError:
-        raise UserError(f"{flag} '{text}': give whole numbers separated by commas") from None
-    if min(values) < 1:
-        raise UserError(f"{flag} '{text}': every value must be at least 1")
+        raise UserError(f"{flag} '{text}': give {what} separated by commas") from None
+    if not all(valid(v) for v in values):
+        raise UserError(f"{flag} '{text}': {rule}")
     return values
+
+
+def whole_numbers(text: str, flag: str) -> list[int]:
+    return comma_list(text, flag, int, "whole numbers", lambda v: v >= 1, "every value must be at least 1")
 
 
 def fractions(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(s) for s in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} '{text}': give fractions separated by commas") from None
-    if not all(0 <= s < 1 for s in values):
-        raise UserError(f"{flag} '{text}': every value is a fraction in [0, 1)")
-    return values
+    return comma_list(text, flag, float, "fractions", lambda v: 0 <= v < 1, "every value is a fraction in [0, 1)")

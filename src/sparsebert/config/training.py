@@ -226,11 +226,16 @@ class PruneConfig(PruningSettings, LayerDistillationSettings, TrainingConfig):
 
 
 @dataclass
-class RunConfig(JobConfig):
-    """The main job: fine-tune a teacher, prune at distilling, report both."""
-    job: typing.ClassVar[str] = "run"
+class GlueTaskSettings(JobConfig):
+    """The GLUE task of a job that reads no files of your own (run, augment)."""
     task: str = setting("mrpc", "GLUE task", "data")
     data_dir: str | None = setting(None, "task folder (default: the bundled copy)", "data")
+
+
+@dataclass
+class RunConfig(GlueTaskSettings):
+    """The main job: fine-tune a teacher, prune at distilling, report both."""
+    job: typing.ClassVar[str] = "run"
     sparsity: float | None = setting(None, "fraction of the encoder's weights removed (default: the preset's, "
                                            "else 0.95)", "pruning")
     preset: str = setting("quick", "quick, long, paper, or a YAML file of the same form", "training")
@@ -285,11 +290,9 @@ class EmbedderConfig(PruningSettings, LayerDistillationSettings, TrainingSetting
 
 
 @dataclass
-class AugmentConfig(JobConfig):
+class AugmentConfig(GlueTaskSettings):
     """TinyBERT-style data augmentation of a task's training set."""
     job: typing.ClassVar[str] = "augment"
-    task: str = setting("mrpc", "GLUE task", "data")
-    data_dir: str | None = setting(None, "task folder (default: the bundled copy)", "data")
     model: str | None = setting(None, "model whose vocabulary (and masked-LM head) to use", "model")
     n_aug: int = setting(20, "variants per training row", "augmentation")
     prob: float = setting(0.4, "probability of replacing each word", "augmentation")

@@ -137,10 +137,8 @@ def run(config: PruneConfig) -> dict:
                 loss = loss_fn.combine(terms)
         stop_if_loss_not_finite(loss, training.state.step, out)
         backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
-                          averaged=[p for _, p in params], clipped=student.parameters(), observe=pruner.observe)
-        pruner.apply()  # the optimiser (momentum, weight decay) must not revive removed weights
-        if pruner.step(training.state.step + 1):
-            distributed.broadcast_masks(pruner, processes)
+                          averaged=[p for _, p in params], clipped=student.parameters(), pruner=pruner,
+                          step=training.state.step)
         logged = {name: term.item() for name, term in terms.items()}
         if training.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
                               sparsity=pruner.level):
