@@ -55,6 +55,40 @@ def test_killed_finetune_resumes_to_the_same_teacher(tiny_model, tmp_path):
     assert_same_weights(tmp_path / "whole", out, names=("model.safetensors",))
 
 
+def test_ctrl_c_stops_with_one_line_that_says_how_to_go_on(tiny_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "96",
+            "--epochs", "6", "--batch-size", "8", "--save-every", "4", "--learning-rate", "1e-3"]
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-4").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"sparsebert finetune: interrupted; `sparsebert finetune --resume --output {out}` goes on "
+                    "from its last checkpoint"), stderr
+    assert not (out / "model.safetensors").exists() and checkpoint.latest(out) is not None
+    resumed = run_cli("finetune", "--resume", "--output", str(out))  # the command the line gives
+    assert resumed.returncode == 0 and (out / "model.safetensors").is_file(), resumed.stderr
+
+
+def test_debug_shows_the_traceback_behind_the_one_line(tmp_path):
+    missing = tmp_path / "no-such-model"
+    plain = run_cli("evaluate", str(missing), "--task", "mrpc")
+    assert_one_line(plain, "model folder not found")
+    debug = run_cli("evaluate", str(missing), "--task", "mrpc", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "model folder not found" in debug.stderr
+
+
 def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_path):
     preset = tmp_path / "tiny.yaml"
     preset.write_text("teacher: {max_train_samples: 64, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}\n"
