@@ -19,7 +19,8 @@ def minilm_teacher(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         result = run_cli("finetune", "--task", "mrpc", "--output", str(out), "--max-train-samples", "480",
-                         "--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-4", "--seed", "1")
+                         "--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-4", "--seed", "1",
+                         "--eval-every", "60")  # one dev evaluation, of the model the run ends with
     finally:
         torch.set_num_threads(threads)
     assert result.returncode == 0, result.stderr
@@ -36,7 +37,7 @@ def test_minilm_pruned_to_90_percent_hits_the_target_in_every_matrix(minilm_teac
     out = tmp_path / "pruned"
     result = run_cli("prune", "--task", "mrpc", "--teacher", str(minilm_teacher), "--output", str(out),
                      "--max-train-samples", "64", "--epochs", "2", "--batch-size", "16", "--sparsity", "0.9",
-                     "--prune-events", "4")
+                     "--prune-events", "4", "--eval-every", "8")  # one dev evaluation, at the end
     assert result.returncode == 0, result.stderr
     sparsity = json.loads((out / "sparsity.json").read_text())
     assert len(sparsity["per_matrix"]) == 36
