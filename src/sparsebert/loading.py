@@ -8,20 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-from .models import (load_for_inference, load_hf_encoder, load_hf_model, load_tokenizer, read_config,
+from .models import (load_classifier, load_for_inference, load_hf_encoder, load_hf_model, load_tokenizer, read_config,
                      resolve_model_path, task_head_settings)
 from .sparse.engine import SparseModel, from_hf_model, sentence_length
 from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS, is_exported, load_exported, read_export
 from .tasks import Task
 
-__all__ = ["load_config", "load_encoder", "load_model", "load_sparse"]
+__all__ = ["load_config", "load_dense", "load_encoder", "load_model", "load_sparse"]
+
+
+def refuse_unfinished_export(path: str) -> None:
+    if (Path(path) / SPARSE_WEIGHTS).is_file() and not (Path(path) / SPARSE_CONFIG).is_file():
+        raise UserError(f"{path}: an export that was cut off before it finished ({SPARSE_CONFIG}, written last, is "
+                        "missing); run sparsebert export again")
 
 
 def load_config(path: str):
     """A resolved folder's config.json; an export cut off before its last file was written is refused."""
-    if (Path(path) / SPARSE_WEIGHTS).is_file() and not (Path(path) / SPARSE_CONFIG).is_file():
-        raise UserError(f"{path}: an export that was cut off before it finished ({SPARSE_CONFIG}, written last, is "
-                        "missing); run sparsebert export again")
+    refuse_unfinished_export(path)
     return read_config(path)
 
 
@@ -42,15 +46,22 @@ def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
     elif is_exported(path):
         task_head_settings(config, path, task, new_head=False)
         return load_exported(path), load_tokenizer(path), path
-    return load_hf_model(path, task, new_head=new_head)
+    return load_hf_model(path, config, task, new_head=new_head)
 
 
 def load_encoder(path: str):
     """A resolved Hugging Face folder's encoder alone, to train as a sentence embedder; a fine-tuned classifier and
     an export are refused."""
-    load_config(path)
+    refuse_unfinished_export(path)
     refuse_export(path)
     return load_hf_encoder(path)
+
+
+def load_dense(path: str):
+    """A resolved folder's fine-tuned classifier as a PyTorch model: an export as its dense form (zeros where
+    pruned), else the Hugging Face folder's classifier."""
+    refuse_unfinished_export(path)
+    return load_exported(path) if is_exported(path) else load_classifier(path)
 
 
 def load_sparse(path=None, values: str = "fp32", engine: str = "auto") -> SparseModel:

@@ -154,9 +154,9 @@ def task_head_settings(config, path: str, task: Task, *, new_head: bool) -> dict
     return {}
 
 
-def load_hf_model(path: str, task: Task, *, new_head: bool):
-    """A resolved Hugging Face folder's model for `task` (see task_head_settings). Returns (model, tokenizer, path)."""
-    config = read_config(path)
+def load_hf_model(path: str, config, task: Task, *, new_head: bool):
+    """A resolved Hugging Face folder's model for `task` (see task_head_settings), `config` its config.json.
+    Returns (model, tokenizer, path)."""
     tokenizer = load_tokenizer(path)
     return _from_pretrained(path, **task_head_settings(config, path, task, new_head=new_head)), tokenizer, path
 

@@ -31,7 +31,7 @@ def no_decay(name: str) -> bool:
 
 
 def adamw(named_parameters, lr: float, weight_decay: float, head_lr: float | None = None,
-                   head_prefixes: tuple[str, ...] = ("classifier.",)):
+          head_prefixes: tuple[str, ...] = ("classifier.",)):
     """AdamW without weight decay on biases and LayerNorm; the new task head may get its own rate."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in named_parameters:
@@ -65,7 +65,7 @@ def optimizer_and_schedule(named_parameters, config, steps: int, rewind_at: int 
     """AdamW, the warm-up schedule and the fp16 gradient scaler of a training job's config; `rewind_at`: the
     step where the `rewind` schedule goes back to the peak rate (pruning: where the target is reached)."""
     optimizer = adamw(named_parameters, config.learning_rate, config.weight_decay,
-                               getattr(config, "head_learning_rate", None))  # jobs without a task head have none
+                      getattr(config, "head_learning_rate", None))  # jobs without a task head have none
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.lr_schedule, steps, int(config.warmup * steps), rewind_at))
     scaler = torch.amp.GradScaler("cuda" if config.precision == "fp16" else "cpu",

@@ -8,7 +8,7 @@ from .. import datafiles
 from ..config import EvaluateConfig
 from ..data import encode, task_of
 from ..evaluation import evaluate
-from ..loading import load_config, load_model
+from ..loading import load_config, load_model, load_sparse
 from ..models import check_model_positions, resolve_model_path
 from ..pruning.report import sparsity_report
 from ..runio import check_output_file, write_json
@@ -28,8 +28,6 @@ def run(args: EvaluateConfig) -> dict:
     sparsity = sparsity_report(model)
     engine = {}
     if args.engine == "sparse":
-        from ..loading import load_sparse
-
         model = load_sparse(path)
         print(model.describe())
         engine = {"engine_summary": model.summary()}

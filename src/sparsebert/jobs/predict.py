@@ -24,10 +24,9 @@ from .. import datafiles
 from ..config import PredictConfig
 from ..data import Encoded, eval_batches, model_data_settings
 from ..errors import UserError
-from ..loading import load_config
+from ..loading import load_config, load_dense, load_sparse
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
-from ..sparse.format import is_exported, load_exported
 from ..textfiles import first_line, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
@@ -115,11 +114,7 @@ def output_stream(output: str | None, binary: bool = False):
 
 def load_engine(path: str, dense: bool):
     if dense:
-        from ..models import load_classifier
-
-        return load_exported(path) if is_exported(path) else load_classifier(path)
-    from ..loading import load_sparse
-
+        return load_dense(path)
     model = load_sparse(path)
     print(model.describe(), file=sys.stderr)
     return model
