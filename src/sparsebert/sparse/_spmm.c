@@ -71,13 +71,41 @@ AVX2 static inline __m256 gelu(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
 }
 
-/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][STRIP], zero-padded. */
-static void pack_strip(const float *x, int ldx, int start, int width, int in_f, float *xs) {
-    for (int k = 0; k < in_f; k++) {
-        float *dst = xs + (size_t)k * STRIP;
-        int i = 0;
-        for (; i < width; i++) dst[i] = x[(size_t)(start + i) * ldx + k];
-        for (; i < STRIP; i++) dst[i] = 0.0f;
+/* An 8 x 8 block of floats transposed in registers: r[i] holds row i on entry and column i on return. */
+AVX2 static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][STRIP], zero-padded; 8 tokens x 8
+ * features at a time, transposed in registers (read element by element, the strided loads cost more than
+ * the products of a sparse layer). */
+AVX2 static void pack_strip(const float *x, int ldx, int start, int width, int in_f, float *xs) {
+    const int k8 = in_f & ~7;
+    for (int i0 = 0; i0 < STRIP; i0 += 8) {
+        const float *rows[8];
+        for (int r = 0; r < 8; r++) rows[r] = i0 + r < width ? x + (size_t)(start + i0 + r) * ldx : NULL;
+        for (int k = 0; k < k8; k += 8) {
+            __m256 v[8];
+            for (int r = 0; r < 8; r++) v[r] = rows[r] ? _mm256_loadu_ps(rows[r] + k) : _mm256_setzero_ps();
+            transpose8(v);
+            for (int c = 0; c < 8; c++) _mm256_store_ps(xs + (size_t)(k + c) * STRIP + i0, v[c]);
+        }
+        for (int k = k8; k < in_f; k++)
+            for (int r = 0; r < 8; r++) xs[(size_t)k * STRIP + i0 + r] = rows[r] ? rows[r][k] : 0.0f;
     }
 }
 
@@ -131,11 +159,20 @@ AVX2 static void strip_rows(const float *xs, const int32_t *offsets, const uint1
     }
 }
 
-/* ys[out][STRIP] -> out rows [start, start + width) (token-major, row stride ldo). */
-static void unpack_strip(const float *ys, int out_f, int start, int width, float *out, int ldo) {
-    for (int i = 0; i < width; i++) {
-        float *dst = out + (size_t)(start + i) * ldo;
-        for (int o = 0; o < out_f; o++) dst[o] = ys[(size_t)o * STRIP + i];
+/* ys[out][STRIP] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
+AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, float *out, int ldo) {
+    const int o8 = out_f & ~7;
+    for (int i0 = 0; i0 < width; i0 += 8) {
+        const int n = width - i0 < 8 ? width - i0 : 8;
+        float *dst = out + (size_t)(start + i0) * ldo;
+        for (int o = 0; o < o8; o += 8) {
+            __m256 v[8];
+            for (int r = 0; r < 8; r++) v[r] = _mm256_load_ps(ys + (size_t)(o + r) * STRIP + i0);
+            transpose8(v);
+            for (int c = 0; c < n; c++) _mm256_storeu_ps(dst + (size_t)c * ldo + o, v[c]);
+        }
+        for (int o = o8; o < out_f; o++)
+            for (int c = 0; c < n; c++) dst[(size_t)c * ldo + o] = ys[(size_t)o * STRIP + i0 + c];
     }
 }
 
