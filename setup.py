@@ -1,4 +1,4 @@
-"""The compiled part of sparsebert: the sparse kernels (C, AVX2 + OpenMP). Everything else is in pyproject.toml.
+"""The compiled part of sparsebert: the sparse kernels (C, AVX2 and AVX-512 chosen at run time, OpenMP). Everything else is in pyproject.toml.
 
 `optional=True`: where no C compiler is found the install still succeeds and the engine falls back to its
 numba kernel (slower), saying so.

@@ -3,7 +3,8 @@
 The three MiniLM matrices of a layer (fused Q/K/V 1152x384, FFN up 1536x384, FFN down 384x1536),
 random sparsity, at batch 32 x 128 tokens and at 128 tokens: CSR with fp32 and int8 values, and int8 1x4
 blocks (a matrix of the same sparsity pruned in blocks),
-every alternative timed in the same process with the same threads. "Useful" counts 2 FLOPs per non-zero
+every alternative timed in the same process with the same threads, the C kernel in each width the processor
+has (AVX-512 with VNNI, AVX2). "Useful" counts 2 FLOPs per non-zero
 per token (the dense product is credited with the same, so its figure is its speed on this layer's work).
     python benchmarks/kernel_speed.py [--threads N] [--json results/bench/kernels.json]
 """
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from sparsebert.benchmarking import median_ms
-from sparsebert.sparse.kernels import KERNEL, CsrMatrix, spmm
+from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.kernels import ISAS, KERNEL, CsrMatrix, spmm, use_kernel
 
 SHAPES = {"qkv": (1152, 384), "ffn_up": (1536, 384), "ffn_down": (384, 1536)}
 
@@ -29,6 +31,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    # the widest first; where the C kernel is not built, the numba fall-back alone
+    widths = [w for w in reversed(ISAS) if use_kernel(w) == w] if KERNEL != "numba" else ["numba"]
     records = []
     for sparsity in map(float, args.sparsities.split(",")):
         for name, (out_f, in_f) in SHAPES.items():
@@ -48,14 +52,17 @@ def main():
                 useful = 2 * fp32.nnz * tokens
                 with torch.inference_mode():
                     times = {"mkl_dense": median_ms(lambda: torch.mm(x, dense.T, out=out), 15, 3),
-                             "torch_sparse_csr": median_ms(lambda: torch_csr @ x.T, 15, 3),
-                             f"{KERNEL}_fp32": median_ms(lambda: spmm(x, fp32, out=out), 15, 3),
-                             f"{KERNEL}_int8": median_ms(lambda: spmm(x, int8, out=out), 15, 3),
-                             f"{KERNEL}_int8_1x4": median_ms(lambda: spmm(x, int8_1x4, out=out), 15, 3)}
+                             "torch_sparse_csr": median_ms(lambda: torch_csr @ x.T, 15, 3)}
+                    for width in widths:
+                        if width != "numba":
+                            use_kernel(width)
+                        for values, m in (("fp32", fp32), ("int8", int8), ("int8_1x4", int8_1x4)):
+                            times[f"{width}_{values}"] = median_ms(lambda: spmm(x, m, out=out), 15, 3)
                 record = {"matrix": name, "shape": [out_f, in_f], "sparsity": sparsity, "tokens": tokens,
                           "threads": args.threads,
                           **{f"{k}_gflops": round(useful / t / 1e6, 2) for k, t in times.items()},  # t in ms
-                          "speedup_over_dense": round(times["mkl_dense"] / times[f"{KERNEL}_fp32"], 2)}
+                          "speedup_over_dense": round(times["mkl_dense"] / times[f"{widths[0]}_fp32"], 2),
+                          "processor": processor(), "instruction_sets": instruction_sets()}
                 records.append(record)
                 print(json.dumps(record))
     if args.json:

@@ -11,7 +11,7 @@ import sparsebert
 from sparsebert.errors import UserError
 from sparsebert.models import load_tokenizer
 from sparsebert.pruning import build_pruner, find_targets
-from sparsebert.sparse import calibration
+from sparsebert.sparse import calibration, kernels
 from sparsebert.sparse.engine import from_hf_model
 from sparsebert.sparse.format import export_model, load_exported
 from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, csr_linear, dense_to_csr, packed_attention, spmm
@@ -41,6 +41,41 @@ def test_kernels_match_the_dense_product(tokens, in_f, out_f, sparsity):
     assert (stood_for[weight == 0] == 0).all()  # pruned weights stay zero (a tiny one may round to zero too)
     np.testing.assert_allclose(spmm(torch.from_numpy(x), int8).numpy(), x @ stood_for.T + bias, atol=1e-4, rtol=1e-4)
     assert np.abs(stood_for - weight).max(initial=0) <= np.abs(weight).max(initial=0) / 254 + 1e-6
+
+
+@pytest.mark.skipif(KERNEL == "numba", reason="the C kernel is not built here")
+@pytest.mark.parametrize("tokens", [1, 37, 300])
+def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
+    """AVX-512 (where the processor has it) and AVX2 run the same sums in the same order: choosing the width
+    changes the speed, never the answer; asking for a width the processor lacks runs the narrower one."""
+    rng = np.random.default_rng(tokens)
+    x = torch.from_numpy(rng.standard_normal((tokens, 128)).astype(np.float32))
+    matrices = []
+    for sparsity in (0.0, 0.9, 1.0):
+        weight = rng.standard_normal((256, 128)).astype(np.float32)
+        weight[rng.random(weight.shape) < sparsity] = 0
+        blocked = weight * np.repeat(rng.random((256, 32)) >= sparsity, 4, axis=1)
+        bias = rng.standard_normal(256).astype(np.float32)
+        matrices += [CsrMatrix.from_dense(weight, bias), CsrMatrix.from_dense(weight, bias, "int8"),
+                     CsrMatrix.from_dense(blocked, bias, "int8", block=4)]
+    down = [CsrMatrix.from_dense(rng.standard_normal((128, 256)).astype(np.float32), None, values, block)
+            for values, block in (("fp32", 1), ("int8", 4))]
+    answers = {}
+    try:
+        for width in ("avx2", "avx512"):
+            in_use = kernels.use_kernel(width)
+            assert in_use == width or (width == "avx512" and "avx512_vnni" not in calibration.instruction_sets())
+            answers[width] = [spmm(x, m, gelu=gelu) for m in matrices for gelu in (False, True)]
+            answers[width] += [kernels.fused_ffn(x, up, d, torch.empty(tokens, 128))
+                               for up, d in ((matrices[3], down[0]), (matrices[5], down[1]))]
+    finally:
+        kernels.use_kernel(KERNEL)
+    for avx2, avx512 in zip(answers["avx2"], answers["avx512"]):
+        assert (avx2 is None) == (avx512 is None)  # the fused block runs only with strips for every thread
+        if avx2 is not None:
+            assert torch.equal(avx2, avx512)
+    with pytest.raises(ValueError, match="avx2 or avx512"):
+        kernels.use_kernel("sse")
 
 
 def test_fused_kernels_match_pytorch():

@@ -12,8 +12,8 @@
  * Threads: OpenMP. Loaded after torch, this library shares torch's libgomp (same soname), so torch's
  * operators and these kernels run on one thread pool and obey torch.set_num_threads.
  *
- * Built by the package's install (setup.py). The AVX2 code is compiled with a target attribute and
- * only called after sb_has_avx2() says the processor has AVX2 and FMA.
+ * Built by the package's install (setup.py). The AVX2 and AVX-512 code is compiled with target attributes;
+ * the caller chooses the width with sb_use_isa(), which never allows more than the processor has.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,10 +27,28 @@
 #define ROW_BLOCK 64 /* output rows per task: enough tasks for every thread even at one strip */
 
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
-int sb_has_avx2(void) {
+/* The widest instruction set both the processor and the caller allow: 2 AVX-512 (F, BW, VL, DQ) with VNNI,
+ * 1 AVX2 with FMA, 0 neither (the caller then uses its fall-back). Every width computes the same sums in
+ * the same order, lane for lane, so the answers do not depend on which one runs. */
+enum { ISA_NONE, ISA_AVX2, ISA_AVX512 };
+static int isa = ISA_AVX2;
+
+int sb_cpu_isa(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return ISA_NONE;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
+        return ISA_AVX512;
+    return ISA_AVX2;
+}
+
+/* Chooses the instruction set (at most the processor's); returns the one in use. */
+int sb_use_isa(int wanted) {
+    const int best = sb_cpu_isa();
+    isa = wanted < best ? wanted : best;
+    return isa;
 }
 
 int sb_max_threads(void) { return omp_get_max_threads(); }
@@ -109,13 +127,23 @@ AVX2 static void pack_strip(const float *x, int ldx, int start, int width, int i
     }
 }
 
+/* ys[o] = act(scale * (a + c) + b) for one row of a strip: its two sets of partial sums, 4 x 8 tokens. */
+AVX2 static inline void finish_row(const __m256 a[4], const __m256 c[4], float scale, float bias, int act, float *y) {
+    const __m256 s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
+    for (int r = 0; r < 4; r++) {
+        __m256 v = _mm256_fmadd_ps(_mm256_add_ps(a[r], c[r]), s, b);
+        _mm256_store_ps(y + 8 * r, act == 1 ? gelu(v) : v);
+    }
+}
+
 /* The rows [row_begin, row_end) of one strip: ys[o][STRIP] = act(scale[o] * (W[o] . xs) + b[o]).
  * Exactly one of vals_f32 / vals_i8 is given. */
-AVX2 static void strip_rows(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
-                            const int8_t *vals_i8, const float *scales, const float *bias, int act,
-                            int row_begin, int row_end, float *ys) {
+AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
+                                 const int8_t *vals_i8, const float *scales, const float *bias, int act,
+                                 int row_begin, int row_end, float *ys) {
     for (int o = row_begin; o < row_end; o++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        __m256 a[4], c[4];
+        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();
         int j = offsets[o];
         const int end = offsets[o + 1];
         for (; j + 1 < end; j += 2) {
@@ -128,35 +156,56 @@ AVX2 static void strip_rows(const float *xs, const int32_t *offsets, const uint1
                 v = _mm256_set1_ps((float)vals_i8[j]);
                 w = _mm256_set1_ps((float)vals_i8[j + 1]);
             }
-            a0 = _mm256_fmadd_ps(v, _mm256_load_ps(p), a0);
-            a1 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8), a1);
-            a2 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 16), a2);
-            a3 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 24), a3);
-            c0 = _mm256_fmadd_ps(w, _mm256_load_ps(q), c0);
-            c1 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 8), c1);
-            c2 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 16), c2);
-            c3 = _mm256_fmadd_ps(w, _mm256_load_ps(q + 24), c3);
+            for (int r = 0; r < 4; r++) {
+                a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
+                c[r] = _mm256_fmadd_ps(w, _mm256_load_ps(q + 8 * r), c[r]);
+            }
         }
         if (j < end) {
             const float *p = xs + (size_t)cols[j] * STRIP;
             __m256 v = vals_f32 ? _mm256_broadcast_ss(vals_f32 + j) : _mm256_set1_ps((float)vals_i8[j]);
-            a0 = _mm256_fmadd_ps(v, _mm256_load_ps(p), a0);
-            a1 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8), a1);
-            a2 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 16), a2);
-            a3 = _mm256_fmadd_ps(v, _mm256_load_ps(p + 24), a3);
+            for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
         }
-        __m256 s = _mm256_set1_ps(scales ? scales[o] : 1.0f), b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
-        __m256 r0 = _mm256_fmadd_ps(_mm256_add_ps(a0, c0), s, b), r1 = _mm256_fmadd_ps(_mm256_add_ps(a1, c1), s, b);
-        __m256 r2 = _mm256_fmadd_ps(_mm256_add_ps(a2, c2), s, b), r3 = _mm256_fmadd_ps(_mm256_add_ps(a3, c3), s, b);
-        if (act == 1) {
-            r0 = gelu(r0); r1 = gelu(r1); r2 = gelu(r2); r3 = gelu(r3);
-        }
-        float *y = ys + (size_t)o * STRIP;
-        _mm256_store_ps(y, r0);
-        _mm256_store_ps(y + 8, r1);
-        _mm256_store_ps(y + 16, r2);
-        _mm256_store_ps(y + 24, r3);
+        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
     }
+}
+
+/* The same rows with 16 tokens a register: half the loads and multiply-adds per non-zero. */
+AVX512 static void strip_rows_avx512(const float *xs, const int32_t *offsets, const uint16_t *cols,
+                                     const float *vals_f32, const int8_t *vals_i8, const float *scales,
+                                     const float *bias, int act, int row_begin, int row_end, float *ys) {
+    for (int o = row_begin; o < row_end; o++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+        int j = offsets[o];
+        const int end = offsets[o + 1];
+        for (; j + 1 < end; j += 2) {
+            const float *p = xs + (size_t)cols[j] * STRIP, *q = xs + (size_t)cols[j + 1] * STRIP;
+            const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
+            const __m512 w = _mm512_set1_ps(vals_f32 ? vals_f32[j + 1] : (float)vals_i8[j + 1]);
+            a0 = _mm512_fmadd_ps(v, _mm512_load_ps(p), a0);
+            a1 = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16), a1);
+            c0 = _mm512_fmadd_ps(w, _mm512_load_ps(q), c0);
+            c1 = _mm512_fmadd_ps(w, _mm512_load_ps(q + 16), c1);
+        }
+        if (j < end) {
+            const float *p = xs + (size_t)cols[j] * STRIP;
+            const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
+            a0 = _mm512_fmadd_ps(v, _mm512_load_ps(p), a0);
+            a1 = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16), a1);
+        }
+        const __m256 a[4] = {_mm512_castps512_ps256(a0), _mm512_extractf32x8_ps(a0, 1), _mm512_castps512_ps256(a1),
+                             _mm512_extractf32x8_ps(a1, 1)};
+        const __m256 c[4] = {_mm512_castps512_ps256(c0), _mm512_extractf32x8_ps(c0, 1), _mm512_castps512_ps256(c1),
+                             _mm512_extractf32x8_ps(c1, 1)};
+        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+    }
+}
+
+static void strip_rows(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
+                       const int8_t *vals_i8, const float *scales, const float *bias, int act, int row_begin,
+                       int row_end, float *ys) {
+    (isa == ISA_AVX512 ? strip_rows_avx512 : strip_rows_avx2)(xs, offsets, cols, vals_f32, vals_i8, scales, bias,
+                                                               act, row_begin, row_end, ys);
 }
 
 /* ys[out][STRIP] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
@@ -270,9 +319,22 @@ AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *z
     }
 }
 
-AVX2 static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
-                                 const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
-                                 const float *bias, int act, int row_begin, int row_end, float *ys) {
+/* One row of a strip from its integer sums acc (4 x 8 tokens): the zero points' correction, the scales, the
+ * bias and the activation. */
+AVX2 static inline void finish_row_i8x4(const __m256i acc[4], const __m256 z[4], const __m256 s[4], int32_t row_sum,
+                                        float weight_scale, float bias, int act, float *y) {
+    const __m256 rs = _mm256_set1_ps((float)row_sum), ws = _mm256_set1_ps(weight_scale), b = _mm256_set1_ps(bias);
+    for (int r = 0; r < 4; r++) {
+        __m256 v = _mm256_fnmadd_ps(z[r], rs, _mm256_cvtepi32_ps(acc[r]));
+        v = _mm256_fmadd_ps(v, _mm256_mul_ps(s[r], ws), b);
+        _mm256_store_ps(y + 8 * r, act == 1 ? gelu(v) : v);
+    }
+}
+
+AVX2 static void strip_rows_i8x4_avx2(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
+                                      const uint16_t *cols, const int8_t *vals, const float *scales,
+                                      const int32_t *row_sums, const float *bias, int act, int row_begin, int row_end,
+                                      float *ys) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 z[4], s[4];
     for (int r = 0; r < 4; r++) {
@@ -280,28 +342,54 @@ AVX2 static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const flo
         s[r] = _mm256_loadu_ps(scale + 8 * r);
     }
     for (int o = row_begin; o < row_end; o++) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        __m256i acc[4];
+        for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_si256();
         for (int j = offsets[o]; j < offsets[o + 1]; j++) {
             int32_t w4;
             memcpy(&w4, vals + 4 * (size_t)j, 4);
             const __m256i w = _mm256_set1_epi32(w4);
             const uint8_t *p = xq + (size_t)cols[j] * STRIP * 4;
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)p), w), ones));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 32)), w), ones));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 64)), w), ones));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 96)), w), ones));
+            for (int r = 0; r < 4; r++) {
+                const __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * r)), w);
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
+            }
         }
-        const __m256 rs = _mm256_set1_ps((float)row_sums[o]), ws = _mm256_set1_ps(scales[o]);
-        const __m256 b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
-        __m256i acc[4] = {a0, a1, a2, a3};
-        float *y = ys + (size_t)o * STRIP;
-        for (int r = 0; r < 4; r++) {
-            __m256 v = _mm256_fnmadd_ps(z[r], rs, _mm256_cvtepi32_ps(acc[r]));
-            v = _mm256_fmadd_ps(v, _mm256_mul_ps(s[r], ws), b);
-            if (act == 1) v = gelu(v);
-            _mm256_store_ps(y + 8 * r, v);
-        }
+        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
     }
+}
+
+/* The same rows with VNNI: one vpdpbusd per 16 tokens of a block. Weights within +-63 keep the AVX2 path's
+ * 16-bit pair sums from saturating, so both give the same integers. */
+AVX512 static void strip_rows_i8x4_vnni(const uint8_t *xq, const float *zero, const float *scale,
+                                        const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
+                                        const float *scales, const int32_t *row_sums, const float *bias, int act,
+                                        int row_begin, int row_end, float *ys) {
+    __m256 z[4], s[4];
+    for (int r = 0; r < 4; r++) {
+        z[r] = _mm256_loadu_ps(zero + 8 * r);
+        s[r] = _mm256_loadu_ps(scale + 8 * r);
+    }
+    for (int o = row_begin; o < row_end; o++) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+        for (int j = offsets[o]; j < offsets[o + 1]; j++) {
+            int32_t w4;
+            memcpy(&w4, vals + 4 * (size_t)j, 4);
+            const __m512i w = _mm512_set1_epi32(w4);
+            const uint8_t *p = xq + (size_t)cols[j] * STRIP * 4;
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(p), w);
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(p + 64), w);
+        }
+        const __m256i acc[4] = {_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1),
+                                _mm512_castsi512_si256(a1), _mm512_extracti64x4_epi64(a1, 1)};
+        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+    }
+}
+
+static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
+                            const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
+                            const float *bias, int act, int row_begin, int row_end, float *ys) {
+    (isa == ISA_AVX512 ? strip_rows_i8x4_vnni : strip_rows_i8x4_avx2)(xq, zero, scale, offsets, cols, vals, scales,
+                                                                       row_sums, bias, act, row_begin, row_end, ys);
 }
 
 /* Per-thread scratch of the int8 path, in floats: the fp32 strip, its uint8 form, zero points and scales. */

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .kernels import KERNEL, CsrMatrix, kernel_build, spmm
+from . import kernels
+from .kernels import CsrMatrix, kernel_build, spmm
 
 CALIBRATION_TOKENS = 256
 SPARSE_MARGIN = 0.9  # sparse only when clearly faster: a tie within timing noise goes to the dense product
@@ -40,7 +41,7 @@ def processor() -> str:
 @cache
 def instruction_sets() -> list[str]:
     """The vector extensions that decide which kernels the dense libraries run (MKL, oneDNN, ONNX Runtime
-    use AVX-512 and VNNI where present; sparsebert's kernels use AVX2 and FMA)."""
+    use AVX-512 and VNNI where present, as do sparsebert's kernels, else AVX2 and FMA)."""
     try:
         flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("flags")), [])
@@ -78,7 +79,7 @@ def _write_cache(answers: dict[str, bool]) -> None:
 def key(m: CsrMatrix) -> str:
     density = round(m.nnz / (m.out_features * m.in_features), 2)
     values = "fp32" if m.scales is None else ("int8 1x4" if m.block == 4 else "int8")
-    return (f"{processor()}|{'+'.join(instruction_sets())}|{torch.get_num_threads()} threads|{KERNEL} "
+    return (f"{processor()}|{'+'.join(instruction_sets())}|{torch.get_num_threads()} threads|{kernels.KERNEL} "
             f"{kernel_build()}|{m.out_features}x{m.in_features}|{density}|{values}")
 
 

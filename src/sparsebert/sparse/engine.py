@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import UserError
+from . import kernels
 from .calibration import runs_faster_sparse
-from .kernels import (KERNEL, CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
+from .kernels import (CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
                       to_matrices)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
@@ -159,7 +160,7 @@ class SparseModel(torch.nn.Module):
         linears = [lin for layer in self.layers
                    for lin in (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)]
         sparse = [lin for lin in linears if lin.sparse]
-        return {"kernel": KERNEL, "matrices": len(linears), "sparse_matrices": len(sparse),
+        return {"kernel": kernels.KERNEL, "matrices": len(linears), "sparse_matrices": len(sparse),
                 "dense_matrices": len(linears) - len(sparse),
                 "int8_block_matrices": sum(lin.matrix.block == 4 for lin in sparse),
                 "threads": torch.get_num_threads()}

@@ -1,10 +1,12 @@
 """Sparse x dense products for the CPU: y = act(x @ W.T + b) with W (out, in) in CSR form.
 
 Two implementations of one operation:
-- `_spmm.c`, a C kernel with AVX2 and OpenMP built by the install (see its header for the layout); used
-  where it was built and the processor has AVX2 and FMA;
+- `_spmm.c`, a C kernel with OpenMP built by the install (see its header for the layout), in two widths
+  chosen at run time: AVX-512 with VNNI where the processor has them, else AVX2 with FMA;
 - a numba kernel, the fall-back everywhere else (about 3x slower).
-`KERNEL` names the one in use. Values are fp32, or int8 with one scale per row; column indices uint16.
+`KERNEL` names the one in use ("avx512", "avx2" or "numba"); `$SPARSEBERT_KERNEL` may ask for a narrower one
+(never a wider one than the processor has). Values are fp32, or int8 with one scale per row; column indices
+uint16.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import cache
@@ -147,9 +150,10 @@ def _load_c_kernel():
     except ImportError:
         return None
     lib = ctypes.CDLL(_spmm.__file__)
-    if not lib.sb_has_avx2():
+    if not lib.sb_cpu_isa() or os.environ.get("SPARSEBERT_KERNEL") == "numba":
         return None
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    lib.sb_use_isa.argtypes = [i]
     lib.sb_spmm.argtypes = [i, i, i, p, i, p, p, p, p, p, p, i, p, i, p]
     lib.sb_spmm.restype = None
     lib.sb_spmm_work.argtypes = [i, i, i]
@@ -177,8 +181,29 @@ def _load_c_kernel():
     return lib
 
 
+ISAS = {"avx2": 1, "avx512": 2}  # the C kernel's widths, as _spmm.c numbers them
 _C = _load_c_kernel()
-KERNEL = "avx2" if _C is not None else "numba"
+KERNEL = "numba"
+
+
+def use_kernel(name: str) -> str:
+    """Runs the C kernel in the width `name` ("avx512" or "avx2"), or the narrower one the processor has;
+    returns the one now in use. Every width computes the same sums in the same order (bit for bit the same
+    answers), so this changes speed only."""
+    global KERNEL
+    if name not in ISAS:
+        raise ValueError(f"kernel {name!r}: the C kernel runs {' or '.join(ISAS)}")
+    if _C is not None:
+        in_use = _C.sb_use_isa(ISAS[name])
+        KERNEL = next(k for k, level in ISAS.items() if level == in_use)
+    return KERNEL
+
+
+if _C is not None:
+    wanted = os.environ.get("SPARSEBERT_KERNEL") or "avx512"
+    if wanted not in ISAS:
+        raise ImportError(f"SPARSEBERT_KERNEL={wanted!r}: use avx512, avx2 or numba")
+    use_kernel(wanted)
 
 
 @cache
