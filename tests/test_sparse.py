@@ -47,7 +47,8 @@ def test_kernels_match_the_dense_product(tokens, in_f, out_f, sparsity):
 @pytest.mark.parametrize("tokens", [1, 37, 300])
 def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
     """AVX-512 (where the processor has it) and AVX2 run the same sums in the same order: choosing the width
-    changes the speed, never the answer; asking for a width the processor lacks runs the narrower one."""
+    changes the speed, never the answer (products, GELU, the fused FFN, attention); asking for a width the
+    processor lacks runs the narrower one."""
     rng = np.random.default_rng(tokens)
     x = torch.from_numpy(rng.standard_normal((tokens, 128)).astype(np.float32))
     matrices = []
@@ -60,6 +61,10 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
                      CsrMatrix.from_dense(blocked, bias, "int8", block=4)]
     down = [CsrMatrix.from_dense(rng.standard_normal((128, 256)).astype(np.float32), None, values, block)
             for values, block in (("fp32", 1), ("int8", 4))]
+    lengths = [tokens, 5, 33, 1]  # sequences packed one after another, as the engine stores a batch
+    starts = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]))
+    qkv = {head_dim: torch.from_numpy(rng.standard_normal((sum(lengths), 3 * 4 * head_dim)).astype(np.float32))
+           for head_dim in (8, 32, 40)}  # 4 heads
     answers = {}
     try:
         for width in ("avx2", "avx512"):
@@ -68,6 +73,7 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
             answers[width] = [spmm(x, m, gelu=gelu) for m in matrices for gelu in (False, True)]
             answers[width] += [kernels.fused_ffn(x, up, d, torch.empty(tokens, 128))
                                for up, d in ((matrices[3], down[0]), (matrices[5], down[1]))]
+            answers[width] += [packed_attention(q, starts, 4, torch.empty(len(q), q.shape[1] // 3)) for q in qkv.values()]
     finally:
         kernels.use_kernel(KERNEL)
     for avx2, avx512 in zip(answers["avx2"], answers["avx512"]):

@@ -53,41 +53,44 @@ int sb_use_isa(int wanted) {
 
 int sb_max_threads(void) { return omp_get_max_threads(); }
 
-/* exp(x) for x <= 0 (Cephes' single-precision polynomial, relative error ~1e-7). */
-AVX2 static inline __m256 exp_neg(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+/* exp(x) for x <= 0 (Cephes' single-precision polynomial, relative error ~1e-7) and GELU with erf (BERT's
+ * "gelu": 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7),
+ * written once for both widths: V the vector type, VI its integer type, P the intrinsics' prefix, B the bits.
+ * Each width runs the same operations lane for lane, so both give the same values. */
+#define DEFINE_EXP_GELU(TARGET, V, VI, P, B, SUFFIX)                                                               \
+TARGET static inline V exp_neg##SUFFIX(V x) {                                                                      \
+    x = P##_max_ps(x, P##_set1_ps(-87.0f));                                                                        \
+    V fx = P##_floor_ps(P##_fmadd_ps(x, P##_set1_ps(1.44269504088896341f), P##_set1_ps(0.5f)));                    \
+    x = P##_fnmadd_ps(fx, P##_set1_ps(0.693359375f), x);                                                           \
+    x = P##_fnmadd_ps(fx, P##_set1_ps(-2.12194440e-4f), x);                                                        \
+    V y = P##_set1_ps(1.9875691500e-4f);                                                                           \
+    y = P##_fmadd_ps(y, x, P##_set1_ps(1.3981999507e-3f));                                                         \
+    y = P##_fmadd_ps(y, x, P##_set1_ps(8.3334519073e-3f));                                                         \
+    y = P##_fmadd_ps(y, x, P##_set1_ps(4.1665795894e-2f));                                                         \
+    y = P##_fmadd_ps(y, x, P##_set1_ps(1.6666665459e-1f));                                                         \
+    y = P##_fmadd_ps(y, x, P##_set1_ps(5.0000001201e-1f));                                                         \
+    y = P##_fmadd_ps(y, P##_mul_ps(x, x), P##_add_ps(x, P##_set1_ps(1.0f)));                                       \
+    VI n = P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(fx), P##_set1_epi32(127)), 23);                            \
+    return P##_mul_ps(y, P##_castsi##B##_ps(n));                                                                   \
+}                                                                                                                  \
+TARGET static inline V gelu##SUFFIX(V x) {                                                                         \
+    const V sign_mask = P##_set1_ps(-0.0f);                                                                        \
+    V z = P##_mul_ps(x, P##_set1_ps(0.70710678118654752f));                                                        \
+    V az = P##_andnot_ps(sign_mask, z);                                                                            \
+    V t = P##_div_ps(P##_set1_ps(1.0f), P##_fmadd_ps(P##_set1_ps(0.3275911f), az, P##_set1_ps(1.0f)));             \
+    V p = P##_set1_ps(1.061405429f);                                                                               \
+    p = P##_fmadd_ps(p, t, P##_set1_ps(-1.453152027f));                                                            \
+    p = P##_fmadd_ps(p, t, P##_set1_ps(1.421413741f));                                                             \
+    p = P##_fmadd_ps(p, t, P##_set1_ps(-0.284496736f));                                                            \
+    p = P##_fmadd_ps(p, t, P##_set1_ps(0.254829592f));                                                             \
+    p = P##_mul_ps(p, t);                                                                                          \
+    V erf_abs = P##_fnmadd_ps(p, exp_neg##SUFFIX(P##_mul_ps(P##_sub_ps(P##_setzero_ps(), az), az)),                \
+                              P##_set1_ps(1.0f));                                                                  \
+    V erf = P##_or_ps(erf_abs, P##_and_ps(z, sign_mask));                                                          \
+    return P##_mul_ps(P##_mul_ps(P##_set1_ps(0.5f), x), P##_add_ps(P##_set1_ps(1.0f), erf));                       \
 }
-
-/* GELU with erf (BERT's "gelu"): 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26
- * (absolute error below 1.5e-7). */
-AVX2 static inline __m256 gelu(__m256 x) {
-    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-    __m256 az = _mm256_andnot_ps(sign_mask, z);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, _mm256_set1_ps(1.0f)));
-    __m256 p = _mm256_set1_ps(1.061405429f);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-    p = _mm256_mul_ps(p, t);
-    __m256 erf_abs = _mm256_fnmadd_ps(p, exp_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az)),
-                                      _mm256_set1_ps(1.0f));
-    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_mask));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
+DEFINE_EXP_GELU(AVX2, __m256, __m256i, _mm256, 256, )
+DEFINE_EXP_GELU(AVX512, __m512, __m512i, _mm512, 512, 512)
 
 /* An 8 x 8 block of floats transposed in registers: r[i] holds row i on entry and column i on return. */
 AVX2 static inline void transpose8(__m256 r[8]) {
@@ -193,11 +196,15 @@ AVX512 static void strip_rows_avx512(const float *xs, const int32_t *offsets, co
             a0 = _mm512_fmadd_ps(v, _mm512_load_ps(p), a0);
             a1 = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16), a1);
         }
-        const __m256 a[4] = {_mm512_castps512_ps256(a0), _mm512_extractf32x8_ps(a0, 1), _mm512_castps512_ps256(a1),
-                             _mm512_extractf32x8_ps(a1, 1)};
-        const __m256 c[4] = {_mm512_castps512_ps256(c0), _mm512_extractf32x8_ps(c0, 1), _mm512_castps512_ps256(c1),
-                             _mm512_extractf32x8_ps(c1, 1)};
-        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+        const __m512 s = _mm512_set1_ps(scales ? scales[o] : 1.0f), b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+        __m512 r0 = _mm512_fmadd_ps(_mm512_add_ps(a0, c0), s, b), r1 = _mm512_fmadd_ps(_mm512_add_ps(a1, c1), s, b);
+        if (act == 1) {
+            r0 = gelu512(r0);
+            r1 = gelu512(r1);
+        }
+        float *y = ys + (size_t)o * STRIP;
+        _mm512_store_ps(y, r0);
+        _mm512_store_ps(y + 16, r1);
     }
 }
 
@@ -364,11 +371,8 @@ AVX512 static void strip_rows_i8x4_vnni(const uint8_t *xq, const float *zero, co
                                         const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
                                         const float *scales, const int32_t *row_sums, const float *bias, int act,
                                         int row_begin, int row_end, float *ys) {
-    __m256 z[4], s[4];
-    for (int r = 0; r < 4; r++) {
-        z[r] = _mm256_loadu_ps(zero + 8 * r);
-        s[r] = _mm256_loadu_ps(scale + 8 * r);
-    }
+    const __m512 z0 = _mm512_loadu_ps(zero), z1 = _mm512_loadu_ps(zero + 16);
+    const __m512 s0 = _mm512_loadu_ps(scale), s1 = _mm512_loadu_ps(scale + 16);
     for (int o = row_begin; o < row_end; o++) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0;
         for (int j = offsets[o]; j < offsets[o + 1]; j++) {
@@ -379,9 +383,17 @@ AVX512 static void strip_rows_i8x4_vnni(const uint8_t *xq, const float *zero, co
             a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(p), w);
             a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(p + 64), w);
         }
-        const __m256i acc[4] = {_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1),
-                                _mm512_castsi512_si256(a1), _mm512_extracti64x4_epi64(a1, 1)};
-        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+        /* finish_row_i8x4's arithmetic, 16 tokens a register */
+        const __m512 rs = _mm512_set1_ps((float)row_sums[o]), ws = _mm512_set1_ps(scales[o]);
+        const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+        __m512 v0 = _mm512_fmadd_ps(_mm512_fnmadd_ps(z0, rs, _mm512_cvtepi32_ps(a0)), _mm512_mul_ps(s0, ws), b);
+        __m512 v1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(z1, rs, _mm512_cvtepi32_ps(a1)), _mm512_mul_ps(s1, ws), b);
+        if (act == 1) {
+            v0 = gelu512(v0);
+            v1 = gelu512(v1);
+        }
+        _mm512_store_ps(ys + (size_t)o * STRIP, v0);
+        _mm512_store_ps(ys + (size_t)o * STRIP + 16, v1);
     }
 }
 
@@ -551,16 +563,43 @@ AVX2 void sb_add_layernorm(int rows, int hidden, const float *a, const float *b,
 /* Attention over packed sequences: sequence b holds the rows [starts[b], starts[b + 1]) of qkv (each row:
  * the head_dim-wide slices of Q for every head, then K, then V) and of out (the heads' outputs side by
  * side). Only real tokens are stored, so padding costs nothing. One task per (sequence, head):
- * for each 4 query rows (their scores stay in L1):
- *   S = (Q * scale) K^T   4 query rows x 16 keys at a time in 8 registers, over K^T laid out [dim][key];
+ * Q (scaled), K^T (laid out [dim][key]) and V are copied out of the token rows first, then for each block of
+ * query rows (their scores stay in L1):
+ *   S = (Q * scale) K^T   AVX2: 4 query rows x 16 keys in 8 registers; AVX-512: 4 x 32;
  *   P = softmax(S)        row by row, vectorised exp (the division by the sum applied to O's rows);
- *   O = P V               2 query rows x 32 dims in 8 registers, V's rows read where they are.
- * head_dim must be a multiple of 8 (the caller checks). */
+ *   O = P V               AVX2: 2 query rows x 32 dims in 8 registers; AVX-512: 4 x 32.
+ * Both widths run each score and output as the same chain of multiply-adds, and sum a row's exponentials
+ * in the same order, so they give the same values. head_dim must be a multiple of 8 (the caller checks). */
 static inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+#define KEYS 32 /* keys are padded to a multiple of this (16 with AVX2), zero keys masked out of the softmax */
+
 size_t sb_attention_work(int max_length, int head_dim) {
-    size_t lp = (size_t)round_up(max_length, 16);
+    size_t lp = (size_t)round_up(max_length, KEYS);
     return (size_t)omp_get_max_threads() * (3 * lp * head_dim + 4 * lp);
+}
+
+/* Q * scale and V into [row][dim] and K into [dim][key] (zero past length), 8 x 8 blocks at a time: rows
+ * of qkv lie 3 x hidden floats apart, a stride that maps V's rows onto a few L1 sets, so P V read them
+ * from L2 where it read them in place. */
+AVX2 static void copy_head(int length, int lp, int head_dim, const float *q, const float *k, const float *v, int ld,
+                           float scale, float *qs, float *kt, float *vs) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int i = 0; i < lp; i++)
+        for (int c = 0; c < head_dim; c += 8) {
+            const int real = i < length;
+            _mm256_storeu_ps(qs + (size_t)i * head_dim + c,
+                             real ? _mm256_mul_ps(_mm256_loadu_ps(q + (size_t)i * ld + c), sc) : _mm256_setzero_ps());
+            if (real) _mm256_storeu_ps(vs + (size_t)i * head_dim + c, _mm256_loadu_ps(v + (size_t)i * ld + c));
+        }
+    for (int i0 = 0; i0 < lp; i0 += 8)
+        for (int c = 0; c < head_dim; c += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = i0 + i < length ? _mm256_loadu_ps(k + (size_t)(i0 + i) * ld + c) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int d = 0; d < 8; d++) _mm256_storeu_ps(kt + (size_t)(c + d) * lp + i0, r[d]);
+        }
 }
 
 /* exp(row - max) in place; returns 1 / the sum, which P V applies to its output rows instead of a pass
@@ -569,7 +608,7 @@ AVX2 static float softmax_row(float *row, int length, int lp) {
     for (int j = length; j < lp; j++) row[j] = -INFINITY;
     __m256 m = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < lp; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + j));
-    float lanes[8], peak = -INFINITY, total = 0.0f;
+    float lanes[8], peak = -INFINITY;
     _mm256_storeu_ps(lanes, m);
     for (int l = 0; l < 8; l++) peak = lanes[l] > peak ? lanes[l] : peak;
     __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(peak);
@@ -578,9 +617,21 @@ AVX2 static float softmax_row(float *row, int length, int lp) {
         _mm256_storeu_ps(row + j, e);
         sum = _mm256_add_ps(sum, e);
     }
-    _mm256_storeu_ps(lanes, sum);
-    for (int l = 0; l < 8; l++) total += lanes[l];
-    return 1.0f / total;
+    return 1.0f / sum_lanes(sum);  /* the same order in both widths */
+}
+
+AVX512 static float softmax_row512(float *row, int length, int lp) {
+    for (int j = length; j < lp; j++) row[j] = -INFINITY;
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < lp; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    __m256 sum = _mm256_setzero_ps();
+    for (int j = 0; j < lp; j += 16) {
+        __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(row + j), mx));
+        _mm512_storeu_ps(row + j, e);
+        sum = _mm256_add_ps(_mm256_add_ps(sum, _mm512_castps512_ps256(e)), _mm512_extractf32x8_ps(e, 1));
+    }
+    return 1.0f / sum_lanes(sum);  /* the same order in both widths */
 }
 
 /* out rows i and i + 1 (only i where !pair) = P rows p0, p1 times V, scaled by s0, s1. */
@@ -622,22 +673,12 @@ AVX2 static void pv_pair(const float *p0, const float *p1, float s0, float s1, i
 }
 
 /* One head of one sequence, four query rows at a time (their scores stay in L1). */
-AVX2 static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
-                                float scale, float *out, int ldo, float *work) {
+AVX2 static void attention_head_avx2(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
+                                     float scale, float *out, int ldo, float *work) {
     const int lp = round_up(length, 16);
     float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
     float *sc = vs + (size_t)lp * head_dim;
-    /* Q, K and V copied out of the token rows first: rows of qkv lie 3 x hidden floats apart, a stride that
-     * maps V's rows onto a few L1 sets, so P V read them from L2 where it read them in place. */
-    for (int i = 0; i < length; i++)
-        for (int c = 0; c < head_dim; c++) {
-            qs[(size_t)i * head_dim + c] = q[(size_t)i * ld + c] * scale;
-            vs[(size_t)i * head_dim + c] = v[(size_t)i * ld + c];
-        }
-    for (int i = length; i < lp; i++)
-        for (int c = 0; c < head_dim; c++) qs[(size_t)i * head_dim + c] = 0.0f;
-    for (int c = 0; c < head_dim; c++)
-        for (int i = 0; i < lp; i++) kt[(size_t)c * lp + i] = i < length ? k[(size_t)i * ld + c] : 0.0f;
+    copy_head(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs);
     for (int i = 0; i < length; i += 4) {
         const float *qr = qs + (size_t)i * head_dim;
         for (int j = 0; j < lp; j += 16) {
@@ -667,19 +708,85 @@ AVX2 static void attention_head(int length, int head_dim, const float *q, const 
     }
 }
 
+/* out rows i..i + rows - 1 (rows <= 4) = P rows times V, each scaled by its inv; 32 dims at a time in zmm,
+ * the last 8-dim groups in ymm. */
+AVX512 static void pv_rows512(const float *p, int lp, const float *inv, int rows, int length, int head_dim,
+                              const float *v, float *out, int ldo) {
+    int c = 0;
+    for (; c + 32 <= head_dim; c += 32) {
+        __m512 a[4][2];
+        for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        for (int j = 0; j < length; j++) {
+            const float *vr = v + (size_t)j * head_dim + c;
+            const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
+            for (int r = 0; r < 4; r++) {
+                const __m512 x = _mm512_set1_ps(p[(size_t)r * lp + j]);
+                a[r][0] = _mm512_fmadd_ps(x, v0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(x, v1, a[r][1]);
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            const __m512 s = _mm512_set1_ps(inv[r]);
+            _mm512_storeu_ps(out + (size_t)r * ldo + c, _mm512_mul_ps(a[r][0], s));
+            _mm512_storeu_ps(out + (size_t)r * ldo + c + 16, _mm512_mul_ps(a[r][1], s));
+        }
+    }
+    for (; c < head_dim; c += 8) {
+        __m256 a[4];
+        for (int r = 0; r < 4; r++) a[r] = _mm256_setzero_ps();
+        for (int j = 0; j < length; j++) {
+            const __m256 vv = _mm256_loadu_ps(v + (size_t)j * head_dim + c);
+            for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)r * lp + j]), vv, a[r]);
+        }
+        for (int r = 0; r < rows; r++) _mm256_storeu_ps(out + (size_t)r * ldo + c, _mm256_mul_ps(a[r], _mm256_set1_ps(inv[r])));
+    }
+}
+
+AVX512 static void attention_head_avx512(int length, int head_dim, const float *q, const float *k, const float *v,
+                                         int ld, float scale, float *out, int ldo, float *work) {
+    const int lp = round_up(length, KEYS);
+    float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
+    float *sc = vs + (size_t)lp * head_dim;
+    copy_head(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs);
+    for (int i = 0; i < length; i += 4) {
+        const float *qr = qs + (size_t)i * head_dim;
+        for (int j = 0; j < lp; j += 32) {
+            __m512 s[4][2];
+            for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
+            for (int c = 0; c < head_dim; c++) {
+                const __m512 k0 = _mm512_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm512_loadu_ps(kt + (size_t)c * lp + j + 16);
+                for (int r = 0; r < 4; r++) {
+                    const __m512 x = _mm512_set1_ps(qr[(size_t)r * head_dim + c]);
+                    s[r][0] = _mm512_fmadd_ps(x, k0, s[r][0]);
+                    s[r][1] = _mm512_fmadd_ps(x, k1, s[r][1]);
+                }
+            }
+            for (int r = 0; r < 4; r++) {
+                _mm512_storeu_ps(sc + (size_t)r * lp + j, s[r][0]);
+                _mm512_storeu_ps(sc + (size_t)r * lp + j + 16, s[r][1]);
+            }
+        }
+        const int rows = length - i < 4 ? length - i : 4;
+        float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int r = 0; r < rows; r++) inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp);
+        pv_rows512(sc, lp, inv, rows, length, head_dim, vs, out + (size_t)i * ldo, ldo);
+    }
+}
+
 AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim, const float *qkv, int ld,
                        float scale, float *out, int ldo, float *work) {
     const int hidden = heads * head_dim;
     int max_length = 0;
     for (int b = 0; b < batch; b++)
         if (starts[b + 1] - starts[b] > max_length) max_length = starts[b + 1] - starts[b];
-    const size_t lp = (size_t)round_up(max_length, 16), per_thread = 3 * lp * head_dim + 4 * lp;
+    const size_t lp = (size_t)round_up(max_length, KEYS), per_thread = 3 * lp * head_dim + 4 * lp;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < batch * heads; task++) {
         const int b = task / heads, h = task % heads, start = starts[b];
         const float *q = qkv + (size_t)start * ld + h * head_dim;
-        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
-                       out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
+        (isa == ISA_AVX512 ? attention_head_avx512 : attention_head_avx2)(
+            starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
+            out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
     }
 }
 
