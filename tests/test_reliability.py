@@ -22,16 +22,23 @@ def assert_same_weights(a_folder, b_folder, names=("model.safetensors", "masks.s
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
 
 
-def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path):
-    reference = run_cli(*prune_cmd(tiny_model, tiny_teacher, tmp_path / "whole"))
+# each set of settings keeps state of its own across a resume: blocks and one threshold over all matrices with
+# the second learning-rate ramp; the labels alone; the teacher's outputs computed anew each step, from the
+# fine-tuned model pruned itself, its predictions alone
+@pytest.mark.parametrize("settings", [(), ("--pattern", "1x4", "--allocation", "global", "--lr-schedule", "rewind"),
+                                      ("--no-teacher",),
+                                      ("--no-cache-teacher", "--init", "teacher", "--distill", "logits")],
+                         ids=["default", "1x4-global-rewind", "no-teacher", "uncached-init-teacher-logits"])
+def test_killed_run_resumes_bit_identical(tiny_model, tiny_teacher, tmp_path, settings):
+    reference = run_cli(*prune_cmd(tiny_model, tiny_teacher, tmp_path / "whole", *settings))
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
-    kill_once_written(prune_cmd(tiny_model, tiny_teacher, out), out / "checkpoint-12")
+    kill_once_written(prune_cmd(tiny_model, tiny_teacher, out, *settings), out / "checkpoint-12")
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
     assert checkpoint.latest(out) is not None
 
-    resumed = run_cli(*prune_cmd(tiny_model, tiny_teacher, out, "--resume"))
+    resumed = run_cli(*prune_cmd(tiny_model, tiny_teacher, out, *settings, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(tmp_path / "whole", out)
     assert len(checkpoint.complete_checkpoints(out)) <= 2  # --keep-checkpoints 2
@@ -89,15 +96,35 @@ def test_debug_shows_the_traceback_behind_the_one_line(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "model folder not found" in debug.stderr
 
 
-def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_path):
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text("teacher: {max_train_samples: 64, epochs: 1, batch_size: 16, learning_rate: 1.0e-3}\n"
+@pytest.fixture(scope="module")
+def main_job(tiny_model, tmp_path_factory):
+    """The main job on a tiny preset, and the folder of one uninterrupted run of it."""
+    folder = tmp_path_factory.mktemp("main-job")
+    preset = folder / "tiny.yaml"
+    preset.write_text("teacher: {max_train_samples: 64, epochs: 2, batch_size: 16, learning_rate: 1.0e-3,"
+                      " save_every: 2}\n"
                       "prune: {max_train_samples: 96, max_steps: 36, batch_size: 8, prune_events: 9, eval_every: 12,"
                       " save_every: 4, learning_rate: 1.0e-3}\n")
     run = ["run", "--preset", str(preset), "--model", str(tiny_model), "--sparsity", "0.9"]
-    reference = run_cli(*run, "--output", str(tmp_path / "whole"))
+    reference = run_cli(*run, "--output", str(folder / "whole"))
     assert reference.returncode == 0, reference.stderr
+    return run, folder / "whole"
 
+
+def test_main_job_cut_off_in_its_teacher_resumes_to_the_same_models(main_job, tmp_path):
+    run, whole = main_job
+    out = tmp_path / "killed"
+    kill_once_written([*run, "--output", str(out)], out / "teacher" / "checkpoint-4")
+    assert not (out / "teacher" / "metrics.json").exists(), "the teacher finished before it could be killed"
+    resumed = run_cli("run", "--resume", "--output", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from checkpoint-4" in resumed.stdout
+    assert_same_weights(whole / "teacher", out / "teacher", names=("model.safetensors",))
+    assert_same_weights(whole / "student", out / "student")
+
+
+def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(main_job, tmp_path):
+    run, whole = main_job
     out = tmp_path / "killed"
     kill_once_written([*run, "--output", str(out)], out / "student" / "checkpoint-12")
     assert not (out / "student" / "metrics.json").exists(), "the run finished before it could be killed"
@@ -109,10 +136,9 @@ def test_main_job_cut_off_in_pruning_resumes_to_the_same_model(tiny_model, tmp_p
     assert resumed.returncode == 0, resumed.stderr
     assert "finished before, kept" in resumed.stdout and "resuming from checkpoint-" in resumed.stdout
     assert (out / "teacher" / "log.jsonl").read_text() == teacher_log, "the finished teacher was trained again"
-    assert_same_weights(tmp_path / "whole" / "student", out / "student")
+    assert_same_weights(whole / "student", out / "student")
     report = json.loads((out / "report.json").read_text())
-    assert report["resumed"] and report["sparse_score"] == json.loads(
-        (tmp_path / "whole" / "report.json").read_text())["sparse_score"]
+    assert report["resumed"] and report["sparse_score"] == json.loads((whole / "report.json").read_text())["sparse_score"]
     assert checkpoint.complete_checkpoints(out / "student") == checkpoint.complete_checkpoints(out / "teacher") == []
 
     # a student cut off before its first checkpoint starts over, and the user hears so

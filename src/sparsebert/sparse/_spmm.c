@@ -672,44 +672,8 @@ AVX2 static void pv_pair(const float *p0, const float *p1, float s0, float s1, i
     }
 }
 
-/* One head of one sequence, four query rows at a time (their scores stay in L1). */
-AVX2 static void attention_head_avx2(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
-                                     float scale, float *out, int ldo, float *work) {
-    const int lp = round_up(length, 16);
-    float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
-    float *sc = vs + (size_t)lp * head_dim;
-    copy_head(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs);
-    for (int i = 0; i < length; i += 4) {
-        const float *qr = qs + (size_t)i * head_dim;
-        for (int j = 0; j < lp; j += 16) {
-            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
-            for (int c = 0; c < head_dim; c++) {
-                __m256 k0 = _mm256_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm256_loadu_ps(kt + (size_t)c * lp + j + 8);
-                __m256 a = _mm256_broadcast_ss(qr + c), b = _mm256_broadcast_ss(qr + head_dim + c);
-                s00 = _mm256_fmadd_ps(a, k0, s00); s01 = _mm256_fmadd_ps(a, k1, s01);
-                s10 = _mm256_fmadd_ps(b, k0, s10); s11 = _mm256_fmadd_ps(b, k1, s11);
-                a = _mm256_broadcast_ss(qr + 2 * head_dim + c);
-                b = _mm256_broadcast_ss(qr + 3 * head_dim + c);
-                s20 = _mm256_fmadd_ps(a, k0, s20); s21 = _mm256_fmadd_ps(a, k1, s21);
-                s30 = _mm256_fmadd_ps(b, k0, s30); s31 = _mm256_fmadd_ps(b, k1, s31);
-            }
-            float *row = sc + j;
-            _mm256_storeu_ps(row, s00); _mm256_storeu_ps(row + 8, s01);
-            _mm256_storeu_ps(row + lp, s10); _mm256_storeu_ps(row + lp + 8, s11);
-            _mm256_storeu_ps(row + 2 * lp, s20); _mm256_storeu_ps(row + 2 * lp + 8, s21);
-            _mm256_storeu_ps(row + 3 * lp, s30); _mm256_storeu_ps(row + 3 * lp + 8, s31);
-        }
-        const int rows = length - i < 4 ? length - i : 4;
-        float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp);
-        for (int r = 0; r < rows; r += 2)
-            pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, inv[r], inv[r + 1], r + 1 < rows, length, head_dim,
-                    vs, head_dim, out + (size_t)(i + r) * ldo, ldo);
-    }
-}
-
-/* out rows i..i + rows - 1 (rows <= 4) = P rows times V, each scaled by its inv; 32 dims at a time in zmm,
- * the last 8-dim groups in ymm. */
+/* out rows 0..rows - 1 (rows <= 4, ldo apart) = P rows times V, each scaled by its inv; 32 dims at a time in
+ * zmm, the last 8-dim groups in ymm. */
 AVX512 static void pv_rows512(const float *p, int lp, const float *inv, int rows, int length, int head_dim,
                               const float *v, float *out, int ldo) {
     int c = 0;
@@ -738,38 +702,80 @@ AVX512 static void pv_rows512(const float *p, int lp, const float *inv, int rows
             const __m256 vv = _mm256_loadu_ps(v + (size_t)j * head_dim + c);
             for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(_mm256_set1_ps(p[(size_t)r * lp + j]), vv, a[r]);
         }
-        for (int r = 0; r < rows; r++) _mm256_storeu_ps(out + (size_t)r * ldo + c, _mm256_mul_ps(a[r], _mm256_set1_ps(inv[r])));
+        for (int r = 0; r < rows; r++)
+            _mm256_storeu_ps(out + (size_t)r * ldo + c, _mm256_mul_ps(a[r], _mm256_set1_ps(inv[r])));
     }
 }
 
-AVX512 static void attention_head_avx512(int length, int head_dim, const float *q, const float *k, const float *v,
-                                         int ld, float scale, float *out, int ldo, float *work) {
-    const int lp = round_up(length, KEYS);
+/* Scores of 4 query rows (qr, rows head_dim apart) against every key: sc[r][j] for j < lp. */
+AVX2 static void scores_avx2(const float *qr, const float *kt, int lp, int head_dim, float *sc) {
+    for (int j = 0; j < lp; j += 16) {
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        for (int c = 0; c < head_dim; c++) {
+            __m256 k0 = _mm256_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm256_loadu_ps(kt + (size_t)c * lp + j + 8);
+            __m256 a = _mm256_broadcast_ss(qr + c), b = _mm256_broadcast_ss(qr + head_dim + c);
+            s00 = _mm256_fmadd_ps(a, k0, s00); s01 = _mm256_fmadd_ps(a, k1, s01);
+            s10 = _mm256_fmadd_ps(b, k0, s10); s11 = _mm256_fmadd_ps(b, k1, s11);
+            a = _mm256_broadcast_ss(qr + 2 * head_dim + c);
+            b = _mm256_broadcast_ss(qr + 3 * head_dim + c);
+            s20 = _mm256_fmadd_ps(a, k0, s20); s21 = _mm256_fmadd_ps(a, k1, s21);
+            s30 = _mm256_fmadd_ps(b, k0, s30); s31 = _mm256_fmadd_ps(b, k1, s31);
+        }
+        float *row = sc + j;
+        _mm256_storeu_ps(row, s00); _mm256_storeu_ps(row + 8, s01);
+        _mm256_storeu_ps(row + lp, s10); _mm256_storeu_ps(row + lp + 8, s11);
+        _mm256_storeu_ps(row + 2 * lp, s20); _mm256_storeu_ps(row + 2 * lp + 8, s21);
+        _mm256_storeu_ps(row + 3 * lp, s30); _mm256_storeu_ps(row + 3 * lp + 8, s31);
+    }
+}
+
+AVX512 static void scores_avx512(const float *qr, const float *kt, int lp, int head_dim, float *sc) {
+    for (int j = 0; j < lp; j += 32) {
+        __m512 s[4][2];
+        for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
+        for (int c = 0; c < head_dim; c++) {
+            const __m512 k0 = _mm512_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm512_loadu_ps(kt + (size_t)c * lp + j + 16);
+            for (int r = 0; r < 4; r++) {
+                const __m512 x = _mm512_set1_ps(qr[(size_t)r * head_dim + c]);
+                s[r][0] = _mm512_fmadd_ps(x, k0, s[r][0]);
+                s[r][1] = _mm512_fmadd_ps(x, k1, s[r][1]);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            _mm512_storeu_ps(sc + (size_t)r * lp + j, s[r][0]);
+            _mm512_storeu_ps(sc + (size_t)r * lp + j + 16, s[r][1]);
+        }
+    }
+}
+
+/* Softmax of `rows` score rows and their outputs (rows of out, ldo apart) = P V. */
+AVX2 static void softmax_pv_avx2(float *sc, int lp, int rows, int length, int head_dim, const float *vs, float *out,
+                                 int ldo) {
+    float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp);
+    for (int r = 0; r < rows; r += 2)
+        pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, inv[r], inv[r + 1], r + 1 < rows, length, head_dim,
+                vs, head_dim, out + (size_t)r * ldo, ldo);
+}
+
+AVX512 static void softmax_pv_avx512(float *sc, int lp, int rows, int length, int head_dim, const float *vs,
+                                     float *out, int ldo) {
+    float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = 0; r < rows; r++) inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp);
+    pv_rows512(sc, lp, inv, rows, length, head_dim, vs, out, ldo);
+}
+
+/* One head of one sequence, four query rows at a time (their scores stay in L1). */
+static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
+                           float scale, float *out, int ldo, float *work) {
+    const int wide = isa == ISA_AVX512, lp = round_up(length, wide ? KEYS : 16);
     float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
     float *sc = vs + (size_t)lp * head_dim;
     copy_head(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs);
     for (int i = 0; i < length; i += 4) {
-        const float *qr = qs + (size_t)i * head_dim;
-        for (int j = 0; j < lp; j += 32) {
-            __m512 s[4][2];
-            for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
-            for (int c = 0; c < head_dim; c++) {
-                const __m512 k0 = _mm512_loadu_ps(kt + (size_t)c * lp + j), k1 = _mm512_loadu_ps(kt + (size_t)c * lp + j + 16);
-                for (int r = 0; r < 4; r++) {
-                    const __m512 x = _mm512_set1_ps(qr[(size_t)r * head_dim + c]);
-                    s[r][0] = _mm512_fmadd_ps(x, k0, s[r][0]);
-                    s[r][1] = _mm512_fmadd_ps(x, k1, s[r][1]);
-                }
-            }
-            for (int r = 0; r < 4; r++) {
-                _mm512_storeu_ps(sc + (size_t)r * lp + j, s[r][0]);
-                _mm512_storeu_ps(sc + (size_t)r * lp + j + 16, s[r][1]);
-            }
-        }
         const int rows = length - i < 4 ? length - i : 4;
-        float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int r = 0; r < rows; r++) inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp);
-        pv_rows512(sc, lp, inv, rows, length, head_dim, vs, out + (size_t)i * ldo, ldo);
+        (wide ? scores_avx512 : scores_avx2)(qs + (size_t)i * head_dim, kt, lp, head_dim, sc);
+        (wide ? softmax_pv_avx512 : softmax_pv_avx2)(sc, lp, rows, length, head_dim, vs, out + (size_t)i * ldo, ldo);
     }
 }
 
@@ -784,9 +790,8 @@ AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim
     for (int task = 0; task < batch * heads; task++) {
         const int b = task / heads, h = task % heads, start = starts[b];
         const float *q = qkv + (size_t)start * ld + h * head_dim;
-        (isa == ISA_AVX512 ? attention_head_avx512 : attention_head_avx2)(
-            starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
-            out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
+        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
+                       out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
     }
 }
 
