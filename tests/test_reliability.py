@@ -10,7 +10,8 @@ from conftest import kill_once_written, run_cli
 
 
 def prune_cmd(tiny_model, teacher, out, *extra):
-    return ["prune", "--teacher", str(teacher), "--student", str(tiny_model), "--output", str(out),
+    taught_by = [] if "--no-teacher" in extra else ["--teacher", str(teacher)]
+    return ["prune", *taught_by, "--student", str(tiny_model), "--output", str(out),
             "--max-train-samples", "96", "--max-steps", "36", "--batch-size", "8", "--sparsity", "0.9",
             "--prune-events", "9", "--eval-every", "12", "--save-every", "4", "--learning-rate", "1e-3",
             "--criterion", "taylor", *extra]  # the criterion with state (squared gradients) that must survive
