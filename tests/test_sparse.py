@@ -43,8 +43,14 @@ def test_kernels_match_the_dense_product(tokens, in_f, out_f, sparsity):
     assert np.abs(stood_for - weight).max(initial=0) <= np.abs(weight).max(initial=0) / 254 + 1e-6
 
 
+def feed_forward(x, up, down):
+    """The fused block where every thread gets whole strips, else its two products, as the engine runs them."""
+    fused = kernels.fused_ffn(x, up, down, torch.empty(len(x), down.out_features))
+    return fused if fused is not None else spmm(spmm(x, up, gelu=True), down)
+
+
 @pytest.mark.skipif(KERNEL == "numba", reason="the C kernel is not built here")
-@pytest.mark.parametrize("tokens", [1, 37, 300])
+@pytest.mark.parametrize("tokens", [1, 37, 128, 300])  # strips of 32 or 64 tokens: fewer than, as many as, more than threads
 def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
     """AVX-512 (where the processor has it) and AVX2 run the same sums in the same order: choosing the width
     changes the speed, never the answer (products, GELU, the fused FFN, attention); asking for a width the
@@ -71,15 +77,12 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
             in_use = kernels.use_kernel(width)
             assert in_use == width or (width == "avx512" and "avx512_vnni" not in calibration.instruction_sets())
             answers[width] = [spmm(x, m, gelu=gelu) for m in matrices for gelu in (False, True)]
-            answers[width] += [kernels.fused_ffn(x, up, d, torch.empty(tokens, 128))
-                               for up, d in ((matrices[3], down[0]), (matrices[5], down[1]))]
+            answers[width] += [feed_forward(x, up, d) for up, d in ((matrices[3], down[0]), (matrices[5], down[1]))]
             answers[width] += [packed_attention(q, starts, 4, torch.empty(len(q), q.shape[1] // 3)) for q in qkv.values()]
     finally:
         kernels.use_kernel(KERNEL)
     for avx2, avx512 in zip(answers["avx2"], answers["avx512"]):
-        assert (avx2 is None) == (avx512 is None)  # the fused block runs only with strips for every thread
-        if avx2 is not None:
-            assert torch.equal(avx2, avx512)
+        assert torch.equal(avx2, avx512)
     with pytest.raises(ValueError, match="avx2 or avx512"):
         kernels.use_kernel("sse")
 

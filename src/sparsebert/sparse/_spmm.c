@@ -1,8 +1,8 @@
 /* Sparse x dense products for the encoder engine: y = act(x @ W.T + b), W (out, in) in CSR form.
  *
- * Why this layout: tokens are processed in strips of 32. A strip of x is first transposed into
- * [feature][32 tokens], so the non-zero (o, k) of W is one broadcast of its value and four fused
- * multiply-adds on x's 32 tokens of feature k, loaded contiguously. The 32 sums of a row stay in
+ * Why this layout: tokens are processed in strips (32 with AVX2, 64 with AVX-512). A strip of x is first
+ * transposed into [feature][strip's tokens], so the non-zero (o, k) of W is one broadcast of its value and
+ * four fused multiply-adds on the strip's tokens of feature k, loaded contiguously. A row's sums stay in
  * registers (two sets of four, alternating between non-zeros, so eight independent FMA chains hide the
  * FMA latency) while the row's non-zeros stream; nothing but x is loaded per non-zero.
  *
@@ -23,7 +23,11 @@
 #include <string.h>
 #include <omp.h>
 
-#define STRIP 32
+/* Tokens per strip: 32 with AVX2, 64 with AVX-512 (four registers either way), so that a row's fixed cost
+ * (its loop, its epilogue) is shared by as many tokens as the registers hold. */
+#define STRIP_AVX2 32
+#define STRIP_AVX512 64
+static int strip_tokens = STRIP_AVX2;
 #define ROW_BLOCK 64 /* output rows per task: enough tasks for every thread even at one strip */
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -48,6 +52,7 @@ int sb_cpu_isa(void) {
 int sb_use_isa(int wanted) {
     const int best = sb_cpu_isa();
     isa = wanted < best ? wanted : best;
+    strip_tokens = isa == ISA_AVX512 ? STRIP_AVX512 : STRIP_AVX2;
     return isa;
 }
 
@@ -111,22 +116,22 @@ AVX2 static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][STRIP], zero-padded; 8 tokens x 8
+/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][strip_tokens], zero-padded; 8 tokens x 8
  * features at a time, transposed in registers (read element by element, the strided loads cost more than
  * the products of a sparse layer). */
 AVX2 static void pack_strip(const float *x, int ldx, int start, int width, int in_f, float *xs) {
     const int k8 = in_f & ~7;
-    for (int i0 = 0; i0 < STRIP; i0 += 8) {
+    for (int i0 = 0; i0 < strip_tokens; i0 += 8) {
         const float *rows[8];
         for (int r = 0; r < 8; r++) rows[r] = i0 + r < width ? x + (size_t)(start + i0 + r) * ldx : NULL;
         for (int k = 0; k < k8; k += 8) {
             __m256 v[8];
             for (int r = 0; r < 8; r++) v[r] = rows[r] ? _mm256_loadu_ps(rows[r] + k) : _mm256_setzero_ps();
             transpose8(v);
-            for (int c = 0; c < 8; c++) _mm256_store_ps(xs + (size_t)(k + c) * STRIP + i0, v[c]);
+            for (int c = 0; c < 8; c++) _mm256_store_ps(xs + (size_t)(k + c) * strip_tokens + i0, v[c]);
         }
         for (int k = k8; k < in_f; k++)
-            for (int r = 0; r < 8; r++) xs[(size_t)k * STRIP + i0 + r] = rows[r] ? rows[r][k] : 0.0f;
+            for (int r = 0; r < 8; r++) xs[(size_t)k * strip_tokens + i0 + r] = rows[r] ? rows[r][k] : 0.0f;
     }
 }
 
@@ -139,7 +144,7 @@ AVX2 static inline void finish_row(const __m256 a[4], const __m256 c[4], float s
     }
 }
 
-/* The rows [row_begin, row_end) of one strip: ys[o][STRIP] = act(scale[o] * (W[o] . xs) + b[o]).
+/* The rows [row_begin, row_end) of one strip: ys[o][32] = act(scale[o] * (W[o] . xs) + b[o]).
  * Exactly one of vals_f32 / vals_i8 is given. */
 AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
                                  const int8_t *vals_i8, const float *scales, const float *bias, int act,
@@ -150,7 +155,7 @@ AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const 
         int j = offsets[o];
         const int end = offsets[o + 1];
         for (; j + 1 < end; j += 2) {
-            const float *p = xs + (size_t)cols[j] * STRIP, *q = xs + (size_t)cols[j + 1] * STRIP;
+            const float *p = xs + (size_t)cols[j] * STRIP_AVX2, *q = xs + (size_t)cols[j + 1] * STRIP_AVX2;
             __m256 v, w;
             if (vals_f32) {
                 v = _mm256_broadcast_ss(vals_f32 + j);
@@ -165,46 +170,44 @@ AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const 
             }
         }
         if (j < end) {
-            const float *p = xs + (size_t)cols[j] * STRIP;
+            const float *p = xs + (size_t)cols[j] * STRIP_AVX2;
             __m256 v = vals_f32 ? _mm256_broadcast_ss(vals_f32 + j) : _mm256_set1_ps((float)vals_i8[j]);
             for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
         }
-        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP_AVX2);
     }
 }
 
-/* The same rows with 16 tokens a register: half the loads and multiply-adds per non-zero. */
+/* The same rows with 16 tokens a register and 64 a strip: each non-zero feeds four registers of its set, as
+ * in AVX2, for twice the tokens. */
 AVX512 static void strip_rows_avx512(const float *xs, const int32_t *offsets, const uint16_t *cols,
                                      const float *vals_f32, const int8_t *vals_i8, const float *scales,
                                      const float *bias, int act, int row_begin, int row_end, float *ys) {
     for (int o = row_begin; o < row_end; o++) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+        __m512 a[4], c[4];
+        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm512_setzero_ps();
         int j = offsets[o];
         const int end = offsets[o + 1];
         for (; j + 1 < end; j += 2) {
-            const float *p = xs + (size_t)cols[j] * STRIP, *q = xs + (size_t)cols[j + 1] * STRIP;
+            const float *p = xs + (size_t)cols[j] * STRIP_AVX512, *q = xs + (size_t)cols[j + 1] * STRIP_AVX512;
             const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
             const __m512 w = _mm512_set1_ps(vals_f32 ? vals_f32[j + 1] : (float)vals_i8[j + 1]);
-            a0 = _mm512_fmadd_ps(v, _mm512_load_ps(p), a0);
-            a1 = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16), a1);
-            c0 = _mm512_fmadd_ps(w, _mm512_load_ps(q), c0);
-            c1 = _mm512_fmadd_ps(w, _mm512_load_ps(q + 16), c1);
+            for (int r = 0; r < 4; r++) {
+                a[r] = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16 * r), a[r]);
+                c[r] = _mm512_fmadd_ps(w, _mm512_load_ps(q + 16 * r), c[r]);
+            }
         }
         if (j < end) {
-            const float *p = xs + (size_t)cols[j] * STRIP;
+            const float *p = xs + (size_t)cols[j] * STRIP_AVX512;
             const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
-            a0 = _mm512_fmadd_ps(v, _mm512_load_ps(p), a0);
-            a1 = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16), a1);
+            for (int r = 0; r < 4; r++) a[r] = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16 * r), a[r]);
         }
         const __m512 s = _mm512_set1_ps(scales ? scales[o] : 1.0f), b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-        __m512 r0 = _mm512_fmadd_ps(_mm512_add_ps(a0, c0), s, b), r1 = _mm512_fmadd_ps(_mm512_add_ps(a1, c1), s, b);
-        if (act == 1) {
-            r0 = gelu512(r0);
-            r1 = gelu512(r1);
+        float *y = ys + (size_t)o * STRIP_AVX512;
+        for (int r = 0; r < 4; r++) {
+            const __m512 v = _mm512_fmadd_ps(_mm512_add_ps(a[r], c[r]), s, b);
+            _mm512_store_ps(y + 16 * r, act == 1 ? gelu512(v) : v);
         }
-        float *y = ys + (size_t)o * STRIP;
-        _mm512_store_ps(y, r0);
-        _mm512_store_ps(y + 16, r1);
     }
 }
 
@@ -215,7 +218,7 @@ static void strip_rows(const float *xs, const int32_t *offsets, const uint16_t *
                                                                act, row_begin, row_end, ys);
 }
 
-/* ys[out][STRIP] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
+/* ys[out][strip_tokens] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
 AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, float *out, int ldo) {
     const int o8 = out_f & ~7;
     for (int i0 = 0; i0 < width; i0 += 8) {
@@ -223,38 +226,44 @@ AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, 
         float *dst = out + (size_t)(start + i0) * ldo;
         for (int o = 0; o < o8; o += 8) {
             __m256 v[8];
-            for (int r = 0; r < 8; r++) v[r] = _mm256_load_ps(ys + (size_t)(o + r) * STRIP + i0);
+            for (int r = 0; r < 8; r++) v[r] = _mm256_load_ps(ys + (size_t)(o + r) * strip_tokens + i0);
             transpose8(v);
             for (int c = 0; c < n; c++) _mm256_storeu_ps(dst + (size_t)c * ldo + o, v[c]);
         }
         for (int o = o8; o < out_f; o++)
-            for (int c = 0; c < n; c++) dst[(size_t)c * ldo + o] = ys[(size_t)o * STRIP + i0 + c];
+            for (int c = 0; c < n; c++) dst[(size_t)c * ldo + o] = ys[(size_t)o * strip_tokens + i0 + c];
     }
 }
 
+/* Whether every thread can take whole strips without leaving another idle for long: as many strips as
+ * threads (or a multiple), or at least two each. */
+static int whole_strips(int strips) {
+    const int threads = omp_get_max_threads();
+    return strips >= 2 * threads || strips % threads == 0;
+}
+
 /* out = act(x @ W.T + b) for x (tokens, in_f) and out (tokens, out_f), both token-major.
- * work: at least sb_spmm_work(tokens, in_f, out_f) floats, 32-byte aligned.
+ * work: at least sb_spmm_work(tokens, in_f, out_f) floats, 64-byte aligned.
  *
  * With enough strips for every thread, each thread takes whole strips: packs one, runs every row on it and
  * writes it back while the strip is still in L1/L2. With fewer strips than that (a short batch), the
  * strips are packed first and the rows are shared out in blocks, so every thread has work. */
 size_t sb_spmm_work(int tokens, int in_f, int out_f) {
-    size_t strips = (size_t)(tokens + STRIP - 1) / STRIP, threads = (size_t)omp_get_max_threads();
-    return (strips > threads ? strips : threads) * STRIP * ((size_t)in_f + (size_t)out_f);
+    size_t strips = (size_t)(tokens + strip_tokens - 1) / strip_tokens, threads = (size_t)omp_get_max_threads();
+    return (strips > threads ? strips : threads) * strip_tokens * ((size_t)in_f + (size_t)out_f);
 }
 
 void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
              const uint16_t *cols, const float *vals_f32, const int8_t *vals_i8, const float *scales,
              const float *bias, int act, float *out, int ldo, float *work) {
-    const int strips = (tokens + STRIP - 1) / STRIP;
-    const int threads = omp_get_max_threads();
-    if (strips >= 2 * threads) {
+    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
+    if (whole_strips(strips)) {
         #pragma omp parallel
         {
-            float *xs = work + (size_t)omp_get_thread_num() * STRIP * (in_f + out_f), *ys = xs + (size_t)STRIP * in_f;
+            float *xs = work + (size_t)omp_get_thread_num() * strip_tokens * (in_f + out_f), *ys = xs + (size_t)strip_tokens * in_f;
             #pragma omp for schedule(static)
             for (int s = 0; s < strips; s++) {
-                int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+                int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
                 pack_strip(x, ldx, start, width, in_f, xs);
                 strip_rows(xs, offsets, cols, vals_f32, vals_i8, scales, bias, act, 0, out_f, ys);
                 unpack_strip(ys, out_f, start, width, out, ldo);
@@ -263,25 +272,25 @@ void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int
         return;
     }
     const int blocks = (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
-    float *xb = work, *yb = work + (size_t)strips * STRIP * in_f;
+    float *xb = work, *yb = work + (size_t)strips * strip_tokens * in_f;
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
-            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
-            pack_strip(x, ldx, start, width, in_f, xb + (size_t)s * STRIP * in_f);
+            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
+            pack_strip(x, ldx, start, width, in_f, xb + (size_t)s * strip_tokens * in_f);
         }
         #pragma omp for schedule(static)
         for (int task = 0; task < strips * blocks; task++) {
             int s = task / blocks, block = task % blocks;
             int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
-            strip_rows(xb + (size_t)s * STRIP * in_f, offsets, cols, vals_f32, vals_i8, scales, bias, act,
-                       block * ROW_BLOCK, row_end, yb + (size_t)s * STRIP * out_f);
+            strip_rows(xb + (size_t)s * strip_tokens * in_f, offsets, cols, vals_f32, vals_i8, scales, bias, act,
+                       block * ROW_BLOCK, row_end, yb + (size_t)s * strip_tokens * out_f);
         }
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
-            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
-            unpack_strip(yb + (size_t)s * STRIP * out_f, out_f, start, width, out, ldo);
+            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
+            unpack_strip(yb + (size_t)s * strip_tokens * out_f, out_f, start, width, out, ldo);
         }
     }
 }
@@ -294,12 +303,12 @@ void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int
  * A strip's quantized activations are laid out [group of 4 inputs][32 tokens][4 bytes], so a block is one
  * broadcast of its 4 weights and, per 8 tokens, vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds. */
 
-/* xs[in][STRIP] (fp32) -> xq[in / 4][STRIP][4] (uint8) and, per token, zero point and scale. */
+/* xs[in][strip_tokens] (fp32) -> xq[in / 4][strip_tokens][4] (uint8) and, per token, zero point and scale. */
 AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *zero, float *scale) {
-    for (int r = 0; r < STRIP / 8; r++) {
+    for (int r = 0; r < strip_tokens / 8; r++) {
         __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
         for (int k = 0; k < in_f; k++) {
-            __m256 v = _mm256_load_ps(xs + (size_t)k * STRIP + 8 * r);
+            __m256 v = _mm256_load_ps(xs + (size_t)k * strip_tokens + 8 * r);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
         }
@@ -316,12 +325,12 @@ AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *z
         for (int g = 0; g < in_f / 4; g++) {
             __m256i packed = _mm256_setzero_si256();
             for (int j = 0; j < 4; j++) {
-                __m256 v = _mm256_load_ps(xs + (size_t)(4 * g + j) * STRIP + 8 * r);
+                __m256 v = _mm256_load_ps(xs + (size_t)(4 * g + j) * strip_tokens + 8 * r);
                 __m256i q = _mm256_cvtps_epi32(_mm256_fmadd_ps(v, inv, z));
                 q = _mm256_min_epi32(_mm256_max_epi32(q, zmin), zmax);
                 packed = _mm256_or_si256(packed, _mm256_slli_epi32(q, 8 * j));
             }
-            _mm256_storeu_si256((__m256i *)(xq + (size_t)g * STRIP * 4 + 32 * r), packed);
+            _mm256_storeu_si256((__m256i *)(xq + (size_t)g * strip_tokens * 4 + 32 * r), packed);
         }
     }
 }
@@ -355,13 +364,13 @@ AVX2 static void strip_rows_i8x4_avx2(const uint8_t *xq, const float *zero, cons
             int32_t w4;
             memcpy(&w4, vals + 4 * (size_t)j, 4);
             const __m256i w = _mm256_set1_epi32(w4);
-            const uint8_t *p = xq + (size_t)cols[j] * STRIP * 4;
+            const uint8_t *p = xq + (size_t)cols[j] * STRIP_AVX2 * 4;
             for (int r = 0; r < 4; r++) {
                 const __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * r)), w);
                 acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
             }
         }
-        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP);
+        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP_AVX2);
     }
 }
 
@@ -371,29 +380,29 @@ AVX512 static void strip_rows_i8x4_vnni(const uint8_t *xq, const float *zero, co
                                         const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
                                         const float *scales, const int32_t *row_sums, const float *bias, int act,
                                         int row_begin, int row_end, float *ys) {
-    const __m512 z0 = _mm512_loadu_ps(zero), z1 = _mm512_loadu_ps(zero + 16);
-    const __m512 s0 = _mm512_loadu_ps(scale), s1 = _mm512_loadu_ps(scale + 16);
+    __m512 z[4], s[4];
+    for (int r = 0; r < 4; r++) {
+        z[r] = _mm512_loadu_ps(zero + 16 * r);
+        s[r] = _mm512_loadu_ps(scale + 16 * r);
+    }
     for (int o = row_begin; o < row_end; o++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+        __m512i acc[4];
+        for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_si512();
         for (int j = offsets[o]; j < offsets[o + 1]; j++) {
             int32_t w4;
             memcpy(&w4, vals + 4 * (size_t)j, 4);
             const __m512i w = _mm512_set1_epi32(w4);
-            const uint8_t *p = xq + (size_t)cols[j] * STRIP * 4;
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(p), w);
-            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(p + 64), w);
+            const uint8_t *p = xq + (size_t)cols[j] * STRIP_AVX512 * 4;
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_loadu_si512(p + 64 * r), w);
         }
         /* finish_row_i8x4's arithmetic, 16 tokens a register */
         const __m512 rs = _mm512_set1_ps((float)row_sums[o]), ws = _mm512_set1_ps(scales[o]);
         const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-        __m512 v0 = _mm512_fmadd_ps(_mm512_fnmadd_ps(z0, rs, _mm512_cvtepi32_ps(a0)), _mm512_mul_ps(s0, ws), b);
-        __m512 v1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(z1, rs, _mm512_cvtepi32_ps(a1)), _mm512_mul_ps(s1, ws), b);
-        if (act == 1) {
-            v0 = gelu512(v0);
-            v1 = gelu512(v1);
+        float *y = ys + (size_t)o * STRIP_AVX512;
+        for (int r = 0; r < 4; r++) {
+            const __m512 v = _mm512_fmadd_ps(_mm512_fnmadd_ps(z[r], rs, _mm512_cvtepi32_ps(acc[r])), _mm512_mul_ps(s[r], ws), b);
+            _mm512_store_ps(y + 16 * r, act == 1 ? gelu512(v) : v);
         }
-        _mm512_store_ps(ys + (size_t)o * STRIP, v0);
-        _mm512_store_ps(ys + (size_t)o * STRIP + 16, v1);
     }
 }
 
@@ -405,30 +414,30 @@ static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *s
 }
 
 /* Per-thread scratch of the int8 path, in floats: the fp32 strip, its uint8 form, zero points and scales. */
-static size_t i8x4_strip_floats(int in_f) { return (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4 + 2 * STRIP; }
+static size_t i8x4_strip_floats(int in_f) { return (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4 + 2 * strip_tokens; }
 
 size_t sb_spmm_i8x4_work(int tokens, int in_f, int out_f) {
-    size_t strips = (size_t)(tokens + STRIP - 1) / STRIP, threads = (size_t)omp_get_max_threads();
-    return (strips > threads ? strips : threads) * (i8x4_strip_floats(in_f) + (size_t)STRIP * out_f);
+    size_t strips = (size_t)(tokens + strip_tokens - 1) / strip_tokens, threads = (size_t)omp_get_max_threads();
+    return (strips > threads ? strips : threads) * (i8x4_strip_floats(in_f) + (size_t)strip_tokens * out_f);
 }
 
 /* out = act(x @ W.T + b) for W in int8 1x4 blocks; the same split of work as sb_spmm. in_f % 4 == 0. */
 void sb_spmm_i8x4(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
                   const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
                   const float *bias, int act, float *out, int ldo, float *work) {
-    const int strips = (tokens + STRIP - 1) / STRIP, threads = omp_get_max_threads();
-    const size_t per_strip = i8x4_strip_floats(in_f) + (size_t)STRIP * out_f;
-    const int streaming = strips >= 2 * threads;
+    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
+    const size_t per_strip = i8x4_strip_floats(in_f) + (size_t)strip_tokens * out_f;
+    const int streaming = whole_strips(strips);
     const int blocks = streaming ? 1 : (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
             float *xs = work + (size_t)(streaming ? omp_get_thread_num() : s) * per_strip;
-            uint8_t *xq = (uint8_t *)(xs + (size_t)STRIP * in_f);
-            float *zero = xs + (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4, *scale = zero + STRIP;
-            float *ys = scale + STRIP;
-            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            uint8_t *xq = (uint8_t *)(xs + (size_t)strip_tokens * in_f);
+            float *zero = xs + (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4, *scale = zero + strip_tokens;
+            float *ys = scale + strip_tokens;
+            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
             pack_strip(x, ldx, start, width, in_f, xs);
             quantize_strip(xs, in_f, xq, zero, scale);
             if (streaming) {
@@ -441,14 +450,14 @@ void sb_spmm_i8x4(int tokens, int in_f, int out_f, const float *x, int ldx, cons
             for (int task = 0; task < strips * blocks; task++) {
                 int s = task / blocks, block = task % blocks;
                 float *xs = work + (size_t)s * per_strip;
-                float *zero = xs + (size_t)STRIP * in_f + (size_t)STRIP * in_f / 4, *scale = zero + STRIP;
+                float *zero = xs + (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4, *scale = zero + strip_tokens;
                 int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
-                strip_rows_i8x4((uint8_t *)(xs + (size_t)STRIP * in_f), zero, scale, offsets, cols, vals, scales,
-                                row_sums, bias, act, block * ROW_BLOCK, row_end, scale + STRIP);
+                strip_rows_i8x4((uint8_t *)(xs + (size_t)strip_tokens * in_f), zero, scale, offsets, cols, vals, scales,
+                                row_sums, bias, act, block * ROW_BLOCK, row_end, scale + strip_tokens);
             }
             #pragma omp for schedule(static)
             for (int s = 0; s < strips; s++) {
-                int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+                int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
                 float *ys = work + (size_t)s * per_strip + i8x4_strip_floats(in_f);
                 unpack_strip(ys, out_f, start, width, out, ldo);
             }
@@ -459,7 +468,7 @@ void sb_spmm_i8x4(int tokens, int in_f, int out_f, const float *x, int ldx, cons
 /* The fused feed-forward block with both matrices in int8 1x4 blocks (see sb_ffn); returns 0 and does
  * nothing where there are too few strips. */
 size_t sb_ffn_i8x4_work(int hidden, int inter) {
-    return (size_t)omp_get_max_threads() * (i8x4_strip_floats(hidden) + i8x4_strip_floats(inter) + (size_t)STRIP * hidden);
+    return (size_t)omp_get_max_threads() * (i8x4_strip_floats(hidden) + i8x4_strip_floats(inter) + (size_t)strip_tokens * hidden);
 }
 
 int sb_ffn_i8x4(int tokens, int hidden, int inter, const float *x, int ldx,
@@ -467,21 +476,21 @@ int sb_ffn_i8x4(int tokens, int hidden, int inter, const float *x, int ldx,
                 const int32_t *row_sums1, const float *bias1,
                 const int32_t *offsets2, const uint16_t *cols2, const int8_t *vals2, const float *scales2,
                 const int32_t *row_sums2, const float *bias2, float *out, int ldo, float *work) {
-    const int strips = (tokens + STRIP - 1) / STRIP;
-    if (strips < 2 * omp_get_max_threads()) return 0;
+    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
+    if (!whole_strips(strips)) return 0;
     const size_t first = i8x4_strip_floats(hidden), second = i8x4_strip_floats(inter);
     #pragma omp parallel
     {
-        float *xs = work + (size_t)omp_get_thread_num() * (first + second + (size_t)STRIP * hidden);
-        uint8_t *xq = (uint8_t *)(xs + (size_t)STRIP * hidden);
-        float *zero = xs + (size_t)STRIP * hidden + (size_t)STRIP * hidden / 4, *scale = zero + STRIP;
+        float *xs = work + (size_t)omp_get_thread_num() * (first + second + (size_t)strip_tokens * hidden);
+        uint8_t *xq = (uint8_t *)(xs + (size_t)strip_tokens * hidden);
+        float *zero = xs + (size_t)strip_tokens * hidden + (size_t)strip_tokens * hidden / 4, *scale = zero + strip_tokens;
         float *hs = xs + first;
-        uint8_t *hq = (uint8_t *)(hs + (size_t)STRIP * inter);
-        float *hzero = hs + (size_t)STRIP * inter + (size_t)STRIP * inter / 4, *hscale = hzero + STRIP;
+        uint8_t *hq = (uint8_t *)(hs + (size_t)strip_tokens * inter);
+        float *hzero = hs + (size_t)strip_tokens * inter + (size_t)strip_tokens * inter / 4, *hscale = hzero + strip_tokens;
         float *ys = hs + second;
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
-            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
             pack_strip(x, ldx, start, width, hidden, xs);
             quantize_strip(xs, hidden, xq, zero, scale);
             strip_rows_i8x4(xq, zero, scale, offsets1, cols1, vals1, scales1, row_sums1, bias1, 1, 0, inter, hs);
@@ -498,7 +507,7 @@ int sb_ffn_i8x4(int tokens, int hidden, int inter, const float *x, int ldx,
  * memory and being transposed twice. Each thread takes whole strips; the caller uses two sb_spmm calls
  * when there are too few strips for that (sb_ffn returns 0 then, having done nothing). */
 size_t sb_ffn_work(int hidden, int inter) {
-    return (size_t)omp_get_max_threads() * STRIP * (2 * (size_t)hidden + (size_t)inter);
+    return (size_t)omp_get_max_threads() * strip_tokens * (2 * (size_t)hidden + (size_t)inter);
 }
 
 int sb_ffn(int tokens, int hidden, int inter, const float *x, int ldx,
@@ -506,15 +515,15 @@ int sb_ffn(int tokens, int hidden, int inter, const float *x, int ldx,
            const float *scales1, const float *bias1,
            const int32_t *offsets2, const uint16_t *cols2, const float *f32_2, const int8_t *i8_2,
            const float *scales2, const float *bias2, float *out, int ldo, float *work) {
-    const int strips = (tokens + STRIP - 1) / STRIP;
-    if (strips < 2 * omp_get_max_threads()) return 0;
+    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
+    if (!whole_strips(strips)) return 0;
     #pragma omp parallel
     {
-        float *xs = work + (size_t)omp_get_thread_num() * STRIP * (2 * hidden + inter);
-        float *hs = xs + (size_t)STRIP * hidden, *ys = hs + (size_t)STRIP * inter;
+        float *xs = work + (size_t)omp_get_thread_num() * strip_tokens * (2 * hidden + inter);
+        float *hs = xs + (size_t)strip_tokens * hidden, *ys = hs + (size_t)strip_tokens * inter;
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
-            int start = s * STRIP, width = tokens - start < STRIP ? tokens - start : STRIP;
+            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
             pack_strip(x, ldx, start, width, hidden, xs);
             strip_rows(xs, offsets1, cols1, f32_1, i8_1, scales1, bias1, 1, 0, inter, hs);
             strip_rows(hs, offsets2, cols2, f32_2, i8_2, scales2, bias2, 0, 0, hidden, ys);
