@@ -321,8 +321,8 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr
     records = json.loads((tmp_path / "bench.json").read_text())
     engines = {r["engine"] for r in records}
-    assert engines == {"pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8", "sparsebert-fp32",
-                       "sparsebert-int8"}
+    assert engines == {"pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-fused",
+                       "sparsebert-fp32", "sparsebert-int8"}
     for r in records:
         assert r["batch_size"] in (1, 2) and r["seq_length"] == 16 and r["threads"] == 1
         assert r["max_logit_diff"] < (1e-4 if r["engine"] in ("pytorch-fp32", "sparsebert-fp32") else 0.1), r

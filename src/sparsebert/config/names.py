@@ -5,6 +5,6 @@ CRITERIA = ("magnitude", "taylor")
 ALLOCATIONS = ("global", "uniform")
 PATTERNS = ("unstructured", "1x4")
 VALUE_DTYPES = ("int8", "fp16", "fp32")
-BENCH_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8",
+BENCH_ENGINES = ("pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-fused",
                  "sparsebert-fp32", "sparsebert-int8", "sparsebert-int8-1x4")
 METRICS = ("accuracy", "f1_macro", "f1", "matthews_corr", "spearman", "pearson")
