@@ -151,6 +151,38 @@ def test_engine_hidden_states_match_the_dense_model(tiny_model, mode, left_padde
     assert_same_as_dense(model, engine, single, 1e-4)
 
 
+@pytest.mark.parametrize("model_type,head_dim", [("bert", 64), ("roberta", 32), ("xlm-roberta", 64), ("electra", 32)])
+def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_every_kernel(model_type, head_dim,
+                                                                                           monkeypatch):
+    """Tiny random models of each accepted family (ELECTRA with embeddings narrower than its layers), sequences
+    up to 512 tokens, right-padded: the same hidden states as Hugging Face through each kernel this machine can
+    run (AVX-512, AVX2, the numba fall-back without the C library)."""
+    hidden = 2 * head_dim
+    config = AutoConfig.for_model(model_type, vocab_size=500, hidden_size=hidden, num_attention_heads=2,
+                                  num_hidden_layers=2, intermediate_size=4 * hidden, max_position_embeddings=514,
+                                  num_labels=2, **({"embedding_size": head_dim} if model_type == "electra" else {}))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():
+        for m in find_targets(model).values():
+            m.weight.mul_(5)
+    build_pruner(find_targets(model), 0.8, 0, 0, 1).step(0)
+    lengths = [512, 300, 37, 1]
+    ids = torch.randint(5, 500, (len(lengths), 512), generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(512)[None, :] < torch.tensor(lengths)[:, None]).long()
+    inputs = {"input_ids": ids.masked_fill(mask == 0, config.pad_token_id), "attention_mask": mask}
+    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
+    try:
+        for width in widths:
+            kernels.use_kernel(width)
+            assert_same_as_dense(model, from_hf_model(model, engine="sparse"), inputs, 2e-4)
+    finally:
+        if KERNEL != "numba":
+            kernels.use_kernel(KERNEL)
+    monkeypatch.setattr(kernels, "_C", None)
+    assert_same_as_dense(model, from_hf_model(model, engine="sparse"), inputs, 2e-4)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu_new", "gelu_pytorch_tanh"])
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
 def test_the_engine_runs_the_models_own_activation(tmp_path, activation, mode):
