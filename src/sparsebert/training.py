@@ -158,6 +158,20 @@ class TrainingRun:
             yield epoch, indices
         self.bar.close()
 
+    def optimise(self, loss: torch.Tensor, epoch: int, *, share: float, scaler, averaged, clipped, pruner=None,
+                 **logged) -> bool:
+        """The step every loop takes once it has its loss: a loss that is not finite stops the run (no model
+        written); backward, the optimiser's step (with the pruner's where the loop prunes), and the step counted
+        and logged with `logged`. True where an evaluation is due (on the main process only)."""
+        optimizer, scheduler = self.checkpointed["optimizer"], self.checkpointed["scheduler"]
+        stop_if_loss_not_finite(loss, self.state.step, self.out)
+        backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=self.processes,
+                          averaged=averaged, clipped=clipped, pruner=pruner, step=self.state.step)
+        if pruner is None:
+            return self.step_done(epoch, loss, **logged, lr=scheduler.get_last_lr()[0])
+        return self.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
+                              sparsity=pruner.level)
+
     def step_done(self, epoch: int, loss: torch.Tensor, shown: dict | None = None, **logged) -> bool:
         """Counts the step (its time, the bar, a log record of its loss and `logged`); True where an evaluation
         is due (on the main process only)."""
@@ -168,8 +182,13 @@ class TrainingRun:
         self.log.write(step=self.state.step, epoch=epoch, loss=loss.item(), **logged)
         return self.processes.main and (self.state.step % self.eval_every == 0 or self.state.step == self.steps)
 
-    def evaluated(self, metrics: dict, main_metric: str, eligible: bool = True, said: str = "", **logged) -> None:
-        """Records a dev evaluation: the latest and the best (among `eligible` ones), in the log and on screen."""
+    def evaluated(self, metrics: dict, main_metric: str, pruner=None, said: str = "") -> None:
+        """Records a dev evaluation: the latest and the best, in the log and on screen. Where the loop prunes, the
+        sparsity then is recorded beside it, and only evaluations at the target sparsity compete for the best."""
+        logged, eligible = {}, True
+        if pruner is not None:
+            logged, eligible = {"sparsity": pruner.level}, pruner.level >= self.config.sparsity
+            said = f" sparsity {pruner.level:.3f}{said}"
         self.state.record_evaluation(metrics, main_metric, eligible)
         self.log.write(step=self.state.step, eval=metrics, **logged)
         self.bar.write(f"step {self.state.step}{said}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

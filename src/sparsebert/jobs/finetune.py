@@ -10,8 +10,7 @@ from ..modelcard import write_model_card
 from ..loading import load_model
 from ..models import check_model_positions, save_model
 from ..runio import resumed_config, start_run, write_json
-from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
-                        stop_if_loss_not_finite, task_loss, total_steps)
+from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, task_loss, total_steps
 
 
 def run(config: FinetuneConfig) -> dict:
@@ -39,10 +38,8 @@ def run(config: FinetuneConfig) -> dict:
         batch = to_device(collate(train, local), device)
         with distributed.autocast(device, config.precision):
             loss = task_loss(task, model(**model_inputs(batch)).logits.float(), batch["labels"])
-        stop_if_loss_not_finite(loss, training.state.step, out)
-        backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
-                          averaged=model.parameters(), clipped=model.parameters())
-        if training.step_done(epoch, loss, lr=scheduler.get_last_lr()[0]):
+        if training.optimise(loss, epoch, share=share, scaler=scaler, averaged=model.parameters(),
+                             clipped=model.parameters()):
             training.evaluated(evaluate(model, task, dev, config.eval_batch_size), task.main_metric)
         training.checkpoint_if_due()
     report = training.finish()

@@ -24,8 +24,7 @@ from ..models import check_model_positions, copy_task_head, save_model, shrink_m
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json
-from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
-                        stop_if_loss_not_finite, task_loss, total_steps)
+from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, task_loss, total_steps
 
 
 def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
@@ -135,16 +134,10 @@ def run(config: PruneConfig) -> dict:
                                  else Outputs(teacher(**inputs).logits))
                 terms = loss_fn.terms(s_out, t_out, batch["labels"], batch["attention_mask"])
                 loss = loss_fn.combine(terms)
-        stop_if_loss_not_finite(loss, training.state.step, out)
-        backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
-                          averaged=[p for _, p in params], clipped=student.parameters(), pruner=pruner,
-                          step=training.state.step)
-        logged = {name: term.item() for name, term in terms.items()}
-        if training.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
-                              sparsity=pruner.level):
-            training.evaluated(evaluate(student, task, dev, config.eval_batch_size), task.main_metric,
-                               eligible=pruner.level >= config.sparsity, said=f" sparsity {pruner.level:.3f}",
-                               sparsity=pruner.level)
+        if training.optimise(loss, epoch, share=share, scaler=scaler, averaged=[p for _, p in params],
+                             clipped=student.parameters(), pruner=pruner,
+                             **{name: term.item() for name, term in terms.items()}):
+            training.evaluated(evaluate(student, task, dev, config.eval_batch_size), task.main_metric, pruner)
         training.checkpoint_if_due()
     report = training.finish()
     if report is None:

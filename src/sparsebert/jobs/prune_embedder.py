@@ -27,8 +27,7 @@ from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json
 from ..sparse.engine import sentence_length
-from ..training import (TrainingRun, backward_and_step, eval_interval, optimizer_and_schedule, set_seed,
-                        stop_if_loss_not_finite, total_steps)
+from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, total_steps
 from .embed import read_sentences
 from .export import copy_sentence_transformers_files
 
@@ -109,16 +108,11 @@ def run(config: EmbedderConfig) -> dict:
                      "embedding": embedding_term(mean_pool(s_out.hidden[-1].float(), mask),
                                                  mean_pool(t_out.hidden[-1].float(), mask), config.embedding_loss)}
             loss = sum(weights[name] * term for name, term in terms.items())
-        stop_if_loss_not_finite(loss, training.state.step, out)
-        backward_and_step(loss * share, optimizer=optimizer, scheduler=scheduler, scaler=scaler, processes=processes,
-                          averaged=[p for _, p in params], clipped=student.parameters(), pruner=pruner,
-                          step=training.state.step)
-        logged = {name: term.item() for name, term in terms.items()}
-        if training.step_done(epoch, loss, {"sparsity": f"{pruner.level:.3f}"}, **logged, lr=scheduler.get_last_lr()[0],
-                              sparsity=pruner.level):
-            training.evaluated(quality(student), "sts_b_spearman", eligible=pruner.level >= config.sparsity,
-                               said=f" sparsity {pruner.level:.3f} (teacher {teacher_metrics['sts_b_spearman']:.4f})",
-                               sparsity=pruner.level)
+        if training.optimise(loss, epoch, share=share, scaler=scaler, averaged=[p for _, p in params],
+                             clipped=student.parameters(), pruner=pruner,
+                             **{name: term.item() for name, term in terms.items()}):
+            training.evaluated(quality(student), "sts_b_spearman", pruner,
+                               said=f" (teacher {teacher_metrics['sts_b_spearman']:.4f})")
         training.checkpoint_if_due()
     report = training.finish()
     if report is None:
