@@ -183,6 +183,18 @@ def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_ev
     assert_same_as_dense(model, from_hf_model(model, engine="sparse"), inputs, 2e-4)
 
 
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_a_row_of_padding_only_gives_what_hugging_face_gives_never_nan(tiny_model, mode):
+    model = pruned_tiny(tiny_model)
+    inputs = batch_of_mixed_lengths()
+    inputs["attention_mask"][1] = 0
+    got = from_hf_model(model, engine=mode)(**inputs).logits
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu_new", "gelu_pytorch_tanh"])
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
 def test_the_engine_runs_the_models_own_activation(tmp_path, activation, mode):
