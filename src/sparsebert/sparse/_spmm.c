@@ -235,65 +235,6 @@ AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, 
     }
 }
 
-/* Whether every thread can take whole strips without leaving another idle for long: as many strips as
- * threads (or a multiple), or at least two each. */
-static int whole_strips(int strips) {
-    const int threads = omp_get_max_threads();
-    return strips >= 2 * threads || strips % threads == 0;
-}
-
-/* out = act(x @ W.T + b) for x (tokens, in_f) and out (tokens, out_f), both token-major.
- * work: at least sb_spmm_work(tokens, in_f, out_f) floats, 64-byte aligned.
- *
- * With enough strips for every thread, each thread takes whole strips: packs one, runs every row on it and
- * writes it back while the strip is still in L1/L2. With fewer strips than that (a short batch), the
- * strips are packed first and the rows are shared out in blocks, so every thread has work. */
-size_t sb_spmm_work(int tokens, int in_f, int out_f) {
-    size_t strips = (size_t)(tokens + strip_tokens - 1) / strip_tokens, threads = (size_t)omp_get_max_threads();
-    return (strips > threads ? strips : threads) * strip_tokens * ((size_t)in_f + (size_t)out_f);
-}
-
-void sb_spmm(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
-             const uint16_t *cols, const float *vals_f32, const int8_t *vals_i8, const float *scales,
-             const float *bias, int act, float *out, int ldo, float *work) {
-    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
-    if (whole_strips(strips)) {
-        #pragma omp parallel
-        {
-            float *xs = work + (size_t)omp_get_thread_num() * strip_tokens * (in_f + out_f), *ys = xs + (size_t)strip_tokens * in_f;
-            #pragma omp for schedule(static)
-            for (int s = 0; s < strips; s++) {
-                int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-                pack_strip(x, ldx, start, width, in_f, xs);
-                strip_rows(xs, offsets, cols, vals_f32, vals_i8, scales, bias, act, 0, out_f, ys);
-                unpack_strip(ys, out_f, start, width, out, ldo);
-            }
-        }
-        return;
-    }
-    const int blocks = (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
-    float *xb = work, *yb = work + (size_t)strips * strip_tokens * in_f;
-    #pragma omp parallel
-    {
-        #pragma omp for schedule(static)
-        for (int s = 0; s < strips; s++) {
-            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-            pack_strip(x, ldx, start, width, in_f, xb + (size_t)s * strip_tokens * in_f);
-        }
-        #pragma omp for schedule(static)
-        for (int task = 0; task < strips * blocks; task++) {
-            int s = task / blocks, block = task % blocks;
-            int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
-            strip_rows(xb + (size_t)s * strip_tokens * in_f, offsets, cols, vals_f32, vals_i8, scales, bias, act,
-                       block * ROW_BLOCK, row_end, yb + (size_t)s * strip_tokens * out_f);
-        }
-        #pragma omp for schedule(static)
-        for (int s = 0; s < strips; s++) {
-            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-            unpack_strip(yb + (size_t)s * strip_tokens * out_f, out_f, start, width, out, ldo);
-        }
-    }
-}
 
 /* ---- int8 blocks of 1x4 ----
  * Where a matrix was pruned in blocks of 4 consecutive inputs (`prune --pattern 1x4`), each block is 4 int8
@@ -413,121 +354,117 @@ static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *s
                                                                        row_sums, bias, act, row_begin, row_end, ys);
 }
 
-/* Per-thread scratch of the int8 path, in floats: the fp32 strip, its uint8 form, zero points and scales. */
-static size_t i8x4_strip_floats(int in_f) { return (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4 + 2 * strip_tokens; }
+/* ---- the strip driver, shared by every product ----
+ * A matrix as the kernels take it: CSR of single weights (fp32 values, or int8 with a scale per row) or of
+ * int8 1x4 blocks (with each row's sum). A strip of its input is the fp32 strip [in][strip], and for blocks
+ * also its uint8 form [in / 4][strip][4] with each token's zero point and scale. */
+typedef struct {
+    int in_f, out_f, block;
+    const int32_t *offsets;
+    const uint16_t *cols;
+    const float *f32;
+    const int8_t *i8;
+    const float *scales;
+    const int32_t *row_sums;
+    const float *bias;
+} Matrix;
 
-size_t sb_spmm_i8x4_work(int tokens, int in_f, int out_f) {
-    size_t strips = (size_t)(tokens + strip_tokens - 1) / strip_tokens, threads = (size_t)omp_get_max_threads();
-    return (strips > threads ? strips : threads) * (i8x4_strip_floats(in_f) + (size_t)strip_tokens * out_f);
+static size_t input_floats(const Matrix *m) {
+    const size_t fp32 = (size_t)strip_tokens * m->in_f;
+    return m->block == 4 ? fp32 + fp32 / 4 + 2 * (size_t)strip_tokens : fp32;
 }
 
-/* out = act(x @ W.T + b) for W in int8 1x4 blocks; the same split of work as sb_spmm. in_f % 4 == 0. */
-void sb_spmm_i8x4(int tokens, int in_f, int out_f, const float *x, int ldx, const int32_t *offsets,
-                  const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
-                  const float *bias, int act, float *out, int ldo, float *work) {
-    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
-    const size_t per_strip = i8x4_strip_floats(in_f) + (size_t)strip_tokens * out_f;
-    const int streaming = whole_strips(strips);
-    const int blocks = streaming ? 1 : (out_f + ROW_BLOCK - 1) / ROW_BLOCK;
+/* x's rows [start, start + width) as m's input strip. */
+static void prepare_strip(const Matrix *m, const float *x, int ldx, int start, int width, float *xs) {
+    if (x) pack_strip(x, ldx, start, width, m->in_f, xs);
+    if (m->block == 4) {
+        float *zero = xs + (size_t)strip_tokens * m->in_f * 5 / 4;
+        quantize_strip(xs, m->in_f, (uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero, zero + strip_tokens);
+    }
+}
+
+static void run_rows(const Matrix *m, const float *xs, int act, int row_begin, int row_end, float *ys) {
+    if (m->block == 4) {
+        const float *zero = xs + (size_t)strip_tokens * m->in_f * 5 / 4;
+        strip_rows_i8x4((const uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero, zero + strip_tokens, m->offsets,
+                        m->cols, m->i8, m->scales, m->row_sums, m->bias, act, row_begin, row_end, ys);
+    } else {
+        strip_rows(xs, m->offsets, m->cols, m->f32, m->i8, m->scales, m->bias, act, row_begin, row_end, ys);
+    }
+}
+
+/* Whether every thread can take whole strips without leaving another idle for long: as many strips as
+ * threads (or a multiple), or at least two each. */
+static int whole_strips(int strips) {
+    const int threads = omp_get_max_threads();
+    return strips >= 2 * threads || strips % threads == 0;
+}
+
+static int strips_of(int tokens) { return (tokens + strip_tokens - 1) / strip_tokens; }
+
+/* Scratch of one strip: m1's input, m2's (the intermediate, where there is an m2) and the output strip. */
+static size_t strip_floats(const Matrix *m1, const Matrix *m2) {
+    const Matrix *last = m2 ? m2 : m1;
+    return input_floats(m1) + (m2 ? input_floats(m2) : 0) + (size_t)strip_tokens * last->out_f;
+}
+
+
+/* The products the engine calls (through ctypes, with Matrix structs it builds once per matrix):
+ * out = act(x @ W1.T + b1), or with m2 (NULL for none) the fused feed-forward block
+ * out = act(x @ W1.T + b1) @ W2.T + b2, for x (tokens, in) and out (tokens, out) token-major.
+ * work: sb_product_work() floats, 64-byte aligned.
+ * With enough strips for every thread, each thread takes whole strips: packs one, runs every row on it (and
+ * m2's on the intermediate, which never leaves its buffer in L2) and writes it back while the strip is still
+ * in L1/L2. With fewer strips than that (a short batch), the strips are packed first and the rows are shared
+ * out in blocks, so every thread has work; the fused block then returns 0, having done nothing, and the
+ * caller runs its two products apart. */
+size_t sb_product_work(int tokens, const Matrix *m1, const Matrix *m2) {
+    const size_t strips = (size_t)strips_of(tokens), threads = (size_t)omp_get_max_threads();
+    if (m2) return threads * strip_floats(m1, m2);  /* whole strips only: one per thread */
+    return (strips > threads ? strips : threads) * strip_floats(m1, NULL);
+}
+
+int sb_product(int tokens, const float *x, int ldx, const Matrix *m1, int act, const Matrix *m2, float *out, int ldo,
+               float *work) {
+    const int strips = strips_of(tokens), streaming = whole_strips(strips);
+    const Matrix *last = m2 ? m2 : m1;
+    const size_t per_strip = strip_floats(m1, m2);
+    if (m2 && !streaming) return 0;
+    const int blocks = streaming ? 1 : (last->out_f + ROW_BLOCK - 1) / ROW_BLOCK;
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
             float *xs = work + (size_t)(streaming ? omp_get_thread_num() : s) * per_strip;
-            uint8_t *xq = (uint8_t *)(xs + (size_t)strip_tokens * in_f);
-            float *zero = xs + (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4, *scale = zero + strip_tokens;
-            float *ys = scale + strip_tokens;
-            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-            pack_strip(x, ldx, start, width, in_f, xs);
-            quantize_strip(xs, in_f, xq, zero, scale);
+            float *ys = xs + per_strip - (size_t)strip_tokens * last->out_f;
+            const int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
+            prepare_strip(m1, x, ldx, start, width, xs);
             if (streaming) {
-                strip_rows_i8x4(xq, zero, scale, offsets, cols, vals, scales, row_sums, bias, act, 0, out_f, ys);
-                unpack_strip(ys, out_f, start, width, out, ldo);
+                if (m2) {
+                    float *hs = xs + input_floats(m1);
+                    run_rows(m1, xs, act, 0, m1->out_f, hs);
+                    prepare_strip(m2, NULL, 0, 0, 0, hs);
+                    run_rows(m2, hs, 0, 0, m2->out_f, ys);
+                } else {
+                    run_rows(m1, xs, act, 0, m1->out_f, ys);
+                }
+                unpack_strip(ys, last->out_f, start, width, out, ldo);
             }
         }
         if (!streaming) {
             #pragma omp for schedule(static)
             for (int task = 0; task < strips * blocks; task++) {
-                int s = task / blocks, block = task % blocks;
+                const int s = task / blocks, block = task % blocks;
+                const int row_end = (block + 1) * ROW_BLOCK < m1->out_f ? (block + 1) * ROW_BLOCK : m1->out_f;
                 float *xs = work + (size_t)s * per_strip;
-                float *zero = xs + (size_t)strip_tokens * in_f + (size_t)strip_tokens * in_f / 4, *scale = zero + strip_tokens;
-                int row_end = (block + 1) * ROW_BLOCK < out_f ? (block + 1) * ROW_BLOCK : out_f;
-                strip_rows_i8x4((uint8_t *)(xs + (size_t)strip_tokens * in_f), zero, scale, offsets, cols, vals, scales,
-                                row_sums, bias, act, block * ROW_BLOCK, row_end, scale + strip_tokens);
+                run_rows(m1, xs, act, block * ROW_BLOCK, row_end, xs + per_strip - (size_t)strip_tokens * m1->out_f);
             }
             #pragma omp for schedule(static)
             for (int s = 0; s < strips; s++) {
-                int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-                float *ys = work + (size_t)s * per_strip + i8x4_strip_floats(in_f);
-                unpack_strip(ys, out_f, start, width, out, ldo);
+                const int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
+                unpack_strip(work + (size_t)(s + 1) * per_strip - (size_t)strip_tokens * m1->out_f, m1->out_f, start,
+                             width, out, ldo);
             }
-        }
-    }
-}
-
-/* The fused feed-forward block with both matrices in int8 1x4 blocks (see sb_ffn); returns 0 and does
- * nothing where there are too few strips. */
-size_t sb_ffn_i8x4_work(int hidden, int inter) {
-    return (size_t)omp_get_max_threads() * (i8x4_strip_floats(hidden) + i8x4_strip_floats(inter) + (size_t)strip_tokens * hidden);
-}
-
-int sb_ffn_i8x4(int tokens, int hidden, int inter, const float *x, int ldx,
-                const int32_t *offsets1, const uint16_t *cols1, const int8_t *vals1, const float *scales1,
-                const int32_t *row_sums1, const float *bias1,
-                const int32_t *offsets2, const uint16_t *cols2, const int8_t *vals2, const float *scales2,
-                const int32_t *row_sums2, const float *bias2, float *out, int ldo, float *work) {
-    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
-    if (!whole_strips(strips)) return 0;
-    const size_t first = i8x4_strip_floats(hidden), second = i8x4_strip_floats(inter);
-    #pragma omp parallel
-    {
-        float *xs = work + (size_t)omp_get_thread_num() * (first + second + (size_t)strip_tokens * hidden);
-        uint8_t *xq = (uint8_t *)(xs + (size_t)strip_tokens * hidden);
-        float *zero = xs + (size_t)strip_tokens * hidden + (size_t)strip_tokens * hidden / 4, *scale = zero + strip_tokens;
-        float *hs = xs + first;
-        uint8_t *hq = (uint8_t *)(hs + (size_t)strip_tokens * inter);
-        float *hzero = hs + (size_t)strip_tokens * inter + (size_t)strip_tokens * inter / 4, *hscale = hzero + strip_tokens;
-        float *ys = hs + second;
-        #pragma omp for schedule(static)
-        for (int s = 0; s < strips; s++) {
-            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-            pack_strip(x, ldx, start, width, hidden, xs);
-            quantize_strip(xs, hidden, xq, zero, scale);
-            strip_rows_i8x4(xq, zero, scale, offsets1, cols1, vals1, scales1, row_sums1, bias1, 1, 0, inter, hs);
-            quantize_strip(hs, inter, hq, hzero, hscale);
-            strip_rows_i8x4(hq, hzero, hscale, offsets2, cols2, vals2, scales2, row_sums2, bias2, 0, 0, hidden, ys);
-            unpack_strip(ys, hidden, start, width, out, ldo);
-        }
-    }
-    return 1;
-}
-
-/* The feed-forward block, fused: out = GELU(x @ W1.T + b1) @ W2.T + b2, one strip at a time, so the
- * intermediate activations (4x the hidden width) stay in the strip's buffer in L2 instead of going to
- * memory and being transposed twice. Each thread takes whole strips; the caller uses two sb_spmm calls
- * when there are too few strips for that (sb_ffn returns 0 then, having done nothing). */
-size_t sb_ffn_work(int hidden, int inter) {
-    return (size_t)omp_get_max_threads() * strip_tokens * (2 * (size_t)hidden + (size_t)inter);
-}
-
-int sb_ffn(int tokens, int hidden, int inter, const float *x, int ldx,
-           const int32_t *offsets1, const uint16_t *cols1, const float *f32_1, const int8_t *i8_1,
-           const float *scales1, const float *bias1,
-           const int32_t *offsets2, const uint16_t *cols2, const float *f32_2, const int8_t *i8_2,
-           const float *scales2, const float *bias2, float *out, int ldo, float *work) {
-    const int strips = (tokens + strip_tokens - 1) / strip_tokens;
-    if (!whole_strips(strips)) return 0;
-    #pragma omp parallel
-    {
-        float *xs = work + (size_t)omp_get_thread_num() * strip_tokens * (2 * hidden + inter);
-        float *hs = xs + (size_t)strip_tokens * hidden, *ys = hs + (size_t)strip_tokens * inter;
-        #pragma omp for schedule(static)
-        for (int s = 0; s < strips; s++) {
-            int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-            pack_strip(x, ldx, start, width, hidden, xs);
-            strip_rows(xs, offsets1, cols1, f32_1, i8_1, scales1, bias1, 1, 0, inter, hs);
-            strip_rows(hs, offsets2, cols2, f32_2, i8_2, scales2, bias2, 0, 0, hidden, ys);
-            unpack_strip(ys, hidden, start, width, out, ldo);
         }
     }
     return 1;

@@ -42,6 +42,7 @@ class CsrMatrix:
     in_features: int
     block: int = 1
     _single_fp32: "CsrMatrix | None" = field(default=None, repr=False, compare=False)
+    _c_matrix: "CMatrix | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         # sum of each row's int8 weights: the correction for the activations' zero point (see _spmm.c)
@@ -80,6 +81,17 @@ class CsrMatrix:
             nonzero, scales = quantize_rows(nonzero, row_offsets)
             return cls(row_offsets, col_indices, nonzero, scales, bias, weight.shape[1])
         return cls(row_offsets, col_indices, nonzero.astype(np.float32), None, bias, weight.shape[1])
+
+    @property
+    def c_matrix(self) -> "CMatrix":
+        """The C kernel's view of this matrix, built once (its pointers stay valid: the arrays are this object's)."""
+        if self._c_matrix is None:
+            int8 = self.scales is not None
+            self._c_matrix = CMatrix(self.in_features, self.out_features, self.block, _ptr(self.row_offsets),
+                                     _ptr(self.col_indices), None if int8 else _ptr(self.values),
+                                     _ptr(self.values) if int8 else None, _ptr(self.scales), _ptr(self.row_sums),
+                                     _ptr(self.bias))
+        return self._c_matrix
 
     def single_fp32(self) -> "CsrMatrix":
         """The same matrix as fp32 CSR of single weights, the numba fall-back's form; converted once."""
@@ -144,6 +156,12 @@ def quantize_rows(values: np.ndarray, row_offsets: np.ndarray, levels: int = 127
     return q, scales
 
 
+class CMatrix(ctypes.Structure):
+    """A matrix as the C kernel's `Matrix` reads it (pointers into the CsrMatrix's arrays)."""
+    _fields_ = [("in_f", ctypes.c_int), ("out_f", ctypes.c_int), ("block", ctypes.c_int)] + [
+        (name, ctypes.c_void_p) for name in ("offsets", "cols", "f32", "i8", "scales", "row_sums", "bias")]
+
+
 def _load_c_kernel():
     try:
         from . import _spmm
@@ -154,26 +172,15 @@ def _load_c_kernel():
         return None
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
     lib.sb_use_isa.argtypes = [i]
-    lib.sb_spmm.argtypes = [i, i, i, p, i, p, p, p, p, p, p, i, p, i, p]
-    lib.sb_spmm.restype = None
-    lib.sb_spmm_work.argtypes = [i, i, i]
-    lib.sb_spmm_work.restype = s
+    matrix = ctypes.POINTER(CMatrix)
+    lib.sb_product.argtypes = [i, p, i, matrix, i, matrix, p, i, p]
+    lib.sb_product.restype = i
+    lib.sb_product_work.argtypes = [i, matrix, matrix]
+    lib.sb_product_work.restype = s
     lib.sb_gelu.argtypes = [p, s]
     lib.sb_gelu.restype = None
-    lib.sb_ffn.argtypes = [i, i, i, p, i] + [p] * 6 + [p] * 6 + [p, i, p]
-    lib.sb_ffn.restype = i
-    lib.sb_ffn_work.argtypes = [i, i]
-    lib.sb_ffn_work.restype = s
     lib.sb_add_layernorm.argtypes = [i, i, p, p, p, p, ctypes.c_float, p]
     lib.sb_add_layernorm.restype = None
-    lib.sb_spmm_i8x4.argtypes = [i, i, i, p, i, p, p, p, p, p, p, i, p, i, p]
-    lib.sb_spmm_i8x4.restype = None
-    lib.sb_spmm_i8x4_work.argtypes = [i, i, i]
-    lib.sb_spmm_i8x4_work.restype = s
-    lib.sb_ffn_i8x4.argtypes = [i, i, i, p, i] + [p] * 6 + [p] * 6 + [p, i, p]
-    lib.sb_ffn_i8x4.restype = i
-    lib.sb_ffn_i8x4_work.argtypes = [i, i]
-    lib.sb_ffn_i8x4_work.restype = s
     lib.sb_attention.argtypes = [i, p, i, i, p, i, ctypes.c_float, p, i, p]
     lib.sb_attention.restype = None
     lib.sb_attention_work.argtypes = [i, i]
@@ -255,37 +262,20 @@ def spmm(x: torch.Tensor, m: CsrMatrix, gelu: bool = False, out: torch.Tensor | 
         out.copy_(torch.from_numpy(csr_linear(x.contiguous().numpy(), m.row_offsets, m.col_indices, m.values,
                                               np.zeros(m.out_features, np.float32) if m.bias is None else m.bias)))
         return torch.nn.functional.gelu(out, out=out) if gelu else out
-    if m.block == 4:
-        work = _work(_C.sb_spmm_i8x4_work(tokens, m.in_features, m.out_features))
-        _C.sb_spmm_i8x4(tokens, m.in_features, m.out_features, x.data_ptr(), x.stride(0), *_matrix_args(m),
-                        int(gelu), out.data_ptr(), out.stride(0), work.data_ptr())
-        return out
-    work = _work(_C.sb_spmm_work(tokens, m.in_features, m.out_features))
-    _C.sb_spmm(tokens, m.in_features, m.out_features, x.data_ptr(), x.stride(0), *_matrix_args(m), int(gelu),
-               out.data_ptr(), out.stride(0), work.data_ptr())
+    _C.sb_product(tokens, x.data_ptr(), x.stride(0), m.c_matrix, int(gelu), None, out.data_ptr(), out.stride(0),
+                  _work(_C.sb_product_work(tokens, m.c_matrix, None)).data_ptr())
     return out
 
 
-def _matrix_args(m: CsrMatrix) -> list:
-    """The pointers the C functions take for a matrix, in their order."""
-    if m.block == 4:
-        return [_ptr(m.row_offsets), _ptr(m.col_indices), _ptr(m.values), _ptr(m.scales), _ptr(m.row_sums),
-                _ptr(m.bias)]
-    int8 = m.scales is not None
-    return [_ptr(m.row_offsets), _ptr(m.col_indices), None if int8 else _ptr(m.values), _ptr(m.values) if int8 else None,
-            _ptr(m.scales), _ptr(m.bias)]
-
-
 def fused_ffn(x: torch.Tensor, up: CsrMatrix, down: CsrMatrix, out: torch.Tensor) -> torch.Tensor | None:
-    """GELU(x @ up.T + b) @ down.T + b, strip by strip (see sb_ffn); None where the C kernel is not in use or
+    """GELU(x @ up.T + b) @ down.T + b, strip by strip (see sb_product); None where the C kernel is not in use or
     the batch has too few tokens to give every thread whole strips (then run the two products apart)."""
-    if _C is None or up.block != down.block:
+    if _C is None:
         return None
     x = x if x.stride(-1) == 1 else x.contiguous()
-    work_size, ffn = ((_C.sb_ffn_i8x4_work, _C.sb_ffn_i8x4) if up.block == 4 else (_C.sb_ffn_work, _C.sb_ffn))
-    work = _work(work_size(down.out_features, up.out_features))
-    done = ffn(x.shape[0], down.out_features, up.out_features, x.data_ptr(), x.stride(0),
-               *_matrix_args(up), *_matrix_args(down), out.data_ptr(), out.stride(0), work.data_ptr())
+    work = _work(_C.sb_product_work(x.shape[0], up.c_matrix, down.c_matrix))
+    done = _C.sb_product(x.shape[0], x.data_ptr(), x.stride(0), up.c_matrix, 1, down.c_matrix, out.data_ptr(),
+                         out.stride(0), work.data_ptr())
     return out if done else None
 
 
