@@ -86,6 +86,23 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
     with pytest.raises(ValueError, match="avx2 or avx512"):
         kernels.use_kernel("sse")
 
+@pytest.mark.skipif(KERNEL == "numba", reason="the C kernel is not built here")
+@pytest.mark.parametrize("up_kind,down_kind", [(("fp32", 1), ("int8", 4)), (("int8", 4), ("fp32", 1)),
+                                               (("int8", 1), ("int8", 4))])
+def test_the_fused_block_of_two_kinds_of_matrix_gives_its_two_products(up_kind, down_kind):
+    """Calibration may keep one matrix of a block in CSR and export the other in 1x4 blocks: fused, the block
+    gives what its two products give apart."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((256, 128)).astype(np.float32))  # 4 strips or more: fused
+    up_weight = rng.standard_normal((512, 128)).astype(np.float32) * np.repeat(rng.random((512, 32)) >= 0.9, 4, 1)
+    down_weight = rng.standard_normal((128, 512)).astype(np.float32) * np.repeat(rng.random((128, 128)) >= 0.9, 4, 1)
+    up = CsrMatrix.from_dense(up_weight, rng.standard_normal(512).astype(np.float32), *up_kind)
+    down = CsrMatrix.from_dense(down_weight, rng.standard_normal(128).astype(np.float32), *down_kind)
+    fused = kernels.fused_ffn(x, up, down, torch.empty(256, 128))
+    assert fused is not None
+    torch.testing.assert_close(fused, spmm(spmm(x, up, gelu=True), down), atol=1e-5, rtol=1e-5)
+
+
 
 def test_fused_kernels_match_pytorch():
     rng = torch.Generator().manual_seed(0)
