@@ -39,6 +39,26 @@ def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list
     return mapping
 
 
+def save_pruned(student, tokenizer, out, pruner, task, report: dict, teacher_metrics: dict, main_metric: str,
+                job: str, summary: str, evaluations: list, **recorded) -> dict:
+    """The pruned model as a Hugging Face folder (zeros stored as zeros), its masks, sparsity.json, metrics.json
+    (the run's report, the teacher's scores, `recorded`, the sparsity reached) and a model card that says what
+    was done (`summary`) and how to make it again with `job`; returns the metrics."""
+    student.set_attn_implementation("sdpa")
+    save_model(student, tokenizer, out, task)
+    pruner.save_masks(out / "masks.safetensors")
+    sparsity = sparsity_report(student)
+    write_json(out / "sparsity.json", sparsity)
+    result = {**report, "teacher": teacher_metrics, "main_metric": main_metric, **recorded,
+              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
+    write_json(out / "metrics.json", result)
+    write_model_card(out, summary=f"{summary}, by sparsebert. Zeros are stored as zeros here; `sparsebert export` "
+                                  "makes the compressed folder that the sparse engine runs fast.",
+                     made_by=f"sparsebert {job} --config {out / 'config.yaml'} --output NEW-FOLDER",
+                     metrics=evaluations, sparsity=result["sparsity"])
+    return result
+
+
 def run(config: PruneConfig) -> dict:
     config = resumed_config(config)
     task = task_of(config)
@@ -143,19 +163,9 @@ def run(config: PruneConfig) -> dict:
     if report is None:
         distributed.finish(processes)
         return {}
-    student.set_attn_implementation("sdpa")
-    save_model(student, tokenizer, out, task)
-    pruner.save_masks(out / "masks.safetensors")
-    sparsity = sparsity_report(student)
-    write_json(out / "sparsity.json", sparsity)
-    result = {**report, "teacher": teacher_metrics, "main_metric": task.main_metric,
-              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
-    write_json(out / "metrics.json", result)
     how = "without a teacher" if teacher is None else f"distilling from `{config.teacher}`"
-    write_model_card(out, summary=f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}, "
-                                  "by sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
-                                  "compressed folder that the sparse engine runs fast.",
-                     made_by=f"sparsebert prune --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=training.state.metrics, sparsity=result["sparsity"])
+    result = save_pruned(student, tokenizer, out, pruner, task, report, teacher_metrics, task.main_metric, "prune",
+                         f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}",
+                         training.state.metrics)
     distributed.finish(processes)
     return result

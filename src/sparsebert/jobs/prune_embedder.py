@@ -20,15 +20,15 @@ from ..data import collate, model_inputs, to_device
 from ..distill import DistillationLoss, forward_with_internals, set_scores_attention, teacher_hidden_variance
 from ..embedding import embed, encode_sentences, glue_sentences, mean_pool, sts_b_spearman
 from ..errors import UserError
-from ..modelcard import write_model_card
 from ..loading import load_encoder
-from ..models import check_model_positions, load_tokenizer, resolve_model_path, save_model
-from ..pruning import build_pruner, find_targets, sparsity_report
+from ..models import check_model_positions, load_tokenizer, resolve_model_path
+from ..pruning import build_pruner, find_targets
 from ..pruning.pattern import PATTERNS
-from ..runio import resumed_config, start_run, write_json
+from ..runio import resumed_config, start_run
 from ..sparse.engine import sentence_length
 from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, total_steps
 from .embed import read_sentences
+from .prune import save_pruned
 from .export import copy_sentence_transformers_files
 
 
@@ -118,20 +118,10 @@ def run(config: EmbedderConfig) -> dict:
     if report is None:
         distributed.finish(processes)
         return {}
-    student.set_attn_implementation("sdpa")
-    save_model(student, tokenizer, out)
+    result = save_pruned(student, tokenizer, out, pruner, None, report, teacher_metrics, "sts_b_spearman",
+                         "prune-embedder", f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} sparsity "
+                         f"while distilling from its dense self on {len(train)} unlabelled sentences",
+                         training.state.metrics, sentences=len(train))
     copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
-    pruner.save_masks(out / "masks.safetensors")
-    sparsity = sparsity_report(student)
-    write_json(out / "sparsity.json", sparsity)
-    result = {**report, "teacher": teacher_metrics, "main_metric": "sts_b_spearman", "sentences": len(train),
-              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
-    write_json(out / "metrics.json", result)
-    write_model_card(out, summary=f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} sparsity while "
-                                  f"distilling from its dense self on {len(train)} unlabelled sentences, by "
-                                  "sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
-                                  "compressed folder that the sparse engine runs fast.",
-                     made_by=f"sparsebert prune-embedder --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=training.state.metrics, sparsity=result["sparsity"])
     distributed.finish(processes)
     return result
