@@ -19,7 +19,7 @@ from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, csr_line
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("tokens,in_f,out_f", [(1, 16, 8), (37, 64, 96), (200, 96, 40), (130, 384, 1536)])
+@pytest.mark.parametrize("tokens,in_f,out_f", [(1, 16, 8), (20, 64, 96), (37, 64, 96), (200, 96, 40), (130, 384, 1536)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 0.99, 1.0])
 def test_kernels_match_the_dense_product(tokens, in_f, out_f, sparsity):
     rng = np.random.default_rng(tokens + out_f)
@@ -50,7 +50,8 @@ def feed_forward(x, up, down):
 
 
 @pytest.mark.skipif(KERNEL == "numba", reason="the C kernel is not built here")
-@pytest.mark.parametrize("tokens", [1, 37, 128, 300])  # strips of 32 or 64 tokens: fewer than, as many as, more than threads
+@pytest.mark.parametrize("tokens", [1, 20, 37, 128, 300])  # strips of 32 or 64 tokens: fewer than, as many as, more
+# than threads; a last strip of 1, 2, 3 or 4 registers' worth of tokens
 def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
     """AVX-512 (where the processor has it) and AVX2 run the same sums in the same order: choosing the width
     changes the speed, never the answer (products, GELU, the fused FFN, attention); asking for a width the
@@ -89,16 +90,17 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
 @pytest.mark.skipif(KERNEL == "numba", reason="the C kernel is not built here")
 @pytest.mark.parametrize("up_kind,down_kind", [(("fp32", 1), ("int8", 4)), (("int8", 4), ("fp32", 1)),
                                                (("int8", 1), ("int8", 4))])
-def test_the_fused_block_of_two_kinds_of_matrix_gives_its_two_products(up_kind, down_kind):
+@pytest.mark.parametrize("tokens", [256, 20])  # 4 strips or more; one short strip, small enough for one thread
+def test_the_fused_block_of_two_kinds_of_matrix_gives_its_two_products(up_kind, down_kind, tokens):
     """Calibration may keep one matrix of a block in CSR and export the other in 1x4 blocks: fused, the block
     gives what its two products give apart."""
     rng = np.random.default_rng(3)
-    x = torch.from_numpy(rng.standard_normal((256, 128)).astype(np.float32))  # 4 strips or more: fused
+    x = torch.from_numpy(rng.standard_normal((tokens, 128)).astype(np.float32))
     up_weight = rng.standard_normal((512, 128)).astype(np.float32) * np.repeat(rng.random((512, 32)) >= 0.9, 4, 1)
     down_weight = rng.standard_normal((128, 512)).astype(np.float32) * np.repeat(rng.random((128, 128)) >= 0.9, 4, 1)
     up = CsrMatrix.from_dense(up_weight, rng.standard_normal(512).astype(np.float32), *up_kind)
     down = CsrMatrix.from_dense(down_weight, rng.standard_normal(128).astype(np.float32), *down_kind)
-    fused = kernels.fused_ffn(x, up, down, torch.empty(256, 128))
+    fused = kernels.fused_ffn(x, up, down, torch.empty(tokens, 128))
     assert fused is not None
     torch.testing.assert_close(fused, spmm(spmm(x, up, gelu=True), down), atol=1e-5, rtol=1e-5)
 

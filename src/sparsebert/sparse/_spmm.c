@@ -116,46 +116,55 @@ AVX2 static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][strip_tokens], zero-padded; 8 tokens x 8
+/* x rows [start, start + width) (token-major, row stride ldx) -> xs[in][stride], zero-padded; 8 tokens x 8
  * features at a time, transposed in registers (read element by element, the strided loads cost more than
  * the products of a sparse layer). */
-AVX2 static void pack_strip(const float *x, int ldx, int start, int width, int in_f, float *xs) {
+AVX2 static void pack_strip(const float *x, int ldx, int start, int width, int in_f, int stride, float *xs) {
     const int k8 = in_f & ~7;
-    for (int i0 = 0; i0 < strip_tokens; i0 += 8) {
+    for (int i0 = 0; i0 < stride; i0 += 8) {
         const float *rows[8];
         for (int r = 0; r < 8; r++) rows[r] = i0 + r < width ? x + (size_t)(start + i0 + r) * ldx : NULL;
         for (int k = 0; k < k8; k += 8) {
             __m256 v[8];
             for (int r = 0; r < 8; r++) v[r] = rows[r] ? _mm256_loadu_ps(rows[r] + k) : _mm256_setzero_ps();
             transpose8(v);
-            for (int c = 0; c < 8; c++) _mm256_store_ps(xs + (size_t)(k + c) * strip_tokens + i0, v[c]);
+            for (int c = 0; c < 8; c++) _mm256_store_ps(xs + (size_t)(k + c) * stride + i0, v[c]);
         }
         for (int k = k8; k < in_f; k++)
-            for (int r = 0; r < 8; r++) xs[(size_t)k * strip_tokens + i0 + r] = rows[r] ? rows[r][k] : 0.0f;
+            for (int r = 0; r < 8; r++) xs[(size_t)k * stride + i0 + r] = rows[r] ? rows[r][k] : 0.0f;
     }
 }
 
-/* ys[o] = act(scale * (a + c) + b) for one row of a strip: its two sets of partial sums, 4 x 8 tokens. */
-AVX2 static inline void finish_row(const __m256 a[4], const __m256 c[4], float scale, float bias, int act, float *y) {
+/* A row kernel runs on `regs` registers of tokens (1, 2 or 4: as many as the strip's real tokens fill), so a
+ * short strip (a short sentence, a batch's last strip) costs its tokens rather than a whole strip's. Each
+ * kernel is written once for a constant `regs` and expanded three times (BY_REGS), so its sums stay in
+ * registers. Tokens past the registers in use are left unwritten: nothing reads them. */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define BY_REGS(regs, KERNEL, ...) \
+    ((regs) == 1 ? KERNEL(1, __VA_ARGS__) : (regs) == 2 ? KERNEL(2, __VA_ARGS__) : KERNEL(4, __VA_ARGS__))
+
+/* ys[o] = act(scale * (a + c) + b) for one row of a strip: its two sets of partial sums, regs x 8 tokens. */
+AVX2 ALWAYS_INLINE void finish_row(const int regs, const __m256 a[4], const __m256 c[4], float scale, float bias,
+                                   int act, float *y) {
     const __m256 s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < regs; r++) {
         __m256 v = _mm256_fmadd_ps(_mm256_add_ps(a[r], c[r]), s, b);
         _mm256_store_ps(y + 8 * r, act == 1 ? gelu(v) : v);
     }
 }
 
-/* The rows [row_begin, row_end) of one strip: ys[o][32] = act(scale[o] * (W[o] . xs) + b[o]).
+/* The rows [row_begin, row_end) of one strip: ys[o][8 * regs] = act(scale[o] * (W[o] . xs) + b[o]).
  * Exactly one of vals_f32 / vals_i8 is given. */
-AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
+AVX2 ALWAYS_INLINE void csr_rows_avx2(const int regs, const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
                                  const int8_t *vals_i8, const float *scales, const float *bias, int act,
                                  int row_begin, int row_end, float *ys) {
     for (int o = row_begin; o < row_end; o++) {
         __m256 a[4], c[4];
-        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();
+        for (int r = 0; r < regs; r++) a[r] = c[r] = _mm256_setzero_ps();
         int j = offsets[o];
         const int end = offsets[o + 1];
         for (; j + 1 < end; j += 2) {
-            const float *p = xs + (size_t)cols[j] * STRIP_AVX2, *q = xs + (size_t)cols[j + 1] * STRIP_AVX2;
+            const float *p = xs + (size_t)cols[j] * (8 * regs), *q = xs + (size_t)cols[j + 1] * (8 * regs);
             __m256 v, w;
             if (vals_f32) {
                 v = _mm256_broadcast_ss(vals_f32 + j);
@@ -164,74 +173,86 @@ AVX2 static void strip_rows_avx2(const float *xs, const int32_t *offsets, const 
                 v = _mm256_set1_ps((float)vals_i8[j]);
                 w = _mm256_set1_ps((float)vals_i8[j + 1]);
             }
-            for (int r = 0; r < 4; r++) {
+            for (int r = 0; r < regs; r++) {
                 a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
                 c[r] = _mm256_fmadd_ps(w, _mm256_load_ps(q + 8 * r), c[r]);
             }
         }
         if (j < end) {
-            const float *p = xs + (size_t)cols[j] * STRIP_AVX2;
+            const float *p = xs + (size_t)cols[j] * (8 * regs);
             __m256 v = vals_f32 ? _mm256_broadcast_ss(vals_f32 + j) : _mm256_set1_ps((float)vals_i8[j]);
-            for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
+            for (int r = 0; r < regs; r++) a[r] = _mm256_fmadd_ps(v, _mm256_load_ps(p + 8 * r), a[r]);
         }
-        finish_row(a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP_AVX2);
+        finish_row(regs, a, c, scales ? scales[o] : 1.0f, bias ? bias[o] : 0.0f, act, ys + (size_t)o * (8 * regs));
     }
 }
 
 /* The same rows with 16 tokens a register and 64 a strip: each non-zero feeds four registers of its set, as
  * in AVX2, for twice the tokens. */
-AVX512 static void strip_rows_avx512(const float *xs, const int32_t *offsets, const uint16_t *cols,
+AVX512 ALWAYS_INLINE void csr_rows_avx512(const int regs, const float *xs, const int32_t *offsets, const uint16_t *cols,
                                      const float *vals_f32, const int8_t *vals_i8, const float *scales,
                                      const float *bias, int act, int row_begin, int row_end, float *ys) {
     for (int o = row_begin; o < row_end; o++) {
         __m512 a[4], c[4];
-        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm512_setzero_ps();
+        for (int r = 0; r < regs; r++) a[r] = c[r] = _mm512_setzero_ps();
         int j = offsets[o];
         const int end = offsets[o + 1];
         for (; j + 1 < end; j += 2) {
-            const float *p = xs + (size_t)cols[j] * STRIP_AVX512, *q = xs + (size_t)cols[j + 1] * STRIP_AVX512;
+            const float *p = xs + (size_t)cols[j] * (16 * regs), *q = xs + (size_t)cols[j + 1] * (16 * regs);
             const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
             const __m512 w = _mm512_set1_ps(vals_f32 ? vals_f32[j + 1] : (float)vals_i8[j + 1]);
-            for (int r = 0; r < 4; r++) {
+            for (int r = 0; r < regs; r++) {
                 a[r] = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16 * r), a[r]);
                 c[r] = _mm512_fmadd_ps(w, _mm512_load_ps(q + 16 * r), c[r]);
             }
         }
         if (j < end) {
-            const float *p = xs + (size_t)cols[j] * STRIP_AVX512;
+            const float *p = xs + (size_t)cols[j] * (16 * regs);
             const __m512 v = _mm512_set1_ps(vals_f32 ? vals_f32[j] : (float)vals_i8[j]);
-            for (int r = 0; r < 4; r++) a[r] = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16 * r), a[r]);
+            for (int r = 0; r < regs; r++) a[r] = _mm512_fmadd_ps(v, _mm512_load_ps(p + 16 * r), a[r]);
         }
         const __m512 s = _mm512_set1_ps(scales ? scales[o] : 1.0f), b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-        float *y = ys + (size_t)o * STRIP_AVX512;
-        for (int r = 0; r < 4; r++) {
+        float *y = ys + (size_t)o * (16 * regs);
+        for (int r = 0; r < regs; r++) {
             const __m512 v = _mm512_fmadd_ps(_mm512_add_ps(a[r], c[r]), s, b);
             _mm512_store_ps(y + 16 * r, act == 1 ? gelu512(v) : v);
         }
     }
 }
 
-static void strip_rows(const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
-                       const int8_t *vals_i8, const float *scales, const float *bias, int act, int row_begin,
-                       int row_end, float *ys) {
-    (isa == ISA_AVX512 ? strip_rows_avx512 : strip_rows_avx2)(xs, offsets, cols, vals_f32, vals_i8, scales, bias,
-                                                               act, row_begin, row_end, ys);
+AVX2 static void strip_rows_avx2(int regs, const float *xs, const int32_t *offsets, const uint16_t *cols,
+                                 const float *vals_f32, const int8_t *vals_i8, const float *scales, const float *bias,
+                                 int act, int row_begin, int row_end, float *ys) {
+    BY_REGS(regs, csr_rows_avx2, xs, offsets, cols, vals_f32, vals_i8, scales, bias, act, row_begin, row_end, ys);
 }
 
-/* ys[out][strip_tokens] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
-AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, float *out, int ldo) {
+AVX512 static void strip_rows_avx512(int regs, const float *xs, const int32_t *offsets, const uint16_t *cols,
+                                     const float *vals_f32, const int8_t *vals_i8, const float *scales,
+                                     const float *bias, int act, int row_begin, int row_end, float *ys) {
+    BY_REGS(regs, csr_rows_avx512, xs, offsets, cols, vals_f32, vals_i8, scales, bias, act, row_begin, row_end, ys);
+}
+
+static void strip_rows(int regs, const float *xs, const int32_t *offsets, const uint16_t *cols, const float *vals_f32,
+                       const int8_t *vals_i8, const float *scales, const float *bias, int act, int row_begin,
+                       int row_end, float *ys) {
+    (isa == ISA_AVX512 ? strip_rows_avx512 : strip_rows_avx2)(regs, xs, offsets, cols, vals_f32, vals_i8, scales,
+                                                               bias, act, row_begin, row_end, ys);
+}
+
+/* ys[out][stride] -> out rows [start, start + width) (token-major, row stride ldo), 8 x 8 at a time. */
+AVX2 static void unpack_strip(const float *ys, int out_f, int stride, int start, int width, float *out, int ldo) {
     const int o8 = out_f & ~7;
     for (int i0 = 0; i0 < width; i0 += 8) {
         const int n = width - i0 < 8 ? width - i0 : 8;
         float *dst = out + (size_t)(start + i0) * ldo;
         for (int o = 0; o < o8; o += 8) {
             __m256 v[8];
-            for (int r = 0; r < 8; r++) v[r] = _mm256_load_ps(ys + (size_t)(o + r) * strip_tokens + i0);
+            for (int r = 0; r < 8; r++) v[r] = _mm256_load_ps(ys + (size_t)(o + r) * stride + i0);
             transpose8(v);
             for (int c = 0; c < n; c++) _mm256_storeu_ps(dst + (size_t)c * ldo + o, v[c]);
         }
         for (int o = o8; o < out_f; o++)
-            for (int c = 0; c < n; c++) dst[(size_t)c * ldo + o] = ys[(size_t)o * strip_tokens + i0 + c];
+            for (int c = 0; c < n; c++) dst[(size_t)c * ldo + o] = ys[(size_t)o * stride + i0 + c];
     }
 }
 
@@ -241,15 +262,15 @@ AVX2 static void unpack_strip(const float *ys, int out_f, int start, int width, 
  * weights (7-bit: [-63, 63], so that vpmaddubsw's pairwise sums cannot saturate) with one fp32 scale per
  * row, and the activations are quantized per token to uint8 with a zero point:
  *   x ~ s_t * (q - z_t),  W[o] ~ w_o * Wq[o]  =>  y = s_t * w_o * (Wq[o] . q - z_t * sum(Wq[o])) + b.
- * A strip's quantized activations are laid out [group of 4 inputs][32 tokens][4 bytes], so a block is one
+ * A strip's quantized activations are laid out [group of 4 inputs][token][4 bytes], so a block is one
  * broadcast of its 4 weights and, per 8 tokens, vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds. */
 
-/* xs[in][strip_tokens] (fp32) -> xq[in / 4][strip_tokens][4] (uint8) and, per token, zero point and scale. */
-AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *zero, float *scale) {
-    for (int r = 0; r < strip_tokens / 8; r++) {
+/* xs[in][stride] (fp32) -> xq[in / 4][stride][4] (uint8) and, per token, zero point and scale. */
+AVX2 static void quantize_strip(const float *xs, int in_f, int stride, uint8_t *xq, float *zero, float *scale) {
+    for (int r = 0; r < stride / 8; r++) {
         __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
         for (int k = 0; k < in_f; k++) {
-            __m256 v = _mm256_load_ps(xs + (size_t)k * strip_tokens + 8 * r);
+            __m256 v = _mm256_load_ps(xs + (size_t)k * stride + 8 * r);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
         }
@@ -266,92 +287,110 @@ AVX2 static void quantize_strip(const float *xs, int in_f, uint8_t *xq, float *z
         for (int g = 0; g < in_f / 4; g++) {
             __m256i packed = _mm256_setzero_si256();
             for (int j = 0; j < 4; j++) {
-                __m256 v = _mm256_load_ps(xs + (size_t)(4 * g + j) * strip_tokens + 8 * r);
+                __m256 v = _mm256_load_ps(xs + (size_t)(4 * g + j) * stride + 8 * r);
                 __m256i q = _mm256_cvtps_epi32(_mm256_fmadd_ps(v, inv, z));
                 q = _mm256_min_epi32(_mm256_max_epi32(q, zmin), zmax);
                 packed = _mm256_or_si256(packed, _mm256_slli_epi32(q, 8 * j));
             }
-            _mm256_storeu_si256((__m256i *)(xq + (size_t)g * strip_tokens * 4 + 32 * r), packed);
+            _mm256_storeu_si256((__m256i *)(xq + (size_t)g * stride * 4 + 32 * r), packed);
         }
     }
 }
 
-/* One row of a strip from its integer sums acc (4 x 8 tokens): the zero points' correction, the scales, the
+/* One row of a strip from its integer sums acc (regs x 8 tokens): the zero points' correction, the scales, the
  * bias and the activation. */
-AVX2 static inline void finish_row_i8x4(const __m256i acc[4], const __m256 z[4], const __m256 s[4], int32_t row_sum,
+AVX2 ALWAYS_INLINE void finish_row_i8x4(const int regs, const __m256i acc[4], const __m256 z[4], const __m256 s[4], int32_t row_sum,
                                         float weight_scale, float bias, int act, float *y) {
     const __m256 rs = _mm256_set1_ps((float)row_sum), ws = _mm256_set1_ps(weight_scale), b = _mm256_set1_ps(bias);
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < regs; r++) {
         __m256 v = _mm256_fnmadd_ps(z[r], rs, _mm256_cvtepi32_ps(acc[r]));
         v = _mm256_fmadd_ps(v, _mm256_mul_ps(s[r], ws), b);
         _mm256_store_ps(y + 8 * r, act == 1 ? gelu(v) : v);
     }
 }
 
-AVX2 static void strip_rows_i8x4_avx2(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
+AVX2 ALWAYS_INLINE void block_rows_avx2(const int regs, const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
                                       const uint16_t *cols, const int8_t *vals, const float *scales,
                                       const int32_t *row_sums, const float *bias, int act, int row_begin, int row_end,
                                       float *ys) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 z[4], s[4];
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < regs; r++) {
         z[r] = _mm256_loadu_ps(zero + 8 * r);
         s[r] = _mm256_loadu_ps(scale + 8 * r);
     }
     for (int o = row_begin; o < row_end; o++) {
         __m256i acc[4];
-        for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_si256();
+        for (int r = 0; r < regs; r++) acc[r] = _mm256_setzero_si256();
         for (int j = offsets[o]; j < offsets[o + 1]; j++) {
             int32_t w4;
             memcpy(&w4, vals + 4 * (size_t)j, 4);
             const __m256i w = _mm256_set1_epi32(w4);
-            const uint8_t *p = xq + (size_t)cols[j] * STRIP_AVX2 * 4;
-            for (int r = 0; r < 4; r++) {
+            const uint8_t *p = xq + (size_t)cols[j] * (8 * regs) * 4;
+            for (int r = 0; r < regs; r++) {
                 const __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * r)), w);
                 acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
             }
         }
-        finish_row_i8x4(acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * STRIP_AVX2);
+        finish_row_i8x4(regs, acc, z, s, row_sums[o], scales[o], bias ? bias[o] : 0.0f, act, ys + (size_t)o * (8 * regs));
     }
 }
 
 /* The same rows with VNNI: one vpdpbusd per 16 tokens of a block. Weights within +-63 keep the AVX2 path's
  * 16-bit pair sums from saturating, so both give the same integers. */
-AVX512 static void strip_rows_i8x4_vnni(const uint8_t *xq, const float *zero, const float *scale,
+AVX512 ALWAYS_INLINE void block_rows_vnni(const int regs, const uint8_t *xq, const float *zero, const float *scale,
                                         const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
                                         const float *scales, const int32_t *row_sums, const float *bias, int act,
                                         int row_begin, int row_end, float *ys) {
     __m512 z[4], s[4];
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < regs; r++) {
         z[r] = _mm512_loadu_ps(zero + 16 * r);
         s[r] = _mm512_loadu_ps(scale + 16 * r);
     }
     for (int o = row_begin; o < row_end; o++) {
         __m512i acc[4];
-        for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_si512();
+        for (int r = 0; r < regs; r++) acc[r] = _mm512_setzero_si512();
         for (int j = offsets[o]; j < offsets[o + 1]; j++) {
             int32_t w4;
             memcpy(&w4, vals + 4 * (size_t)j, 4);
             const __m512i w = _mm512_set1_epi32(w4);
-            const uint8_t *p = xq + (size_t)cols[j] * STRIP_AVX512 * 4;
-            for (int r = 0; r < 4; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_loadu_si512(p + 64 * r), w);
+            const uint8_t *p = xq + (size_t)cols[j] * (16 * regs) * 4;
+            for (int r = 0; r < regs; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_loadu_si512(p + 64 * r), w);
         }
         /* finish_row_i8x4's arithmetic, 16 tokens a register */
         const __m512 rs = _mm512_set1_ps((float)row_sums[o]), ws = _mm512_set1_ps(scales[o]);
         const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-        float *y = ys + (size_t)o * STRIP_AVX512;
-        for (int r = 0; r < 4; r++) {
+        float *y = ys + (size_t)o * (16 * regs);
+        for (int r = 0; r < regs; r++) {
             const __m512 v = _mm512_fmadd_ps(_mm512_fnmadd_ps(z[r], rs, _mm512_cvtepi32_ps(acc[r])), _mm512_mul_ps(s[r], ws), b);
             _mm512_store_ps(y + 16 * r, act == 1 ? gelu512(v) : v);
         }
     }
 }
 
-static void strip_rows_i8x4(const uint8_t *xq, const float *zero, const float *scale, const int32_t *offsets,
-                            const uint16_t *cols, const int8_t *vals, const float *scales, const int32_t *row_sums,
-                            const float *bias, int act, int row_begin, int row_end, float *ys) {
-    (isa == ISA_AVX512 ? strip_rows_i8x4_vnni : strip_rows_i8x4_avx2)(xq, zero, scale, offsets, cols, vals, scales,
-                                                                       row_sums, bias, act, row_begin, row_end, ys);
+AVX2 static void strip_rows_i8x4_avx2(int regs, const uint8_t *xq, const float *zero, const float *scale,
+                                      const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
+                                      const float *scales, const int32_t *row_sums, const float *bias, int act,
+                                      int row_begin, int row_end, float *ys) {
+    BY_REGS(regs, block_rows_avx2, xq, zero, scale, offsets, cols, vals, scales, row_sums, bias, act, row_begin,
+            row_end, ys);
+}
+
+AVX512 static void strip_rows_i8x4_vnni(int regs, const uint8_t *xq, const float *zero, const float *scale,
+                                        const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
+                                        const float *scales, const int32_t *row_sums, const float *bias, int act,
+                                        int row_begin, int row_end, float *ys) {
+    BY_REGS(regs, block_rows_vnni, xq, zero, scale, offsets, cols, vals, scales, row_sums, bias, act, row_begin,
+            row_end, ys);
+}
+
+static void strip_rows_i8x4(int regs, const uint8_t *xq, const float *zero, const float *scale,
+                            const int32_t *offsets, const uint16_t *cols, const int8_t *vals, const float *scales,
+                            const int32_t *row_sums, const float *bias, int act, int row_begin, int row_end,
+                            float *ys) {
+    (isa == ISA_AVX512 ? strip_rows_i8x4_vnni : strip_rows_i8x4_avx2)(regs, xq, zero, scale, offsets, cols, vals,
+                                                                       scales, row_sums, bias, act, row_begin,
+                                                                       row_end, ys);
 }
 
 /* ---- the strip driver, shared by every product ----
@@ -374,33 +413,56 @@ static size_t input_floats(const Matrix *m) {
     return m->block == 4 ? fp32 + fp32 / 4 + 2 * (size_t)strip_tokens : fp32;
 }
 
-/* x's rows [start, start + width) as m's input strip. */
+/* The registers of tokens a strip of `width` real tokens fills (1, 2 or 4), and the stride of its rows. */
+static int regs_of(int width) {
+    const int lanes = isa == ISA_AVX512 ? 16 : 8, used = (width + lanes - 1) / lanes;
+    return used == 3 ? 4 : used;
+}
+
+static int stride_of(int width) { return (isa == ISA_AVX512 ? 16 : 8) * regs_of(width); }
+
+/* x's rows [start, start + width) as m's input strip (with x NULL: the strip already in xs, quantized for
+ * blocks). */
 static void prepare_strip(const Matrix *m, const float *x, int ldx, int start, int width, float *xs) {
-    if (x) pack_strip(x, ldx, start, width, m->in_f, xs);
+    if (x) pack_strip(x, ldx, start, width, m->in_f, stride_of(width), xs);
     if (m->block == 4) {
         float *zero = xs + (size_t)strip_tokens * m->in_f * 5 / 4;
-        quantize_strip(xs, m->in_f, (uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero, zero + strip_tokens);
+        quantize_strip(xs, m->in_f, stride_of(width), (uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero,
+                       zero + strip_tokens);
     }
 }
 
-static void run_rows(const Matrix *m, const float *xs, int act, int row_begin, int row_end, float *ys) {
+/* m's rows [row_begin, row_end) on a strip of `width` real tokens. */
+static void run_rows(const Matrix *m, const float *xs, int width, int act, int row_begin, int row_end, float *ys) {
+    const int regs = regs_of(width);
     if (m->block == 4) {
         const float *zero = xs + (size_t)strip_tokens * m->in_f * 5 / 4;
-        strip_rows_i8x4((const uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero, zero + strip_tokens, m->offsets,
+        strip_rows_i8x4(regs, (const uint8_t *)(xs + (size_t)strip_tokens * m->in_f), zero, zero + strip_tokens, m->offsets,
                         m->cols, m->i8, m->scales, m->row_sums, m->bias, act, row_begin, row_end, ys);
     } else {
-        strip_rows(xs, m->offsets, m->cols, m->f32, m->i8, m->scales, m->bias, act, row_begin, row_end, ys);
+        strip_rows(regs, xs, m->offsets, m->cols, m->f32, m->i8, m->scales, m->bias, act, row_begin, row_end, ys);
     }
 }
 
 /* Whether every thread can take whole strips without leaving another idle for long: as many strips as
  * threads (or a multiple), or at least two each. */
-static int whole_strips(int strips) {
-    const int threads = omp_get_max_threads();
-    return strips >= 2 * threads || strips % threads == 0;
-}
+static int whole_strips(int strips, int threads) { return strips >= 2 * threads || strips % threads == 0; }
 
 static int strips_of(int tokens) { return (tokens + strip_tokens - 1) / strip_tokens; }
+
+/* A product with fewer strips than threads, smaller than this (non-zeros x token lanes), runs on one thread:
+ * sharing its rows out means waking a second thread and moving the strip between the cores' caches, which
+ * costs more than it saves (measured: a 384 x 384 matrix at 95% on 64 tokens took twice as long on two
+ * threads as on one; the break-even is near 120,000 non-zeros x 16 lanes). */
+#define PARALLEL_WORK 2000000
+
+static int threads_for(int tokens, const Matrix *m1, const Matrix *m2) {
+    const int strips = strips_of(tokens), last = tokens - (strips - 1) * strip_tokens;
+    const double lanes = (double)(strips - 1) * strip_tokens + stride_of(last);
+    const double nonzeros = (double)m1->offsets[m1->out_f] + (m2 ? (double)m2->offsets[m2->out_f] : 0.0);
+    const int threads = omp_get_max_threads();
+    return whole_strips(strips, threads) || nonzeros * lanes >= PARALLEL_WORK ? threads : 1;
+}
 
 /* Scratch of one strip: m1's input, m2's (the intermediate, where there is an m2) and the output strip. */
 static size_t strip_floats(const Matrix *m1, const Matrix *m2) {
@@ -417,7 +479,7 @@ static size_t strip_floats(const Matrix *m1, const Matrix *m2) {
  * m2's on the intermediate, which never leaves its buffer in L2) and writes it back while the strip is still
  * in L1/L2. With fewer strips than that (a short batch), the strips are packed first and the rows are shared
  * out in blocks, so every thread has work; the fused block then returns 0, having done nothing, and the
- * caller runs its two products apart. */
+ * caller runs its two products apart. A small product (a short sentence's) runs whole on one thread. */
 size_t sb_product_work(int tokens, const Matrix *m1, const Matrix *m2) {
     const size_t strips = (size_t)strips_of(tokens), threads = (size_t)omp_get_max_threads();
     if (m2) return threads * strip_floats(m1, m2);  /* whole strips only: one per thread */
@@ -426,12 +488,13 @@ size_t sb_product_work(int tokens, const Matrix *m1, const Matrix *m2) {
 
 int sb_product(int tokens, const float *x, int ldx, const Matrix *m1, int act, const Matrix *m2, float *out, int ldo,
                float *work) {
-    const int strips = strips_of(tokens), streaming = whole_strips(strips);
+    const int strips = strips_of(tokens), threads = threads_for(tokens, m1, m2);
+    const int streaming = whole_strips(strips, threads);
     const Matrix *last = m2 ? m2 : m1;
     const size_t per_strip = strip_floats(m1, m2);
     if (m2 && !streaming) return 0;
     const int blocks = streaming ? 1 : (last->out_f + ROW_BLOCK - 1) / ROW_BLOCK;
-    #pragma omp parallel
+    #pragma omp parallel num_threads(threads)
     {
         #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
@@ -442,28 +505,29 @@ int sb_product(int tokens, const float *x, int ldx, const Matrix *m1, int act, c
             if (streaming) {
                 if (m2) {
                     float *hs = xs + input_floats(m1);
-                    run_rows(m1, xs, act, 0, m1->out_f, hs);
-                    prepare_strip(m2, NULL, 0, 0, 0, hs);
-                    run_rows(m2, hs, 0, 0, m2->out_f, ys);
+                    run_rows(m1, xs, width, act, 0, m1->out_f, hs);
+                    prepare_strip(m2, NULL, 0, 0, width, hs);
+                    run_rows(m2, hs, width, 0, 0, m2->out_f, ys);
                 } else {
-                    run_rows(m1, xs, act, 0, m1->out_f, ys);
+                    run_rows(m1, xs, width, act, 0, m1->out_f, ys);
                 }
-                unpack_strip(ys, last->out_f, start, width, out, ldo);
+                unpack_strip(ys, last->out_f, stride_of(width), start, width, out, ldo);
             }
         }
         if (!streaming) {
             #pragma omp for schedule(static)
             for (int task = 0; task < strips * blocks; task++) {
-                const int s = task / blocks, block = task % blocks;
+                const int s = task / blocks, block = task % blocks, start = s * strip_tokens;
                 const int row_end = (block + 1) * ROW_BLOCK < m1->out_f ? (block + 1) * ROW_BLOCK : m1->out_f;
+                const int width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
                 float *xs = work + (size_t)s * per_strip;
-                run_rows(m1, xs, act, block * ROW_BLOCK, row_end, xs + per_strip - (size_t)strip_tokens * m1->out_f);
+                run_rows(m1, xs, width, act, block * ROW_BLOCK, row_end, xs + per_strip - (size_t)strip_tokens * m1->out_f);
             }
             #pragma omp for schedule(static)
             for (int s = 0; s < strips; s++) {
                 const int start = s * strip_tokens, width = tokens - start < strip_tokens ? tokens - start : strip_tokens;
-                unpack_strip(work + (size_t)(s + 1) * per_strip - (size_t)strip_tokens * m1->out_f, m1->out_f, start,
-                             width, out, ldo);
+                unpack_strip(work + (size_t)(s + 1) * per_strip - (size_t)strip_tokens * m1->out_f, m1->out_f,
+                             stride_of(width), start, width, out, ldo);
             }
         }
     }
