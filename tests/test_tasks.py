@@ -127,3 +127,22 @@ def test_stsb_score_must_be_a_number(tmp_path):
 
 def test_bundled_dir_exists_for_shipped_tasks():
     assert (bundled_data_dir(get_task("mrpc")) / "train.tsv").is_file()
+
+
+def test_the_tasks_command_lists_the_nine_glue_tasks_with_what_is_bundled():
+    """`sparsebert tasks` names each GLUE task with its metrics, and as bundled exactly the files that ship."""
+    from pathlib import Path
+
+    from conftest import run_cli
+
+    result = run_cli("tasks")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert set(lines) == {"CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"}
+    shipped = Path(__file__).parents[1] / "src" / "sparsebert" / "glue"
+    for name, line in lines.items():
+        folder = shipped / name
+        files = sorted(p.name for p in folder.glob("*.tsv")) if folder.is_dir() else []
+        bundled = line.split("(bundled: ")[1].rstrip(")")
+        assert sorted(bundled.split(", ")) == files if files else bundled == "none", line
+    assert "matthews_corr" in lines["CoLA"] and "spearman" in lines["STS-B"] and "f1" in lines["MRPC"]
