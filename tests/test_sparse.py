@@ -126,11 +126,19 @@ def test_fused_kernels_match_pytorch():
         torch.testing.assert_close(got[s:e], expected, atol=1e-5, rtol=1e-5)
 
 
-def pruned_tiny(tiny_model, sparsity=0.9):
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
-    with torch.no_grad():  # a random tiny model has near-zero logits; make them matter
+def scaled_with_biases(model, scale):
+    """A random model made to look trained: its linear weights scaled up (else its logits are near zero) and
+    biases drawn at random (they start at zero, which would hide an engine that drops them)."""
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
         for m in find_targets(model).values():
-            m.weight.mul_(20)
+            m.weight.mul_(scale)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=rng) * 0.5)
+    return model
+
+
+def pruned_tiny(tiny_model, sparsity=0.9):
+    model = scaled_with_biases(AutoModelForSequenceClassification.from_pretrained(tiny_model).eval(), 20)
     build_pruner(find_targets(model), sparsity, 0, 0, 1).step(0)
     return model
 
@@ -181,10 +189,7 @@ def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_ev
                                   num_hidden_layers=2, intermediate_size=4 * hidden, max_position_embeddings=514,
                                   num_labels=2, **({"embedding_size": head_dim} if model_type == "electra" else {}))
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config).eval()
-    with torch.no_grad():
-        for m in find_targets(model).values():
-            m.weight.mul_(5)
+    model = scaled_with_biases(AutoModelForSequenceClassification.from_config(config).eval(), 5)
     build_pruner(find_targets(model), 0.8, 0, 0, 1).step(0)
     lengths = [512, 300, 37, 1]
     ids = torch.randint(5, 500, (len(lengths), 512), generator=torch.Generator().manual_seed(1))
@@ -194,7 +199,8 @@ def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_ev
     try:
         for width in widths:
             kernels.use_kernel(width)
-            assert_same_as_dense(model, from_hf_model(model, engine="sparse"), inputs, 2e-4)
+            for engine in ("sparse", "auto"):  # auto: each matrix timed both ways first, as load_sparse runs
+                assert_same_as_dense(model, from_hf_model(model, engine=engine), inputs, 2e-4)
     finally:
         if KERNEL != "numba":
             kernels.use_kernel(KERNEL)
@@ -398,6 +404,22 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
     assert table.count("| sparsebert-fp32 | 0.9") == 1 and "| pytorch-fp32 | any |" in table
 
 
+def test_bench_as_the_readme_runs_it_prunes_the_embedded_minilm_and_times_the_mrpc_dev_set(tmp_path):
+    """`sparsebert bench` with no model: the embedded MiniLM magnitude-pruned to each sparsity, its int8 export's
+    logits within 1e-2 of PyTorch's, and the 408 MRPC dev pairs timed at their own lengths."""
+    result = run_cli("bench", "--sparsities", "0.95", "--engines", "pytorch-fp32,sparsebert-int8", "--batch-sizes", "1",
+                     "--seq-length", "16", "--threads", "1", "--repeats", "1", "--warmup", "1",
+                     "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "bench.json").read_text())
+    timed = {(r["engine"], r.get("dataset", r.get("batch_size"))): r for r in records}
+    assert set(timed) == {("pytorch-fp32", 1), ("pytorch-fp32", "mrpc"), ("sparsebert-int8", 1),
+                          ("sparsebert-int8", "mrpc")}
+    assert timed["sparsebert-int8", 1]["sparsity"] == pytest.approx(0.95, abs=1e-3)
+    assert timed["sparsebert-int8", 1]["max_logit_diff"] < 1e-2
+    assert timed["sparsebert-int8", "mrpc"]["examples"] == timed["pytorch-fp32", "mrpc"]["examples"] == 408
+
+
 def test_a_missing_onnxruntime_is_reported_before_anything_is_written(tiny_model, tmp_path, monkeypatch):
     model = pruned_tiny(tiny_model)
     model.save_pretrained(tmp_path / "pruned")
@@ -453,10 +475,7 @@ def test_int8_block_kernel_matches_its_arithmetic_and_stays_near_fp32(tokens):
 
 
 def test_a_model_pruned_in_1x4_blocks_runs_and_exports_in_int8_blocks(tiny_model, tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
-    with torch.no_grad():
-        for m in find_targets(model).values():
-            m.weight.mul_(20)
+    model = scaled_with_biases(AutoModelForSequenceClassification.from_pretrained(tiny_model).eval(), 20)
     build_pruner(find_targets(model), 0.75, 0, 0, 1, pattern="1x4").step(0)
     engine = from_hf_model(model, values="int8", engine="sparse")
     assert engine.summary()["int8_block_matrices"] == 8
@@ -528,10 +547,7 @@ def test_a_1x4_int8_model_gives_one_answer_whichever_way_its_matrices_run(tiny_m
     compute the int8 1x4 arithmetic: activations quantized per token."""
     from sparsebert.sparse import kernels
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
-    with torch.no_grad():
-        for m in find_targets(model).values():
-            m.weight.mul_(20)
+    model = scaled_with_biases(AutoModelForSequenceClassification.from_pretrained(tiny_model).eval(), 20)
     build_pruner(find_targets(model), 0.75, 0, 0, 1, pattern="1x4").step(0)
     inputs = batch_of_mixed_lengths()
     answers = {mode: from_hf_model(model, values="int8", engine=mode)(**inputs).logits for mode in ("sparse", "dense")}

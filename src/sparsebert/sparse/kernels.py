@@ -41,8 +41,16 @@ class CsrMatrix:
     bias: np.ndarray | None  # float32
     in_features: int
     block: int = 1
-    _single_fp32: "CsrMatrix | None" = field(default=None, repr=False, compare=False)
-    _c_matrix: "CMatrix | None" = field(default=None, repr=False, compare=False)
+    _single_fp32: "CsrMatrix | None" = field(default=None, init=False, repr=False, compare=False)
+    _c_matrix: "CMatrix | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name, value):
+        # The caches are of the arrays as they were (the C view holds their addresses): a new array, such as
+        # the bias the engine sets after calibration has run the matrix, drops them.
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):
+            object.__setattr__(self, "_c_matrix", None)
+            object.__setattr__(self, "_single_fp32", None)
 
     def __post_init__(self):
         # sum of each row's int8 weights: the correction for the activations' zero point (see _spmm.c)
