@@ -1,5 +1,6 @@
 """The jobs as a user runs them, on a tiny random BERT and slices of the bundled data."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import sparsebert
+import sparsebert.cli
 from sparsebert import checkpoint
 
 from conftest import ROOT, make_tiny_model, run_cli
@@ -270,3 +272,16 @@ def test_the_config_a_run_writes_runs_it_again(tiny_model, tiny_teacher, tmp_pat
     assert_clean_error(run_cli("prune", "--config", str(tiny_teacher / "config.yaml"), "--output", str(tmp_path / "t")),
                        "the config of a `sparsebert finetune`")
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("job", sorted(sparsebert.cli.JOBS))
+def test_every_job_answers_help_with_its_flags_and_defaults(job, capsys):
+    """A help text is also a format string (argparse expands %(default)s in it): a bare per-cent sign in one
+    setting's help would crash `--help` of that job."""
+    with pytest.raises(SystemExit) as stop:
+        sparsebert.cli.main([job, "--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    config = sparsebert.config.CONFIGS[job]
+    flags = [f.name.replace("_", "-") for f in dataclasses.fields(config) if not f.metadata.get("positional")]
+    assert all(f"--{flag}" in shown for flag in flags), shown
