@@ -38,6 +38,28 @@ def test_the_front_holds_the_points_nothing_beats_and_the_goals_are_read_off_it(
     assert (tmp_path / "frontier_mrpc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_goals_and_the_front_are_read_off_the_mean_of_the_seeds_not_a_lucky_one(tmp_path):
+    lucky, unlucky = point("kap", "sparsebert-int8", 0.87, 4, 60, 0.9), point("kap", "sparsebert-int8", 0.83, 5, 70, 0.9)
+    lucky["seed"], unlucky["seed"] = 42, 7
+    points = [point("teacher", "pytorch-fp32", 0.87, 16, 380), point("teacher", "onnxruntime-int8", 0.86, 6, 190),
+              lucky, unlucky]
+    assert frontier.goals(points)[0].startswith("- at ONNX Runtime int8's f1 (0.860) or better")  # one model does
+    variants = frontier.by_variant(points)
+    kap = next(v for v in variants if v["method"] == "kap")
+    assert (kap["seeds"], kap["scores"]) == ([7, 42], [0.87, 0.83])
+    assert kap["score"] == pytest.approx(0.85) and kap["accuracy"] == pytest.approx(0.75)
+    assert (kap["ms_b32"], kap["ms_b32_min"], kap["ms_b32_max"]) == (65, 60, 70)
+    assert frontier.goals(variants) == [
+        "- no kap model reaches ONNX Runtime int8's f1 (0.860); the closest, kap 0.9 on sparsebert-int8, scores "
+        "0.850 (1.0 points below) at 2.92x its speed at batch 32 and 1.33x at batch 1",
+        "- no kap model is within 1 point of the dense teacher (0.870); the closest, kap 0.9 on sparsebert-int8, "
+        "is 2.0 points below"]
+    frontier.write_reports(points, tmp_path)
+    report = (tmp_path / "frontier.md").read_text()
+    assert "| kap 0.9 | sparsebert-int8 | 0.9 | unstructured | 0.850 | 2: 0.870, 0.830 | 0.750 |" in report
+    assert report.index("- no kap model reaches") < report.index("### Each model")
+
+
 def test_the_frontier_of_a_tiny_grid_measures_each_engine_on_the_dev_set(tiny_model, tmp_path):
     import sparsebert
 

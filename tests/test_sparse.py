@@ -14,7 +14,8 @@ from sparsebert.pruning import build_pruner, find_targets
 from sparsebert.sparse import calibration, kernels
 from sparsebert.sparse.engine import from_hf_model
 from sparsebert.sparse.format import export_model, load_exported
-from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, csr_linear, dense_to_csr, packed_attention, spmm
+from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, dense_to_csr, packed_attention, spmm
+from sparsebert.sparse.numba_kernel import csr_linear
 
 from conftest import run_cli
 
