@@ -10,6 +10,8 @@ from sparsebert.models import resolve_model_path
 from sparsebert.pruning import build_pruner, find_targets
 from sparsebert.sparse.engine import from_hf_model
 
+from conftest import ROOT
+
 SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument on a stage in front of a crowd.",
              "The cat sat.", "Stocks fell sharply on Monday after the report on inflation came out."]
 
@@ -98,3 +100,19 @@ def test_an_encoder_exports_to_onnx_with_its_last_hidden_states(tmp_path):
     got = session.run(["last_hidden_state"], {k: enc[k].numpy() for k in ("input_ids", "attention_mask",
                                                                          "token_type_ids")})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_the_committed_90_percent_embedder_scores_on_sts_b_what_its_results_say():
+    """results/embedder/export-90 is committed so that its figures can be checked without training: its STS-B
+    dev Spearman on the engine is the one results/embedder/embedder.json reports (rounded there to 4 places)."""
+    import json
+
+    from sparsebert.embedding import sts_b_spearman
+
+    folder = ROOT / "results" / "embedder" / "export-90"
+    rows = {r["model"]: r for r in json.loads((folder.parent / "embedder.json").read_text())}
+    engine = sparsebert.load_sparse(folder)
+    score = sts_b_spearman(lambda sentences: engine.encode(sentences, batch_size=64))
+    assert score == pytest.approx(rows["sparsebert engine: export-90"]["sts_b_dev_spearman"], abs=1e-4)
+    assert score / rows["dense, sentence-transformers (PyTorch fp32)"]["sts_b_dev_spearman"] >= 0.98
