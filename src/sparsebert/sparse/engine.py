@@ -256,15 +256,20 @@ class SparseModel(torch.nn.Module):
         # Sequences whose real tokens come first (right padding) are attended packed, as they are stored.
         starts = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
         right_padded = bool((mask == keep).all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
+        attention_starts, longest = starts.to(torch.int32).contiguous(), int(lengths.max())
+        # every layer writes into the same buffers: each layer's input has been read before they are written
+        qkv_out, context_out, attention_out, attended_out, down, hidden_out = (
+            self._buffer(name, tokens, width) for name, width in (
+                ("qkv", 3 * hidden), ("context", hidden), ("attention_out", hidden), ("attended", hidden),
+                ("ffn_down", hidden), ("hidden", hidden)))
         states = [h] if output_hidden_states else None
         for layer in self.layers:
-            qkv = layer.qkv(h, self._buffer("qkv", tokens, 3 * hidden))
-            context = self._buffer("context", tokens, hidden)
-            if not (right_padded and packed_attention(qkv, starts, self.heads, context) is not None):
-                context = self._padded_attention(qkv, mask, index, context)
-            attended = layer.attention_out(context, self._buffer("attention_out", tokens, hidden))
-            a = add_layernorm(attended, h, *layer.attention_norm, self.eps, self._buffer("attended", tokens, hidden))
-            down = self._buffer("ffn_down", tokens, hidden)
+            qkv = layer.qkv(h, qkv_out)
+            if not (right_padded and packed_attention(qkv, attention_starts, self.heads, context_out, longest)
+                    is not None):
+                self._padded_attention(qkv, mask, index, context_out)
+            attended = layer.attention_out(context_out, attention_out)
+            a = add_layernorm(attended, h, *layer.attention_norm, self.eps, attended_out)
             erf_gelu = self.activation is None  # fused into the kernels
             if not (erf_gelu and layer.ffn_up.sparse and layer.ffn_down.sparse
                     and fused_ffn(a, layer.ffn_up.matrix, layer.ffn_down.matrix, down) is not None):
@@ -272,7 +277,7 @@ class SparseModel(torch.nn.Module):
                 if not erf_gelu:
                     self.activation(up)
                 layer.ffn_down(up, down)
-            h = add_layernorm(down, a, *layer.output_norm, self.eps, self._buffer("hidden", tokens, hidden))
+            h = add_layernorm(down, a, *layer.output_norm, self.eps, hidden_out)
             if states is not None:
                 states.append(h.clone())
         if pooling == "mean":  # over each sequence's real tokens (the first is kept even where it is padding)

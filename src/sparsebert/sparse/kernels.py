@@ -300,16 +300,20 @@ def add_layernorm(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: 
     return out
 
 
-def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: torch.Tensor) -> torch.Tensor | None:
+def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: torch.Tensor,
+                     max_length: int | None = None) -> torch.Tensor | None:
     """Softmax attention of packed sequences (sequence b: rows starts[b]..starts[b+1] of qkv, whose columns
     are Q, K and V, each heads x head_dim); writes (tokens, heads x head_dim) into out. None where the C kernel
-    is not in use or head_dim is not a multiple of 8."""
+    is not in use or head_dim is not a multiple of 8. `max_length`, the longest sequence, where the caller
+    knows it (the encoder, once for all its layers)."""
     hidden = qkv.shape[1] // 3
     head_dim = hidden // heads
     if _C is None or head_dim % 8 or qkv.stride(1) != 1 or out.stride(1) != 1:
         return None
-    starts = starts.to(torch.int32).contiguous()
-    max_length = int((starts[1:] - starts[:-1]).max())
+    if starts.dtype != torch.int32 or not starts.is_contiguous():  # the encoder passes them ready, once per call
+        starts = starts.to(torch.int32).contiguous()
+    if max_length is None:
+        max_length = int((starts[1:] - starts[:-1]).max())
     work = _work(_C.sb_attention_work(max_length, head_dim))
     _C.sb_attention(len(starts) - 1, starts.data_ptr(), heads, head_dim, qkv.data_ptr(), qkv.stride(0),
                     head_dim ** -0.5, out.data_ptr(), out.stride(0), work.data_ptr())
