@@ -1,7 +1,6 @@
 """The frontier benchmark (benchmarks/frontier.py): its points from a tiny grid, the Pareto front and the plot."""
 
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
