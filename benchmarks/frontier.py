@@ -292,13 +292,18 @@ def plot(points: list[dict], fronts: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(BATCHES), figsize=(6 * len(BATCHES), 4.5), squeeze=False)
     families = list(dict.fromkeys(p["method"] for p in points))
     for ax, b in zip(axes[0], BATCHES):
+        labelled = set()
         for p in points:
             colour = f"C{families.index(p['method']) % 10}"
             marker = {"pytorch-fp32": "s", "pytorch-int8": "D", "onnxruntime-int8": "P", "onnxruntime-int8-fused": "X",
                       "sparsebert-int8": "o", "sparsebert-fp32": "^"}.get(p["engine"], "x")
-            ax.scatter(p[f"ms_b{b}"], p["score"], c=colour, marker=marker, s=30)
-            ax.annotate(f"{p['method']} {p['sparsity']:g}" if p["sparsity"] else f"{p['method']} {p['engine']}",
-                        (p[f"ms_b{b}"], p["score"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.scatter(p[f"ms_b{b}"], p["score"], c=colour, marker=marker, s=30,
+                       label=p["method"] if p["method"] not in labelled else None)
+            labelled.add(p["method"])
+            if points.index(p) in fronts[b] or p["method"] == "teacher":  # the rest by colour: less clutter
+                ax.annotate(f"{p['method']} {p['sparsity']:g} {p['engine']}" if p["sparsity"]
+                            else f"{p['method']} {p['engine']}",
+                            (p[f"ms_b{b}"], p["score"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
         front = sorted((points[i] for i in fronts[b]), key=lambda p: p[f"ms_b{b}"])
         ax.step([p[f"ms_b{b}"] for p in front], [p["score"] for p in front], where="post", color="grey", lw=1,
                 label="Pareto front")
