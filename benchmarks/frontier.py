@@ -78,7 +78,8 @@ def points_of_folders(teacher: str, students: list[str]) -> list[dict]:
                   "prune-teacher" if settings.get("init") == "teacher" else "no-teacher" if settings.get("no_teacher")
                   else "kap")
         sparsity = read_json(folder / "sparsity.json")["targets"]["sparsity"] if settings.get("sparsity") else 0.0
-        models.append({"task": task, "model": folder.name, "method": method, "sparsity": round(sparsity, 3),
+        models.append({"task": task, "model": folder.name, "variant": folder.name, "method": method,
+                       "sparsity": round(sparsity, 3),
                        "pattern": settings.get("pattern", "unstructured") if sparsity else "dense",
                        "seed": settings.get("seed"), "folder": folder})
     return models
@@ -225,20 +226,28 @@ def goals(points: list[dict]) -> list[str]:
     return lines
 
 
+TIMES = tuple(f"ms_b{b}{end}" for b in BATCHES for end in ("", "_min", "_max")) + ("dev_examples_per_second",)
+
+
 def by_variant(points: list[dict]) -> list[dict]:
-    """One point per task, method, sparsity, pattern and engine: the mean score of its seeds' models (each as
-    its run ends), the median of their latencies and the widest range. Goals are read off these: a front read
-    off single models would favour whichever seed was lucky."""
+    """One point per task, variant (a grid's job variant; a folder given by --students is its own), sparsity,
+    pattern and engine: the mean of its seeds' scores (each model as its run ends), the median of their
+    latencies and the widest range. Goals are read off these: a front read off single models would favour
+    whichever seed was lucky."""
     groups = {}
     for p in points:
-        groups.setdefault((p["task"], p["method"], p["sparsity"], p["pattern"], p["engine"]), []).append(p)
+        key = (p["task"], p.get("variant", p["method"]), p["sparsity"], p["pattern"], p["engine"])
+        groups.setdefault(key, []).append(p)
     variants = []
-    for (_, method, sparsity, _, _), models in groups.items():
-        variant = {**models[0], "model": f"{method} {sparsity:g}" if sparsity else method,
-                   "seeds": sorted(p.get("seed") for p in models), "scores": [p["score"] for p in models],
-                   "score": statistics.mean(p["score"] for p in models)}
-        if "accuracy" in models[0]:
-            variant["accuracy"] = statistics.mean(p["accuracy"] for p in models)
+    for (_, name, sparsity, _, _), models in groups.items():
+        models = sorted(models, key=lambda p: (p.get("seed") is None, p.get("seed") or 0))
+        variant = {k: v for k, v in models[0].items() if k != "seed" and k not in TIMES}
+        variant.update({"model": name if name != models[0]["method"] else
+                        f"{name} {sparsity:g}" if sparsity else name,
+                        "seeds": [p.get("seed") for p in models], "scores": [p["score"] for p in models]})
+        for k, v in models[0].items():  # the metrics (score, f1, accuracy, ...): their means
+            if isinstance(v, float) and k not in TIMES and k != "sparsity":
+                variant[k] = statistics.mean(p[k] for p in models)
         for b in BATCHES:
             variant.update({f"ms_b{b}": statistics.median(p[f"ms_b{b}"] for p in models),
                             f"ms_b{b}_min": min(p[f"ms_b{b}_min"] for p in models),
@@ -253,14 +262,14 @@ def table(points: list[dict], seeds: bool) -> list[str]:
     fronts = {b: on_front(points, f"ms_b{b}") for b in BATCHES}
     metric = points[0]["metric"]
     extra = "accuracy" if "accuracy" in points[0] and metric != "accuracy" else None
-    lines = [f"| model | engine | sparsity | pattern | {metric} |" + (" seeds |" if seeds else "")
+    lines = [f"| model | engine | sparsity | pattern | {metric} |" + (" each seed's (seed) |" if seeds else "")
              + (f" {extra} |" if extra else "") + " batch 1 ms | batch 32 ms | dev examples/s | front |",
              "|---|---|---|---|---|" + ("---|" if seeds else "") + ("---|" if extra else "") + "---|---|---|---|"]
     for i, p in sorted(enumerate(points), key=lambda ip: ip[1]["ms_b32"]):
         front = ", ".join(f"b{b}" for b in BATCHES if i in fronts[b]) or ""
-        each = ", ".join(f"{score:.3f}" for score in p["scores"]) if seeds else ""
+        each = ", ".join(f"{score:.3f} ({seed})" for seed, score in zip(p["seeds"], p["scores"])) if seeds else ""
         lines.append(f"| {p['model']} | {p['engine']} | {p['sparsity']:g} | {p['pattern']} | {p['score']:.3f} |"
-                     + (f" {len(p['scores'])}: {each} |" if seeds else "")
+                     + (f" {each} |" if seeds else "")
                      + (f" {p[extra]:.3f} |" if extra else "")
                      + f" {p['ms_b1']:.1f} ({p['ms_b1_min']:.1f}–{p['ms_b1_max']:.1f}) | {p['ms_b32']:.0f} "
                        f"({p['ms_b32_min']:.0f}–{p['ms_b32_max']:.0f}) | {p['dev_examples_per_second']:.0f} | {front} |")
@@ -293,14 +302,14 @@ def plot(points: list[dict], fronts: dict, path: Path) -> None:
     families = list(dict.fromkeys(p["method"] for p in points))
     for ax, b in zip(axes[0], BATCHES):
         labelled = set()
-        for p in points:
+        for i, p in enumerate(points):
             colour = f"C{families.index(p['method']) % 10}"
             marker = {"pytorch-fp32": "s", "pytorch-int8": "D", "onnxruntime-int8": "P", "onnxruntime-int8-fused": "X",
                       "sparsebert-int8": "o", "sparsebert-fp32": "^"}.get(p["engine"], "x")
             ax.scatter(p[f"ms_b{b}"], p["score"], c=colour, marker=marker, s=30,
                        label=p["method"] if p["method"] not in labelled else None)
             labelled.add(p["method"])
-            if points.index(p) in fronts[b] or p["method"] == "teacher":  # the rest by colour: less clutter
+            if i in fronts[b] or p["method"] == "teacher":  # the rest by colour: less clutter
                 ax.annotate(f"{p['method']} {p['sparsity']:g} {p['engine']}" if p["sparsity"]
                             else f"{p['method']} {p['engine']}",
                             (p[f"ms_b{b}"], p["score"]), fontsize=6, xytext=(3, 2), textcoords="offset points")

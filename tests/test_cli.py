@@ -275,9 +275,10 @@ def test_the_config_a_run_writes_runs_it_again(tiny_model, tiny_teacher, tmp_pat
 
 
 @pytest.mark.parametrize("job", sorted(sparsebert.cli.JOBS))
-def test_every_job_answers_help_with_its_flags_and_defaults(job, capsys):
+def test_every_job_answers_help_with_its_flags_and_defaults(job, capsys, monkeypatch):
     """A help text is also a format string (argparse expands %(default)s in it): a bare per-cent sign in one
     setting's help would crash `--help` of that job."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag
     with pytest.raises(SystemExit) as stop:
         sparsebert.cli.main([job, "--help"])
     assert stop.value.code == 0
@@ -285,3 +286,5 @@ def test_every_job_answers_help_with_its_flags_and_defaults(job, capsys):
     config = sparsebert.config.CONFIGS[job]
     flags = [f.name.replace("_", "-") for f in dataclasses.fields(config) if not f.metadata.get("positional")]
     assert all(f"--{flag}" in shown for flag in flags), shown
+    if job == "prune-embedder":  # the recipe results/embedder measured, as a user reads it
+        assert all(f"(default: {value})" in shown for value in ("0.001", "3200", "4.0", "0.9", "cosine")), shown

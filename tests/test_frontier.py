@@ -45,7 +45,8 @@ def test_the_goals_and_the_front_are_read_off_the_mean_of_the_seeds_not_a_lucky_
     assert frontier.goals(points)[0].startswith("- at ONNX Runtime int8's f1 (0.860) or better")  # one model does
     variants = frontier.by_variant(points)
     kap = next(v for v in variants if v["method"] == "kap")
-    assert (kap["seeds"], kap["scores"]) == ([7, 42], [0.87, 0.83])
+    assert (kap["seeds"], kap["scores"]) == ([7, 42], [0.83, 0.87])
+    assert "seed" not in kap  # a variant is no one seed
     assert kap["score"] == pytest.approx(0.85) and kap["accuracy"] == pytest.approx(0.75)
     assert (kap["ms_b32"], kap["ms_b32_min"], kap["ms_b32_max"]) == (65, 60, 70)
     assert frontier.goals(variants) == [
@@ -53,9 +54,14 @@ def test_the_goals_and_the_front_are_read_off_the_mean_of_the_seeds_not_a_lucky_
         "0.850 (1.0 points below) at 2.92x its speed at batch 32 and 1.33x at batch 1",
         "- no kap model is within 1 point of the dense teacher (0.870); the closest, kap 0.9 on sparsebert-int8, "
         "is 2.0 points below"]
+    # students named by folder are each their own variant, though their method and sparsity agree
+    two_layers, three_layers = point("small-dense", "pytorch-fp32", 0.80, 5, 100), point("small-dense", "pytorch-fp32", 0.84, 8, 160)
+    two_layers["variant"], three_layers["variant"] = "small-2", "small-3"
+    assert {v["model"]: v["score"] for v in frontier.by_variant([two_layers, three_layers])} == {"small-2": 0.80,
+                                                                                                 "small-3": 0.84}
     frontier.write_reports(points, tmp_path)
     report = (tmp_path / "frontier.md").read_text()
-    assert "| kap 0.9 | sparsebert-int8 | 0.9 | unstructured | 0.850 | 2: 0.870, 0.830 | 0.750 |" in report
+    assert "| kap 0.9 | sparsebert-int8 | 0.9 | unstructured | 0.850 | 0.830 (7), 0.870 (42) | 0.750 |" in report
     assert report.index("- no kap model reaches") < report.index("### Each model")
 
 

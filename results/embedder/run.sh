@@ -2,7 +2,7 @@
 # Sparse sentence embedders: all-MiniLM-L6-v2 pruned while it distils from its dense self, on the bundled GLUE
 # training sentences (STS-B dev kept out), each run's record copied here as it lands. One run a call:
 #     bash results/embedder/run.sh NAME [prune-embedder flags]
-# e.g. `bash results/embedder/run.sh 90 --sparsity 0.9`. RUNS (default runs/embedder) holds the run folders.
+# e.g. `bash results/embedder/run.sh 90-lr3e-4 --learning-rate 3e-4 --epochs 1` (a run's flags: README.md). RUNS (default runs/embedder) holds the run folders.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=$1; shift

@@ -305,7 +305,7 @@ def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: t
     """Softmax attention of packed sequences (sequence b: rows starts[b]..starts[b+1] of qkv, whose columns
     are Q, K and V, each heads x head_dim); writes (tokens, heads x head_dim) into out. None where the C kernel
     is not in use or head_dim is not a multiple of 8. `max_length`, the longest sequence, where the caller
-    knows it (the encoder, once for all its layers)."""
+    knows it (the encoder, once for all its layers): the kernel's scratch is sized by it, so never less."""
     hidden = qkv.shape[1] // 3
     head_dim = hidden // heads
     if _C is None or head_dim % 8 or qkv.stride(1) != 1 or out.stride(1) != 1:
