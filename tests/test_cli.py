@@ -173,11 +173,12 @@ def test_a_length_beyond_the_models_positions_is_refused_before_anything_is_writ
 
 
 def test_predict_reads_a_json_lines_file_whatever_its_name(tiny_teacher, tmp_path):
-    (tmp_path / "in.tsv").write_text("a cat sat\ton the mat\nhello\n")
+    (tmp_path / "in.tsv").write_text("a cat sat\ton the mat\nhello\tworld\n")
     expected = run_cli("predict", str(tiny_teacher), "--input", str(tmp_path / "in.tsv"))
     assert expected.returncode == 0 and len(expected.stdout.splitlines()) == 2
     for name in ("in.json", "in.txt"):
-        (tmp_path / name).write_text('{"text_a": "a cat sat", "text_b": "on the mat"}\n{"text": "hello"}\n')
+        (tmp_path / name).write_text('{"text_a": "a cat sat", "text_b": "on the mat"}\n{"sentence1": "hello", '
+                                     '"sentence2": "world"}\n')
         result = run_cli("predict", str(tiny_teacher), "--input", str(tmp_path / name))
         assert result.stdout == expected.stdout, name  # the texts classified, not the JSON read as text
 

@@ -53,6 +53,16 @@ def test_predict_reads_a_tsv_header_of_text_columns_as_a_header(tiny_teacher, tm
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1]
 
 
+def test_predict_gives_a_pair_model_pairs_and_a_single_text_model_single_texts(tiny_teacher, tmp_path):
+    """The MRPC model reads pairs: a file of single sentences is refused at its first row, not scored."""
+    (tmp_path / "single.csv").write_text("id,text\n1,The cat sat.\n")
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "single.csv")
+    assert refused.returncode == 2 and "single.csv:2: one text where the model reads pairs" in refused.stderr
+    (tmp_path / "mixed.tsv").write_text("The cat sat.\tA cat sat.\nIt rained.\n")
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "mixed.tsv")
+    assert refused.returncode == 2 and "mixed.tsv:2: one text where the model reads pairs" in refused.stderr
+
+
 def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_model, tmp_path):
     refused = run_cli("finetune", "--model", tiny_model, "--max-steps", "1", "--precision", "fp16", "--device", "cpu",
                       "--output", tmp_path / "out")

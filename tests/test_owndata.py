@@ -153,6 +153,13 @@ def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["line"] for r in lines] == [2, 3]
     assert all(r["label"] in ("bad", "good") and set(r["probabilities"]) == {"bad", "good"} for r in lines)
+    # a file without the model's column is refused, not read by the usual names (its `text` is not a review)
+    other = write(tmp_path / "other.csv", [{"id": 1, "text": "superb"}], ["id", "text"])
+    refused = run_cli("predict", tmp_path / "exported", "--input", other)
+    assert refused.returncode == 2 and f"{other}: no column 'review'" in refused.stderr and not refused.stdout
+    (tmp_path / "other.jsonl").write_text('{"text": "superb"}\n')
+    refused = run_cli("predict", tmp_path / "exported", "--input", tmp_path / "other.jsonl")
+    assert refused.returncode == 2 and 'other.jsonl:1: no "review" field' in refused.stderr
     # predictions never replace their input
     result = run_cli("predict", tmp_path / "exported", "--input", new, "--output", new, "--overwrite")
     assert result.returncode == 2 and "is the input file" in result.stderr

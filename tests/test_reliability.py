@@ -74,8 +74,12 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_go_on(tiny_model, tmp_path)
     out = tmp_path / "run"
     args = ["finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "96",
             "--epochs", "6", "--batch-size", "8", "--save-every", "4", "--learning-rate", "1e-3"]
-    proc = subprocess.Popen([sys.executable, "-m", "sparsebert", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # `python -m sparsebert`, with SIGINT answered as a terminal's Ctrl-C is: a suite started in the background
+    # (`pytest &`) ignores SIGINT, and a Python started ignoring it never raises KeyboardInterrupt
+    main = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "runpy.run_module('sparsebert', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", main, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 300
     # any complete checkpoint: on a loaded machine this loop may wake after a given one has been rotated away
     while checkpoint.latest(out) is None and time.time() < deadline and proc.poll() is None:
@@ -338,3 +342,19 @@ def test_a_model_fine_tuned_on_one_task_is_refused_for_another_of_the_same_size_
                     "--output", str(tmp_path / "wrong"), "--max-train-samples", "16", "--max-steps", "2")
     assert_one_line(wrong, "the model was fine-tuned on RTE, not MRPC; give --task RTE")
     assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
+
+
+def test_a_vocabulary_without_its_tokenizer_settings_is_refused(tiny_model, tmp_path):
+    """Without tokenizer_config.json, transformers lower-cases by default: a cased model would read lower-cased text."""
+    import shutil
+
+    folder = tmp_path / "vocab-only"
+    shutil.copytree(tiny_model, folder)
+    from sparsebert.models import load_tokenizer
+
+    vocab = load_tokenizer(str(folder)).get_vocab()
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token in sorted(vocab, key=vocab.get)))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    refused = run_cli("evaluate", str(folder), "--task", "mrpc")
+    assert_one_line(refused, "a vocabulary without tokenizer.json or tokenizer_config.json")

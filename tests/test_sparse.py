@@ -344,7 +344,7 @@ def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
         expected = model(**inputs).logits
     assert (engine(**inputs).logits - expected).abs().max() < 2e-2 * expected.abs().max()
 
-    (tmp_path / "in.jsonl").write_text('{"text_a": "a cat", "text_b": "a dog"}\n\n{"text": "hello"}\n')
+    (tmp_path / "in.jsonl").write_text('{"text_a": "a cat", "text_b": "a dog"}\n\n{"sentence1": "hello", "sentence2": "hi"}\n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"))
     assert result.returncode == 0, result.stderr
     assert "sparse engine" in result.stderr

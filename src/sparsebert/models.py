@@ -65,6 +65,10 @@ def load_tokenizer(path: str):
     if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
         raise UserError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}); copy them from the "
                         "model this one was trained from")
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        # a vocabulary alone does not say how text is normalised: transformers would lower-case it, right or not
+        raise UserError(f"{path}: a vocabulary without tokenizer.json or tokenizer_config.json (whether the "
+                        "text is lower-cased is not recorded); copy them from the model this one was trained from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # transformers raises many types for a folder without tokenizer files

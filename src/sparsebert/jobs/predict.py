@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..loading import load_config, load_dense, load_sparse
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..runio import check_output_file
+from ..tasks import get_task
 from ..textfiles import first_line, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
@@ -54,28 +55,47 @@ def parse_json_line(path: Path, number: int, text: str, columns: list[str] | Non
 def read_inputs(path: Path, columns: str | None, required: bool) -> Iterator[tuple[int, tuple[str, str | None]]]:
     """(line number, (text, second text or None)) of each row, read as they are consumed, so that a file of any
     length takes steady memory; the header and the columns are checked at once, each row when it is reached.
-    JSON lines (by content or name); CSV or TSV with a header that names the columns (--text-columns, else the
-    model's own); else plain TSV lines, `text` or `text_a<TAB>text_b`. `required`: the columns were asked for
-    (--text-columns), not the model's defaults."""
+    JSON lines (by content or name) and CSV must hold the columns: --text-columns, else those the model was
+    trained on, else the usual names (text, sentence1 and sentence2, ...); a TSV may have a header naming them,
+    or be plain lines, `text` or `text_a<TAB>text_b`. `required`: the columns were asked for (--text-columns)."""
     names = columns.split(",") if columns else None
     first = first_line(path)
     if not first:
         raise UserError(f"{path}: the file is empty")
     if first.lstrip().startswith("{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        return ((n, parse_json_line(path, n, line, names, required)) for n, line in enumerate(text_lines(path), 1)
-                if line.strip())
+        return ((n, parse_json_line(path, n, line, names, required or bool(names)))
+                for n, line in enumerate(text_lines(path), 1) if line.strip())
     kind = "csv" if path.suffix.lower() == ".csv" else "tsv"
     header = next(csv.reader([first.rstrip("\r\n")], delimiter="," if kind == "csv" else "\t"))
     named = bool(names) and all(c in header for c in names)
     # a TSV whose first line names text columns (`sentence1<TAB>sentence2`) has a header, not a first example
     headed = not named and all(field in FIRST_KEYS + SECOND_KEYS for field in header)
-    if headed and not required:
-        columns, named = ",".join(header), True
-    if kind == "csv" or named or required:
+    if kind == "csv" or named or required or headed:
         found, records = datafiles.table_records(path, kind)
-        a, b = datafiles.text_columns(columns if named or required else None, found, path)
+        a, b = datafiles.text_columns(columns or (",".join(header) if headed else None), found, path)
         return ((n, (row[a], row[b] if b else None)) for n, row in records)
     return plain_rows(path)
+
+
+def rows_of_one_kind(rows, path: Path, pairs: bool | None):
+    """Each row as the model reads it: a pair for a model trained on pairs, one text for one trained on single
+    texts (`pairs`: from its record; None: as the first row is)."""
+    for number, (a, b) in rows:
+        if pairs is None:
+            pairs = b is not None
+        if (b is not None) != pairs:
+            raise UserError(f"{path}:{number}: " + ("one text where the model reads pairs; give text_a and text_b"
+                                                    if pairs else "two texts where the model reads one"))
+        yield number, (a, b)
+
+
+def reads_pairs(saved: dict) -> bool | None:
+    """Whether the model was trained on pairs of texts, from what it recorded (None where it recorded nothing)."""
+    if "text_columns" in saved:
+        return "," in saved["text_columns"]
+    if "task" in saved:
+        return get_task(saved["task"]).text_b is not None
+    return None
 
 
 def plain_rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None]]]:
@@ -130,11 +150,12 @@ def run(args: PredictConfig) -> None:
     config = load_config(path)
     saved = model_data_settings(config)
     check_model_positions(args, config, path)
+    rows = rows_of_one_kind(read_inputs(input_path, args.text_columns or saved.get("text_columns"),
+                                        bool(args.text_columns)), input_path, reads_pairs(saved))
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     regression = config.problem_type == "regression" or config.num_labels == 1
-    rows = read_inputs(input_path, args.text_columns or saved.get("text_columns"), bool(args.text_columns))
     with output_stream(args.output) as out, torch.inference_mode(), tqdm(desc="predict", unit=" rows") as bar:
         for chunk in iter(lambda: list(islice(rows, args.chunk)), []):
             texts_a = [a for _, (a, _) in chunk]
