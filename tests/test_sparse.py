@@ -235,12 +235,17 @@ def test_the_engine_runs_the_models_own_activation(tmp_path, activation, mode):
     assert_same_as_dense(model, from_hf_model(model, engine=mode), batch_of_mixed_lengths(), 1e-4)
 
 
-def test_an_activation_the_engine_does_not_run_is_refused_at_load(tiny_model):
+def test_an_activation_the_engine_does_not_run_is_refused_at_load_and_export_writes_nothing(tiny_model, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
     model.config.hidden_act = "silu"
     with pytest.raises(UserError, match="the sparse engine runs the activations gelu, gelu_new, gelu_pytorch_tanh, "
                                         "relu; this model's hidden_act is 'silu'"):
         from_hf_model(model)
+    model.save_pretrained(tmp_path / "silu")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "silu")
+    refused = run_cli("export", str(tmp_path / "silu"), str(tmp_path / "exp"))
+    assert refused.returncode == 2 and "hidden_act is 'silu'" in refused.stderr
+    assert not (tmp_path / "exp").exists()  # no export that looks finished
 
 
 def test_engine_int8_values_stay_near_fp32(tiny_model):

@@ -41,7 +41,7 @@ def run(args: ExportConfig) -> dict:
     import torch
 
     from ..loading import load_sparse
-    from ..sparse.engine import from_hf_model
+    from ..sparse.engine import check_engine_runs, from_hf_model
 
     path = resolve_model_path(args.model)
     if Path(args.output).resolve() == Path(path).resolve():
@@ -54,6 +54,7 @@ def run(args: ExportConfig) -> dict:
             raise UserError("--onnx needs onnx and onnxruntime: pip install 'sparsebert[onnx]'") from None
     tokenizer = load_tokenizer(path)
     model = load_for_inference(path)
+    check_engine_runs(model.config)
     classifier = model.base_model is not model
     out = prepare_output_dir(args.output, args.overwrite)
     report = export_model(model, tokenizer, out, args.values, args.embeddings)

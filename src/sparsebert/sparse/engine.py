@@ -43,6 +43,20 @@ ACTIVATIONS = {"gelu": None,
                "relu": lambda x: F.relu(x, inplace=True)}
 
 
+def check_engine_runs(config) -> None:
+    """Refuses a model the engine would run wrongly (a family, position embedding or activation it lacks), before
+    anything is written for it."""
+    if config.model_type not in SUPPORTED:
+        raise UserError(f"the sparse engine runs {', '.join(SUPPORTED)} encoders, not '{config.model_type}'")
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise UserError(f"the sparse engine runs absolute position embeddings, not "
+                        f"'{config.position_embedding_type}'")
+    if config.hidden_act not in ACTIVATIONS:
+        raise UserError(f"the sparse engine runs the activations {', '.join(ACTIVATIONS)}; this model's "
+                        f"hidden_act is '{config.hidden_act}' (predict and evaluate run it in PyTorch with --dense "
+                        "and --engine dense)")
+
+
 class EngineLinear:
     """One of the encoder's linear layers: the sparse kernel or the dense product, whichever is faster here."""
 
@@ -98,14 +112,7 @@ class SparseModel(torch.nn.Module):
         super().__init__()
         if engine not in ("auto", "sparse", "dense"):
             raise ValueError(f"engine '{engine}': give auto, sparse or dense")
-        if config.model_type not in SUPPORTED:
-            raise UserError(f"the sparse engine runs {', '.join(SUPPORTED)} encoders, not '{config.model_type}'")
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise UserError(f"the sparse engine runs absolute position embeddings, not "
-                            f"'{config.position_embedding_type}'")
-        if config.hidden_act not in ACTIVATIONS:
-            raise UserError(f"the sparse engine runs the activations {', '.join(ACTIVATIONS)}; this model's "
-                            f"hidden_act is '{config.hidden_act}' (run it with --dense, or in PyTorch)")
+        check_engine_runs(config)
         self.activation = ACTIVATIONS[config.hidden_act]
         self.config, self.tokenizer = config, tokenizer
         self.heads, self.hidden = config.num_attention_heads, config.hidden_size
