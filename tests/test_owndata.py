@@ -180,3 +180,15 @@ def test_a_dev_label_unseen_in_training_stops_before_anything_is_written(tiny_mo
                      "--output", tmp_path / "out")
     assert result.returncode == 2 and "dev.csv:3: label 'meh'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_label_of_nan_or_inf_is_refused_with_its_line_not_read_as_a_class_or_a_regression(tmp_path):
+    rows = [{"text": f"sentence {i}", "label": label} for i, label in enumerate(["0", "1", "nan", "1"])]
+    path = write(tmp_path / "train.csv", rows, ["text", "label"])
+    with pytest.raises(UserError, match=r"train.csv:4: label 'nan' is not a finite number"):
+        datafiles.own_task(None, path, text=None, label_column="label", regression=False, metric=None)
+    scores = write(tmp_path / "scores.csv", [{"text": "a", "label": "0.5"}, {"text": "b", "label": "inf"}],
+                   ["text", "label"])
+    task = datafiles.own_task(None, scores, text=None, label_column="label", regression=True, metric=None)
+    with pytest.raises(UserError, match=r"scores.csv:3: label 'inf' is not a number"):
+        datafiles.read_examples(task, scores)

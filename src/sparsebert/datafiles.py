@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
-from .tasks import Example, Task, with_main_metric
+from .tasks import Example, Task, is_number, with_main_metric
 from .textfiles import first_line, table_rows, text_lines
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -119,7 +119,8 @@ def label_text(value, where: str, column: str) -> str:
     return str(value).strip()
 
 
-def is_number(text: str) -> bool:
+def is_number_like(text: str) -> bool:
+    """What float() reads though it is no number a data file means (nan, inf, 1_0)."""
     try:
         float(text)
     except ValueError:
@@ -137,7 +138,12 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
     if label_column not in columns:
         raise UserError(f"{path}: no column '{label_column}' (--label-column); it has {', '.join(columns)}")
     if labels is None and not regression:
-        values = {label_text(r.get(label_column), f"{path}:{n}", label_column) for n, r in rows}
+        labelled = [(n, label_text(r.get(label_column), f"{path}:{n}", label_column)) for n, r in rows]
+        # nan or inf among the labels: a broken row, not a class of its own nor the sign of a regression
+        odd = next(((n, v) for n, v in labelled if not is_number(v) and is_number_like(v)), None)
+        if odd:
+            raise UserError(f"{path}:{odd[0]}: label '{odd[1]}' is not a finite number; fix or drop the row")
+        values = {v for _, v in labelled}
         numbers = all(is_number(v) for v in values)
         # as Hugging Face's run_glue reads a column: decimals are a regression target, whole numbers class ids
         regression = numbers and not all(v.lstrip("+-").isdigit() for v in values)

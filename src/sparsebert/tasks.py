@@ -7,6 +7,7 @@ file with extra columns (MNLI's dev has more label columns than its train) reads
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -151,12 +152,19 @@ def read_examples(task: Task, path: Path) -> list[Example]:
     return examples
 
 
+def is_number(text: str) -> bool:
+    """A finite number as written in a data file: not nan, inf or Python's 1_000."""
+    try:
+        return math.isfinite(float(text)) and "_" not in text
+    except ValueError:
+        return False
+
+
 def parse_label(task: Task, raw: str, where: str) -> float | int:
     if task.is_regression:
-        try:
-            return float(raw)
-        except ValueError:
-            raise UserError(f"{where}: score '{raw}' is not a number") from None
+        if not is_number(raw):
+            raise UserError(f"{where}: score '{raw}' is not a number")
+        return float(raw)
     if raw not in task.labels:
         raise UserError(f"{where}: unknown label '{raw}'; {task.name} labels are {', '.join(task.labels)}")
     return task.labels.index(raw)
