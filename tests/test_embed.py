@@ -118,3 +118,26 @@ def test_the_committed_90_percent_embedder_scores_on_sts_b_what_its_results_say(
     # rounding apart, the kernels of every width give the same answers; the numba fall-back's sums run in
     # another order, which may move a tie in the ranks
     assert score == pytest.approx(rows["sparsebert engine: export-90"]["sts_b_dev_spearman"], abs=1e-3)
+
+
+def test_a_sentence_model_that_pools_otherwise_or_records_a_bad_length_is_refused(tiny_model, tmp_path):
+    """encode pools by the mean over tokens: a CLS-pooled sentence-transformers folder would be answered wrongly."""
+    import json
+    import shutil
+
+    folder = tmp_path / "st"
+    shutil.copytree(tiny_model, folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 64, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    with pytest.raises(sparsebert.UserError, match="the model pools by pooling_mode_cls_token; the engine's"):
+        sparsebert.load_sparse(folder)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 100000}')
+    with pytest.raises(sparsebert.UserError, match="max_seq_length 100000; give a whole number from 2 to"):
+        sparsebert.load_sparse(folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12')
+    with pytest.raises(sparsebert.UserError, match="sentence_bert_config.json: not valid JSON"):
+        sparsebert.load_sparse(folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12}')
+    assert sparsebert.load_sparse(folder).max_seq_length == 12

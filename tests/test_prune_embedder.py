@@ -25,7 +25,7 @@ def make_encoder(folder, dropout=0.1):
     """A tiny random BERT encoder alone (no task head), as a sentence-embedding model is stored."""
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                         intermediate_size=64, max_position_embeddings=256, hidden_dropout_prob=dropout,
                          attention_probs_dropout_prob=dropout), add_pooling_layer=False).save_pretrained(folder)
     load_tokenizer(resolve_model_path(None)).save_pretrained(folder)
     return folder

@@ -317,10 +317,32 @@ def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "au
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
+def read_settings(path: Path) -> dict:
+    try:
+        settings = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); restore it from the model it came from") from None
+    if not isinstance(settings, dict):
+        raise UserError(f"{path}: not a JSON object; restore it from the model it came from")
+    return settings
+
+
 def sentence_length(folder: Path | None, config) -> int:
     """The tokens per sentence `encode` keeps: a sentence-transformers folder's own setting (all-MiniLM-L6-v2:
-    256), else all the model's positions."""
+    256), else all the model's positions. Refuses a folder that pools other than by the mean over its tokens,
+    which is how `encode` pools."""
+    positions = config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0)
+    pooling = folder / "1_Pooling" / "config.json" if folder else None
+    if pooling and pooling.is_file():
+        modes = sorted(k for k, v in read_settings(pooling).items() if k.startswith("pooling_mode_") and v is True)
+        if modes != ["pooling_mode_mean_tokens"]:
+            raise UserError(f"{pooling}: the model pools by {', '.join(modes) or 'nothing'}; the engine's "
+                            "embeddings are the mean over the tokens (pooling_mode_mean_tokens)")
     settings = folder / "sentence_bert_config.json" if folder else None
     if settings and settings.is_file():
-        return int(json.loads(settings.read_text())["max_seq_length"])
-    return config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0)
+        length = read_settings(settings).get("max_seq_length")
+        if not isinstance(length, int) or not 1 < length <= positions:
+            raise UserError(f"{settings}: max_seq_length {length!r}; give a whole number from 2 to the model's "
+                            f"{positions} positions")
+        return length
+    return positions
