@@ -358,3 +358,10 @@ def test_a_vocabulary_without_its_tokenizer_settings_is_refused(tiny_model, tmp_
         (folder / name).unlink(missing_ok=True)
     refused = run_cli("evaluate", str(folder), "--task", "mrpc")
     assert_one_line(refused, "a vocabulary without tokenizer.json or tokenizer_config.json")
+
+
+def test_run_with_a_mistyped_model_writes_no_folder(tmp_path):
+    """Else the folder's config.yaml would hold the wrong --model, and --resume would go on with it."""
+    refused = run_cli("run", "--model", str(tmp_path / "no-such-model"), "--output", str(tmp_path / "run"))
+    assert_one_line(refused, "no-such-model: model folder not found")
+    assert not (tmp_path / "run").exists()

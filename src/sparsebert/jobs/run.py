@@ -16,6 +16,8 @@ from pathlib import Path
 from .. import checkpoint
 from ..config import FinetuneConfig, PruneConfig, RunConfig, build
 from ..errors import UserError
+from ..loading import load_config
+from ..models import resolve_model_path
 from ..runio import prepare_output_dir, read_yaml_mapping, saved_config, write_config, write_json
 from ..tasks import get_task
 from . import finetune, prune
@@ -46,6 +48,7 @@ def new_jobs(config: RunConfig):
     student = build(PruneConfig, {**preset.get("prune", {}), **shared, "student": config.model,
                                   "teacher": str(out / "teacher"), "sparsity": sparsity,
                                   "output": str(out / "student")}, config.preset, "prune")
+    load_config(resolve_model_path(config.model))  # a mistyped or unusable --model: refused before the folder exists
     out = prepare_output_dir(out, config.overwrite)
     write_config(out, {"job": "run", **config.replace(sparsity=sparsity).to_dict(settings_only=True),
                        "teacher": teacher.to_dict(settings_only=True),
