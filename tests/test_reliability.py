@@ -365,3 +365,16 @@ def test_run_with_a_mistyped_model_writes_no_folder(tmp_path):
     refused = run_cli("run", "--model", str(tmp_path / "no-such-model"), "--output", str(tmp_path / "run"))
     assert_one_line(refused, "no-such-model: model folder not found")
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_and_predict_truncate_as_the_model_was_trained(tiny_model, tmp_path):
+    """A model trained on 32 tokens and scored on 128 would be judged on inputs it never saw."""
+    out = tmp_path / "short"
+    assert run_cli("finetune", "--model", str(tiny_model), "--output", str(out), "--max-train-samples", "16",
+                   "--epochs", "1", "--batch-size", "8", "--max-seq-length", "32").returncode == 0
+    assert json.loads((out / "config.json").read_text())["sparsebert_data"]["max_seq_length"] == 32
+    import sparsebert
+
+    recorded, told = sparsebert.evaluate(out), sparsebert.evaluate(out, max_seq_length=128)
+    assert (recorded["max_seq_length"], told["max_seq_length"]) == (32, 128)
+    assert recorded["f1"] == json.loads((out / "metrics.json").read_text())["final"]["f1"]  # as training scored it

@@ -127,6 +127,12 @@ def recorded_task(model_config) -> str:
     return saved["task"]
 
 
+def trained_length(model_config) -> int:
+    """The tokens a trained model's examples were truncated to, as it recorded; 128 (the training default) for a
+    model that recorded none."""
+    return int(model_data_settings(model_config).get("max_seq_length", 128))
+
+
 def model_data_settings(model_config) -> dict:
     """What a model saved of the data it was trained on (models.save_model): task name, text columns."""
     return dict(getattr(model_config, "sparsebert_data", None) or {}) if model_config is not None else {}

@@ -233,13 +233,16 @@ def shrink_model(model, layers: int, hidden: int):
     return small
 
 
-def save_model(model, tokenizer, output_dir: Path, task: Task | None = None) -> None:
+def save_model(model, tokenizer, output_dir: Path, task: Task | None = None, max_seq_length: int | None = None) -> None:
     """A Hugging Face folder; with `task`, config.json also records the data it was trained on (the task, and
-    for your own files their text columns and main metric), which evaluate and predict take as defaults."""
+    for your own files their text columns and main metric; the tokens it was truncated to), which evaluate and
+    predict take as defaults."""
     if task is not None:
         model.config.sparsebert_data = ({"task": task.name, "text_columns": ",".join(c for c in (task.text_a, task.text_b) if c),
                                          "label_column": task.label, "metric": task.main_metric}
                                         if task.files else {"task": task.name})
+        if max_seq_length is not None:
+            model.config.sparsebert_data["max_seq_length"] = max_seq_length
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
 

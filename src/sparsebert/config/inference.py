@@ -22,6 +22,8 @@ class EvaluateConfig(DataConfig):
     engine: str = setting("dense", "sparse: the sparse CPU engine (each matrix sparse where that is faster here)",
                           "engine", choices=("dense", "sparse"))
     json: str | None = setting(None, "also write the metrics to this JSON file", "output")
+    max_seq_length: int | None = setting(None, "tokens per example after truncation (default: what the model was "
+                                               "trained with, else 128)", "data")
 
     def check(self) -> None:
         super().check()
@@ -84,7 +86,8 @@ class PredictConfig(JobConfig):
     input: str | None = setting(None, "CSV, TSV or JSON lines file of texts", "data", required=True)
     text_columns: str | None = setting(None, "the text column(s), comma-separated (default: the model's, as it "
                                              "was trained)", "data", metavar="A[,B]")
-    max_seq_length: int = setting(128, "tokens per example after truncation", "data")
+    max_seq_length: int | None = setting(None, "tokens per example after truncation (default: what the model was "
+                                               "trained with, else 128)", "data")
     output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
     overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
     batch_size: int = setting(32, "examples per batch", "engine")
@@ -93,7 +96,8 @@ class PredictConfig(JobConfig):
 
     def check(self) -> None:
         check_sizes(self, ("batch_size", "chunk"))
-        check_seq_length(self.max_seq_length)
+        if self.max_seq_length is not None:
+            check_seq_length(self.max_seq_length)
 
 
 @dataclass

@@ -32,7 +32,8 @@ class DataConfig(JobConfig):
     max_seq_length: int = setting(128, "tokens per example after truncation", "data")
 
     def check(self) -> None:
-        check_seq_length(self.max_seq_length)
+        if self.max_seq_length is not None:  # evaluate's default: the model's record
+            check_seq_length(self.max_seq_length)
         if self.text_columns is not None and not 1 <= len(self.text_columns.split(",")) <= 2:
             raise UserError(f"--text-columns {self.text_columns}: give one column, or two for pairs, comma-separated")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .. import datafiles
 from ..config import EvaluateConfig
-from ..data import encode, task_of
+from ..data import encode, task_of, trained_length
 from ..evaluation import evaluate
 from ..loading import load_config, load_model, load_sparse
 from ..models import check_model_positions, resolve_model_path
@@ -19,7 +19,9 @@ def run(args: EvaluateConfig) -> dict:
     if args.json:
         check_output_file(Path(args.json), "--json")
     path = resolve_model_path(args.model)
-    task = task_of(args, load_config(path))
+    config = load_config(path)
+    task = task_of(args, config)
+    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config))
     model, tokenizer, path = load_model(path, task, new_head=False)
     check_model_positions(args, model.config, path)
     examples = (datafiles.read_examples(task, args.validation_file) if task.files
@@ -32,7 +34,8 @@ def run(args: EvaluateConfig) -> dict:
         print(model.describe())
         engine = {"engine_summary": model.summary()}
     metrics = evaluate(model, task, dev, args.batch_size)
-    result = {"task": task.name, "model": path, "engine": args.engine, **engine, **metrics,
+    result = {"task": task.name, "model": path, "engine": args.engine, "max_seq_length": args.max_seq_length,
+              **engine, **metrics,
               "sparsity": sparsity["targets"]["sparsity"], "encoder_sparsity": sparsity["encoder"]["sparsity"]}
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
                    if k != "engine_summary"))

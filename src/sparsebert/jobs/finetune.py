@@ -46,7 +46,7 @@ def run(config: FinetuneConfig) -> dict:
     if report is None:
         distributed.finish(processes)
         return {}
-    save_model(model, tokenizer, out, task)
+    save_model(model, tokenizer, out, task, config.max_seq_length)
     result = {**training.state.metrics, **report}
     write_json(out / "metrics.json", result)
     write_model_card(out, summary=f"{task.name}, fine-tuned from `{model_path}` by sparsebert.",

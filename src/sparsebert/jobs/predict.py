@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .. import datafiles
 from ..config import PredictConfig
-from ..data import Encoded, eval_batches, model_data_settings
+from ..data import Encoded, eval_batches, model_data_settings, trained_length
 from ..errors import UserError
 from ..loading import load_config, load_dense, load_sparse
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
@@ -149,6 +149,7 @@ def run(args: PredictConfig) -> None:
         check_output(Path(args.output), input_path, args.overwrite)
     config = load_config(path)
     saved = model_data_settings(config)
+    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config))
     check_model_positions(args, config, path)
     rows = rows_of_one_kind(read_inputs(input_path, args.text_columns or saved.get("text_columns"),
                                         bool(args.text_columns)), input_path, reads_pairs(saved))

@@ -43,12 +43,12 @@ def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list
 
 
 def save_pruned(student, tokenizer, out, pruner, task, report: dict, teacher_metrics: dict, main_metric: str,
-                job: str, summary: str, evaluations: list, **recorded) -> dict:
+                job: str, summary: str, evaluations: list, max_seq_length: int | None = None, **recorded) -> dict:
     """The pruned model as a Hugging Face folder (zeros stored as zeros), its masks, sparsity.json, metrics.json
     (the run's report, the teacher's scores, `recorded`, the sparsity reached) and a model card that says what
     was done (`summary`) and how to make it again with `job`; returns the metrics."""
     student.set_attn_implementation("sdpa")
-    save_model(student, tokenizer, out, task)
+    save_model(student, tokenizer, out, task, max_seq_length)
     pruner.save_masks(out / "masks.safetensors")
     sparsity = sparsity_report(student)
     write_json(out / "sparsity.json", sparsity)
@@ -180,6 +180,6 @@ def run(config: PruneConfig) -> dict:
     how = "without a teacher" if teacher is None else f"distilling from `{config.teacher}`"
     result = save_pruned(student, tokenizer, out, pruner, task, report, teacher_metrics, task.main_metric, "prune",
                          f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}",
-                         training.state.metrics)
+                         training.state.metrics, max_seq_length=config.max_seq_length)
     distributed.finish(processes)
     return result
