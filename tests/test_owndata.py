@@ -169,7 +169,7 @@ def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
 def test_glue_models_carry_the_task_label_names(tiny_teacher):
     config = json.loads((tiny_teacher / "config.json").read_text())
     assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
-    assert config["sparsebert_data"] == {"task": "MRPC"}
+    assert config["sparsebert_data"] == {"task": "MRPC", "max_seq_length": 128}
 
 
 def test_a_dev_label_unseen_in_training_stops_before_anything_is_written(tiny_model, tmp_path):
