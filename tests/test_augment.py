@@ -72,3 +72,15 @@ def test_existing_output_is_refused(rte_slice, tmp_path):
     result = augment(rte_slice, tmp_path / "aug.tsv")
     assert result.returncode == 2 and "exists" in result.stderr
     assert (tmp_path / "aug.tsv").read_text() == "keep me"
+
+
+def test_a_row_without_its_fields_is_refused_with_its_line_and_nothing_is_written(rte_slice, tmp_path):
+    """An RTE row whose second sentence lost its tab would be augmented with its label read as text."""
+    lines = (rte_slice / "train.tsv").read_text(encoding="utf-8").splitlines()
+    index, s1, s2, label = lines[2].split("\t")
+    lines[2] = "\t".join([index, f"{s1} {s2}", label])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = augment(tmp_path / "data", tmp_path / "aug.tsv")
+    assert result.returncode == 2 and "train.tsv:3:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "aug.tsv").exists() and not (tmp_path / "aug.tsv.tmp").exists()

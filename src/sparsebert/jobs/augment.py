@@ -12,7 +12,7 @@ from ..augmentation import Augmenter, EmbeddingNeighbours, MaskedLMCandidates
 from ..errors import UserError
 from ..loading import load_config
 from ..models import load_tokenizer, resolve_model_path
-from ..tasks import get_task, read_tsv_rows, split_header, task_file
+from ..tasks import get_task, read_examples, read_tsv_rows, split_header, task_file
 
 
 def load_mlm(path: str):
@@ -31,6 +31,7 @@ def run(args) -> None:
     if out.exists() and not args.overwrite:
         raise UserError(f"{out}: exists; choose another file or pass --overwrite")
     source = task_file(args.data_dir, task, "train.tsv")
+    read_examples(task, source)  # every row's width and label checked (FILE:LINE), before anything is written
     header, rows, col, _ = split_header(task, source, read_tsv_rows(source))
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
@@ -51,19 +52,26 @@ def run(args) -> None:
                           args.prob, args.seed)
     augmenter.prepare([fields[c] for _, fields in rows for c in text_columns])
     tmp = Path(f"{out}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    try:
+        write_augmented(tmp, header, rows, text_columns, augmenter, args.n_aug, task.name)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted run leaves no partial file
+    print(f"wrote {len(rows) * (1 + args.n_aug)} rows ({len(rows)} originals + {len(rows) * args.n_aug} variants) "
+          f"to {out} in {time.time() - started:.0f} s")
+
+
+def write_augmented(path: Path, header, rows, text_columns, augmenter, n_aug: int, name: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
         if header is not None:
             f.write("\t".join(header) + "\n")
         variants = []
-        for _, fields in tqdm(rows, desc=f"augment {task.name} x{args.n_aug}", unit="row"):
+        for _, fields in tqdm(rows, desc=f"augment {name} x{n_aug}", unit="row"):
             f.write("\t".join(fields) + "\n")
-            texts = {c: augmenter.variants(fields[c], args.n_aug) for c in text_columns}
-            for k in range(args.n_aug):
+            texts = {c: augmenter.variants(fields[c], n_aug) for c in text_columns}
+            for k in range(n_aug):
                 new = list(fields)
                 for c in text_columns:
                     new[c] = texts[c][k]
                 variants.append("\t".join(new) + "\n")
         f.writelines(variants)  # originals first, then the variants, as `prune --train-file` reads them
-    os.replace(tmp, out)
-    print(f"wrote {len(rows) * (1 + args.n_aug)} rows ({len(rows)} originals + {len(rows) * args.n_aug} variants) "
-          f"to {out} in {time.time() - started:.0f} s")
