@@ -9,7 +9,8 @@ Engines are timed round by round (each round times every point once; ONNX Runtim
 run, so they do not steal the cores from the next engine): the median over rounds, with min and max. The first
 table has one row per variant (method, sparsity, pattern, engine): the mean score of its seeds' models, the
 median of their times; it marks the Pareto front (no other variant at least as accurate and faster) at batch 1
-and at batch 32, the goals are read off it and the plot draws it. The second table has every model. Run it with nothing else on the machine (the lanes of a grid paused with SIGSTOP).
+and at batch 32, the goals are read off it and the plot draws it. The second table has every model. Run it
+with nothing else on the machine (the lanes of a grid paused with SIGSTOP).
     python benchmarks/frontier.py src/sparsebert/research/experiments/frontier.yaml [--tasks mrpc] [--threads 2]
     python benchmarks/frontier.py --teacher T --students S1,S2 --out DIR                # any finetune / prune folders
     python benchmarks/frontier.py --collect results/frontier/frontier.json      # tables and plots again

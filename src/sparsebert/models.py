@@ -233,7 +233,8 @@ def shrink_model(model, layers: int, hidden: int):
     return small
 
 
-def save_model(model, tokenizer, output_dir: Path, task: Task | None = None, max_seq_length: int | None = None) -> None:
+def save_model(model, tokenizer, output_dir: Path, task: Task | None = None,
+               max_seq_length: int | None = None) -> None:
     """A Hugging Face folder; with `task`, config.json also records the data it was trained on (the task, and
     for your own files their text columns and main metric; the tokens it was truncated to), which evaluate and
     predict take as defaults."""

@@ -14,7 +14,8 @@ from .settings import JobConfig, check_seq_length, check_sizes, loss_weights, se
 @dataclass
 class DataConfig(JobConfig):
     task: str | None = setting(None, "GLUE task, any case, with or without hyphen (default: the one the model was "
-                                     "trained on; prune: its teacher's; else mrpc); with your own files (--validation-file), "
+                                     "trained on; prune: its teacher's; else mrpc); with your own files "
+                                     "(--validation-file), "
                                      "their task's name (default: the file's)", "data")
     data_dir: str | None = setting(None, "task folder of the GLUE distribution (default: the bundled copy)", "data")
     validation_file: str | None = setting(
