@@ -2,6 +2,7 @@
 refuses with one line; it never falls back to a default that answers about something else."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,11 @@ def test_a_model_that_records_no_task_is_refused_not_scored_on_mrpc(tiny_model):
     refused = run_cli("evaluate", tiny_model)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "the model records no task it was trained on; give --task" in refused.stderr
+    # nor is a teacher that records none taken for an MRPC teacher by prune
+    student = Path(tiny_model).parent / "student-of-an-unknown-task"
+    refused = run_cli("prune", "--teacher", tiny_model, "--student", tiny_model, "--output", student, "--max-steps", "1")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and not student.exists()
+    assert "the teacher records no task it was fine-tuned on; give --task" in refused.stderr
 
 
 def test_a_model_of_your_own_files_needs_them_to_be_evaluated(tiny_model, tmp_path):

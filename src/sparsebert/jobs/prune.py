@@ -63,13 +63,16 @@ def save_pruned(student, tokenizer, out, pruner, task, report: dict, teacher_met
 
 
 def with_teachers_task(config: PruneConfig) -> PruneConfig:
-    """Given no --task (nor files of your own), the GLUE task the teacher recorded it was fine-tuned on; MRPC
-    where it recorded none. Its config.yaml then says which."""
+    """Given no --task (nor files of your own), the GLUE task the teacher recorded it was fine-tuned on; a teacher
+    that recorded none is refused rather than taken for MRPC's. Its config.yaml then says which."""
     if config.task or config.validation_file or not config.teacher or (config.no_teacher and config.init != "teacher"):
         return config
     recorded = model_data_settings(load_config(resolve_model_path(config.teacher)))
-    if "task" not in recorded or "text_columns" in recorded:  # your own files' task: task_head_settings says so
+    if "text_columns" in recorded:  # your own files' task: task_head_settings says so
         return config
+    if not recorded.get("task"):
+        raise UserError(f"{config.teacher}: the teacher records no task it was fine-tuned on; give --task (or "
+                        f"--train-file and --validation-file)")
     return dataclasses.replace(config, task=recorded["task"])
 
 
