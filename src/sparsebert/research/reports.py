@@ -57,15 +57,16 @@ def write_results(config: dict, out: Path) -> list[dict]:
     by_score = config.get("plot_metric", "accuracy") == "score"
     shown = lambda task: plotted_metric(task, by_score)
     fresh, teacher_sha256 = {}, {}
-    earlier = {r["job"]: r for r in committed_records(config)}
+    committed = committed_records(config)
+    earlier = {r["job"]: r for r in committed}
     for name, settings in config["teachers"].items():
         folder = runs / f"teacher-{name}"
         if (folder / "metrics.json").is_file():
             result = read_json(folder / "metrics.json")
             teacher_sha256[name] = fingerprint(folder)
-            known = earlier.get(folder.name, {})
-            change = (known.get("weight_change") if known.get("teacher_sha256") == teacher_sha256[name]
-                      else None) or teacher_weight_change(folder, settings)
+            known = [r["weight_change"] for r in committed if r["job"] == folder.name and r.get("weight_change")
+                     and r.get("teacher_sha256") == teacher_sha256[name]]
+            change = known[0] if known else teacher_weight_change(folder, settings)
             fresh[folder.name] = {**record(settings["task"], "teacher", 0.0, settings.get("seed", 42), result),
                                   "job": folder.name, "teacher_sha256": teacher_sha256[name], "weight_change": change}
     for job in expand(config):
@@ -79,8 +80,15 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
                 "evaluations_metric": shown(get_task(job["task"])),
                 "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
-    names = [f"teacher-{name}" for name in config["teachers"]] + [job["dir"] for job in expand(config)]
-    records = [fresh.get(name) or earlier[name] for name in names if name in fresh or name in earlier]
+    # a teacher retrained on another kind of CPU may differ from the one of the committed runs: both are kept
+    teachers = []
+    for name in config["teachers"]:
+        current = fresh.get(f"teacher-{name}")
+        teachers += [r for r in committed if r["job"] == f"teacher-{name}"
+                     and (current is None or r.get("teacher_sha256") != current["teacher_sha256"])]
+        teachers += [current] if current else []
+    jobs = [job["dir"] for job in expand(config)]
+    records = teachers + [fresh.get(name) or earlier[name] for name in jobs if name in fresh or name in earlier]
     # the grid's jobs are named by `label:` in the files (the paper grid's records say `method`)
     label = config.get("label", "variant")
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
@@ -96,7 +104,9 @@ def write_results(config: dict, out: Path) -> list[dict]:
     if "compare" in config:
         write_comparison(out / "comparison.md", records, tasks, config["compare"], label)
     if "paired" in config:
-        write_paired(out / "paired.md", records, tasks, config["paired"], label, teacher_scores, constant)
+        by_fingerprint = {r["teacher_sha256"]: r["score"] for r in teachers if r.get("teacher_sha256")}
+        write_paired(out / "paired.md", records, tasks, config["paired"], label, teacher_scores, constant,
+                     by_fingerprint)
     if any(r.get("weight_change") for r in records):
         write_weight_change(out / "teacher_change.md", records)
     # jobs of one `steps:` list differ only in their length, which their names end with
@@ -275,37 +285,48 @@ def retention(score: float, teacher: float | None, constant: float | None) -> st
 
 
 def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[dict], label: str,
-                 teachers: dict[str, float] | None = None, constant: dict[str, float] | None = None) -> None:
+                 teachers: dict[str, float] | None = None, constant: dict[str, float] | None = None,
+                 teacher_by_fingerprint: dict[str, float] | None = None) -> None:
     """`method` minus `baseline` at `sparsity`, by the final models, pair by pair: runs of one task, sparsity,
-    step count, pattern and seed (the same seed: the same data order, dropout draws and head). The decision
+    step count, pattern and seed (the same seed: the same data order, dropout draws and head), taught by one
+    teacher (runs of one seed whose teachers' fingerprints differ are listed, not paired). The decision
     rule is stats.py's: an exact sign-flip test, p < 0.05, at least stats.MIN_PAIRS pairs; the interval is the
-    paired t interval of the mean. Each arm's score is also a share of the teacher's (and of its margin over
-    the constant answer). Below the table, the same test across tasks."""
-    teachers, constant = teachers or {}, constant or {}
+    paired t interval of the mean. Each arm's score is also a share of the teacher's (its own teacher's where the
+    records name it by fingerprint in `teacher_by_fingerprint`, else the task's in `teachers`), and of its margin
+    over the constant answer. Below the table, the same test across tasks."""
+    teachers, constant, by_fingerprint = teachers or {}, constant or {}, teacher_by_fingerprint or {}
     lines = [f"| task | {label} | baseline | sparsity | steps | pattern | pairs (seeds) | {label} mean | baseline mean "
              f"| difference | 95% t interval | sign-flip p | verdict | {label} kept (of teacher / of margin) "
              "| baseline kept |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    pooled_lines = []
+    pooled_lines, unpaired = [], []
     for pair in pairs:
-        arms = lambda variant: {(r["task"], r["steps"], r.get("pattern", "unstructured"), r["seed"]): r["score"]
+        arms = lambda variant: {(r["task"], r["steps"], r.get("pattern", "unstructured"), r["seed"]): r
                                 for r in records if r["variant"] == variant and r["sparsity"] == pair["sparsity"]}
         ours, theirs = arms(pair["method"]), arms(pair["baseline"])
-        matched = ours.keys() & theirs.keys()
+        # an arm without a teacher (no-teacher) pairs with any; two taught by different teachers do not
+        one_teacher = lambda k: None in (ours[k].get("teacher_sha256"), theirs[k].get("teacher_sha256")) or \
+            ours[k]["teacher_sha256"] == theirs[k]["teacher_sha256"]
+        matched = {k for k in ours.keys() & theirs.keys() if one_teacher(k)}
+        unpaired += [f"- {k[0]} seed {k[3]}, {k[1]} steps, {k[2]}: {pair['method']} and {pair['baseline']} were taught "
+                     f"by different teachers" for k in sorted(ours.keys() & theirs.keys() - matched)]
         for steps, pattern in sorted({(k[1], k[2]) for k in matched}):
             differences = {}
             for task in tasks:
                 keys = sorted(k for k in matched if k[:3] == (task, steps, pattern))
                 if not keys:
                     continue
-                c = paired_comparison([ours[k] for k in keys], [theirs[k] for k in keys])
+                c = paired_comparison([ours[k]["score"] for k in keys], [theirs[k]["score"] for k in keys])
                 differences[task] = c["differences"]
-                mine, base = (statistics.mean(arm[k] for k in keys) for arm in (ours, theirs))
+                mine, base = (statistics.mean(arm[k]["score"] for k in keys) for arm in (ours, theirs))
+                taught = [by_fingerprint.get(ours[k].get("teacher_sha256") or theirs[k].get("teacher_sha256"),
+                                             teachers.get(task)) for k in keys]
+                teacher = statistics.mean(taught) if None not in taught else None
                 interval = "–" if c["low"] is None else f"[{c['low']:+.3f}, {c['high']:+.3f}]"
                 lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {steps} | "
                              f"{pattern} | {c['n']} ({', '.join(str(k[3]) for k in keys)}) | {mine:.3f} | {base:.3f} | "
                              f"{c['mean']:+.3f} | {interval} | {c['p']:.3f} | {c['verdict']} | "
-                             f"{retention(mine, teachers.get(task), constant.get(task))} | "
-                             f"{retention(base, teachers.get(task), constant.get(task))} |")
+                             f"{retention(mine, teacher, constant.get(task))} | "
+                             f"{retention(base, teacher, constant.get(task))} |")
             if len(differences) > 1:
                 p = pooled_comparison(differences)
                 pooled_lines.append(f"- {pair['method']} against {pair['baseline']} at {pair['sparsity']:g}, {steps} "
@@ -316,4 +337,7 @@ def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[
             "p < 0.05, which needs at least 6 pairs to be able to resolve anything; the interval is the paired t "
             "interval of the mean difference. Across tasks, every pair's sign is flipped independently and each task's "
             "mean difference weighs the same.")
-    path.write_text(rule + "\n\n" + "\n".join(lines) + "\n" + ("\n" + "\n".join(pooled_lines) + "\n" if pooled_lines else ""))
+    left_out = ("\nNot paired (the teacher was retrained on another machine between the two arms):\n\n"
+                + "\n".join(unpaired) + "\n") if unpaired else ""
+    path.write_text(rule + "\n\n" + "\n".join(lines) + "\n"
+                    + ("\n" + "\n".join(pooled_lines) + "\n" if pooled_lines else "") + left_out)
