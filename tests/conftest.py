@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from sparsebert.models import load_tokenizer, resolve_model_path
 
@@ -30,6 +30,19 @@ def make_tiny_model(folder: Path, *, layers=2, hidden=32, heads=4, num_labels=No
     model = BertForSequenceClassification(config)
     model.save_pretrained(folder)
     load_tokenizer(resolve_model_path(None)).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_encoder(folder: Path, dropout=0.1) -> Path:
+    """A tiny random BERT encoder alone (no task head) that pools by the mean over its tokens, as a
+    sentence-transformers model is stored."""
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=256, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout), add_pooling_layer=False).save_pretrained(folder)
+    load_tokenizer(resolve_model_path(None)).save_pretrained(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}')
     return folder
 
 

@@ -60,16 +60,24 @@ def test_the_embedded_minilm_exports_and_encodes_from_its_export(tmp_path):
 
 
 def test_embed_writes_a_matrix_in_file_order_and_refuses_bad_input(tiny_model, tmp_path):
-    from conftest import run_cli
+    from conftest import make_tiny_encoder, run_cli
 
     (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n")
-    result = run_cli("embed", tiny_model, "--input", tmp_path / "sentences.txt", "--output", tmp_path / "e.npy")
+    # a fine-tuned classifier records no pooling: its mean-pooled encoder is not a sentence embedder
+    refused = run_cli("embed", tiny_model, "--input", tmp_path / "sentences.txt", "--output", tmp_path / "e.npy")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "e.npy").exists()
+    assert "not a sentence-embedding model: no 1_Pooling/config.json records how it pools" in refused.stderr
+    with pytest.raises(sparsebert.UserError, match="not a sentence-embedding model"):
+        sparsebert.load_sparse(tiny_model).encode(SENTENCES)
+    sentence_model = make_tiny_encoder(tmp_path / "sentence-model")
+    result = run_cli("embed", sentence_model, "--input", tmp_path / "sentences.txt", "--output", tmp_path / "e.npy")
     assert result.returncode == 0, result.stderr
     matrix = np.load(tmp_path / "e.npy")
-    expected = sparsebert.load_sparse(tiny_model).encode(SENTENCES)  # the tiny classifier's encoder
-    np.testing.assert_allclose(matrix, expected, atol=1e-6)
+    encoder = AutoModel.from_pretrained(sentence_model).eval()
+    expected = mean_pooled(encoder, AutoTokenizer.from_pretrained(sentence_model), SENTENCES, 256)
+    np.testing.assert_allclose(matrix, expected, atol=1e-5)
     (tmp_path / "rows.csv").write_text("id,sentence\n1,The cat sat.\n2,A man is playing a guitar.\n")
-    assert run_cli("embed", tiny_model, "--input", tmp_path / "rows.csv", "--text-column", "sentence",
+    assert run_cli("embed", sentence_model, "--input", tmp_path / "rows.csv", "--text-column", "sentence",
                    "--output", tmp_path / "e.jsonl").returncode == 0
     lines = [__import__("json").loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [r["line"] for r in lines] == [2, 3]
@@ -78,19 +86,19 @@ def test_embed_writes_a_matrix_in_file_order_and_refuses_bad_input(tiny_model, t
                         (["--output", tmp_path / "e.npy"], "exists; give another file or --overwrite"),
                         (["--input", tmp_path / "none.txt", "--output", tmp_path / "n.npy"], "input file not found")]:
         base = ["--input", tmp_path / "sentences.txt"] if "--input" not in args else []
-        refused = run_cli("embed", tiny_model, *base, *args)
+        refused = run_cli("embed", sentence_model, *base, *args)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr and words in refused.stderr
     (tmp_path / "pairs.txt").write_text("one\ttwo\n")
-    refused = run_cli("embed", tiny_model, "--input", tmp_path / "pairs.txt", "--output", tmp_path / "p.npy")
+    refused = run_cli("embed", sentence_model, "--input", tmp_path / "pairs.txt", "--output", tmp_path / "p.npy")
     assert "pairs.txt:1: two texts on a row" in refused.stderr and not (tmp_path / "p.npy").exists()
 
 
 def test_an_encoder_exports_to_onnx_with_its_last_hidden_states(tmp_path):
     import onnxruntime
 
-    from test_prune_embedder import make_encoder
+    from conftest import make_tiny_encoder
 
-    folder = make_encoder(tmp_path / "encoder")
+    folder = make_tiny_encoder(tmp_path / "encoder")
     assert sparsebert.export(folder, str(tmp_path / "export"), onnx=True)["onnx"]["file"] == "model.onnx"
     tokenizer = AutoTokenizer.from_pretrained(folder)
     enc = tokenizer(SENTENCES, padding=True, return_tensors="pt")

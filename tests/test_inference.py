@@ -140,19 +140,22 @@ def test_predict_in_several_chunks_answers_as_in_one_and_a_bad_row_leaves_no_fil
     assert not (tmp_path / "h.jsonl").exists()
 
 
-def test_embed_writes_chunk_by_chunk_the_matrix_of_one_pass(tiny_model, tmp_path, monkeypatch):
+def test_embed_writes_chunk_by_chunk_the_matrix_of_one_pass(tmp_path, monkeypatch):
     import numpy as np
+    from conftest import make_tiny_encoder
+
+    model = make_tiny_encoder(tmp_path / "sentence-model")
 
     monkeypatch.setattr("sparsebert.jobs.embed.CHUNK", 3)
     sentences = [f"sentence {i} " + "word " * (i % 5) for i in range(11)]
     (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
-    assert run_cli("embed", tiny_model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.npy").returncode == 0
-    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), sparsebert.load_sparse(tiny_model).encode(sentences),
+    assert run_cli("embed", model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.npy").returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), sparsebert.load_sparse(model).encode(sentences),
                                atol=1e-6)
-    assert run_cli("embed", tiny_model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.jsonl").returncode == 0
+    assert run_cli("embed", model, "--input", tmp_path / "s.txt", "--output", tmp_path / "e.jsonl").returncode == 0
     assert [json.loads(line)["line"] for line in (tmp_path / "e.jsonl").read_text().splitlines()] == list(range(1, 12))
     (tmp_path / "late.txt").write_text("\n".join(sentences) + "\nlast\tpair\n")
-    refused = run_cli("embed", tiny_model, "--input", tmp_path / "late.txt", "--output", tmp_path / "late.npy")
+    refused = run_cli("embed", model, "--input", tmp_path / "late.txt", "--output", tmp_path / "late.npy")
     assert "late.txt:12: two texts on a row" in refused.stderr and not (tmp_path / "late.npy").exists()
 
 

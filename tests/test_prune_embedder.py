@@ -1,6 +1,7 @@
 """prune-embedder: a sentence embedder pruned while it distils from its dense self, on unlabelled sentences."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
-from transformers import AutoModel, BertConfig, BertModel
+from transformers import AutoModel
 
 import sparsebert
-from conftest import kill_once_written, run_cli
+from conftest import kill_once_written, make_tiny_encoder, run_cli
 from sparsebert.data import epoch_batches
 from sparsebert.jobs.export import copy_sentence_transformers_files
 from sparsebert.embedding import glue_sentences, sts_b_pairs
@@ -19,16 +20,6 @@ from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.pruning import find_targets
 
 WORDS = "the a cat dog man woman plays sings reads runs guitar song book fast slowly on stage at home".split()
-
-
-def make_encoder(folder, dropout=0.1):
-    """A tiny random BERT encoder alone (no task head), as a sentence-embedding model is stored."""
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=256, hidden_dropout_prob=dropout,
-                         attention_probs_dropout_prob=dropout), add_pooling_layer=False).save_pretrained(folder)
-    load_tokenizer(resolve_model_path(None)).save_pretrained(folder)
-    return folder
 
 
 def sentences_file(path, n=48):
@@ -54,7 +45,7 @@ def sts_b_reference(folder) -> float:
 
 
 def test_the_pruned_embedder_is_exactly_sparse_and_scored_as_it_says(tmp_path):
-    model = make_encoder(tmp_path / "encoder")
+    model = make_tiny_encoder(tmp_path / "encoder")
     out = tmp_path / "pruned"
     result = run_cli("prune-embedder", "--model", model, "--sentences", sentences_file(tmp_path / "s.txt"),
                      "--max-steps", "6", "--batch-size", "8", "--sparsity", "0.5", "--prune-end", "0.5",
@@ -80,7 +71,7 @@ def test_the_pruned_folder_opens_in_sentence_transformers_and_its_export_encodes
     """What a user compares: the pruned folder in sentence-transformers (dense), and its export on the engine."""
     from sentence_transformers import SentenceTransformer
 
-    model = make_encoder(tmp_path / "encoder")
+    model = make_tiny_encoder(tmp_path / "encoder")
     copy_sentence_transformers_files(Path(resolve_model_path(None)), model)  # mean pooling, normalised, as MiniLM's
     out = tmp_path / "pruned"
     assert run_cli("prune-embedder", "--model", model, "--sentences", sentences_file(tmp_path / "s.txt"),
@@ -100,7 +91,7 @@ def test_the_pruned_folder_opens_in_sentence_transformers_and_its_export_encodes
 
 
 def test_a_killed_run_resumes_to_the_same_embedder(tmp_path):
-    model = make_encoder(tmp_path / "encoder")
+    model = make_tiny_encoder(tmp_path / "encoder")
     sentences = sentences_file(tmp_path / "s.txt", n=96)
 
     def prune(out, *extra):
@@ -124,7 +115,7 @@ def test_a_killed_run_resumes_to_the_same_embedder(tmp_path):
 def test_a_student_identical_to_its_teacher_has_nothing_to_learn(tmp_path):
     """No dropout and nothing pruned: student and teacher see the same sentences and every term is zero, which
     fails if a layer, a pooling or a mask is paired wrongly."""
-    model = make_encoder(tmp_path / "encoder", dropout=0.0)
+    model = make_tiny_encoder(tmp_path / "encoder", dropout=0.0)
     out = tmp_path / "same"
     assert run_cli("prune-embedder", "--model", model, "--sentences", sentences_file(tmp_path / "s.txt"),
                    "--max-steps", "1", "--batch-size", "8", "--sparsity", "0", "--embedding-loss", "mse",
@@ -134,9 +125,12 @@ def test_a_student_identical_to_its_teacher_has_nothing_to_learn(tmp_path):
 
 
 def test_prune_embedder_refuses_what_it_cannot_use(tiny_model, tmp_path):
-    model = make_encoder(tmp_path / "encoder")
+    model = make_tiny_encoder(tmp_path / "encoder")
+    bare = make_tiny_encoder(tmp_path / "bare")  # an encoder that records no pooling: its embedding is unknown
+    shutil.rmtree(bare / "1_Pooling")
     (tmp_path / "pairs.tsv").write_text("one sentence\tand another\n")
     for args, words in [(["--model", tiny_model], "a fine-tuned classifier; give a sentence-embedding model"),
+                        (["--model", bare], "bare: not a sentence-embedding model: no 1_Pooling/config.json"),
                         (["--model", model, "--sentences", tmp_path / "pairs.tsv"], "pairs.tsv:1: two texts on a row"),
                         (["--model", model, "--sentences", tmp_path / "none.txt"], "file of sentences not found"),
                         (["--model", model, "--loss-weights", "1,1"], "give 3 non-negative numbers: attention,hidden,"

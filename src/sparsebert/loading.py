@@ -79,4 +79,5 @@ def load_sparse(path=None, values: str = "fp32", engine: str = "auto") -> Sparse
     else:
         model = from_hf_model(load_for_inference(path), tokenizer, values, engine)
     model.max_seq_length = sentence_length(Path(path), config)
+    model.folder = Path(path)
     return model

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..config import EmbedConfig
 from ..errors import UserError
 from ..models import resolve_model_path
+from ..sparse.engine import check_sentence_model
 from .predict import check_output, output_stream, read_inputs
 
 
@@ -50,6 +51,7 @@ def run(args: EmbedConfig) -> dict:
     from ..loading import load_sparse
 
     path = resolve_model_path(args.model)
+    check_sentence_model(Path(path))
     input_path, output = Path(args.input), Path(args.output)
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")  # before the output is looked at

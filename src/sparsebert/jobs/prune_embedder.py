@@ -25,7 +25,7 @@ from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..pruning import build_pruner, find_targets
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run
-from ..sparse.engine import sentence_length
+from ..sparse.engine import check_sentence_model, sentence_length
 from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, total_steps
 from .embed import read_sentences
 from .prune import save_pruned
@@ -45,6 +45,7 @@ def run(config: EmbedderConfig) -> dict:
     path = resolve_model_path(config.model)
     tokenizer = load_tokenizer(path)
     teacher, student = load_encoder(path), load_encoder(path)
+    check_sentence_model(Path(path))
     check_model_positions(config, student.config, path)
     try:
         for linear in find_targets(student).values():
@@ -54,7 +55,7 @@ def run(config: EmbedderConfig) -> dict:
     sentences = ([text for _, text in read_sentences(Path(config.sentences), config.text_column)]
                  if config.sentences else glue_sentences())
     train = encode_sentences(sentences, tokenizer, config.max_seq_length)
-    eval_length = sentence_length(Path(path) if Path(path).is_dir() else None, student.config)
+    eval_length = sentence_length(Path(path), student.config)
     processes, device = distributed.start(config.device, config.precision)
     out = start_run(config, {"model_path": path}, processes.main)
     if processes.main:

@@ -160,6 +160,7 @@ class SparseModel(torch.nn.Module):
         self.head_out = ((tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
                          if f"{out_name}.weight" in tensors else None)
         self.max_seq_length = sentence_length(None, config)
+        self.folder = None  # load_sparse's folder: `encode` needs it to record its pooling
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
         self.eval()
 
@@ -217,7 +218,11 @@ class SparseModel(torch.nn.Module):
 
     def encode(self, sentences: list[str], batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """Sentence embeddings (len(sentences), hidden) as sentence-transformers' mean pooling gives them: the mean
-        of the last layer over each sentence's real tokens (at most `max_seq_length`), normalised to length 1."""
+        of the last layer over each sentence's real tokens (at most `max_seq_length`), normalised to length 1. A
+        model loaded from a folder must be a sentence model (its 1_Pooling/config.json says so); one built from a
+        model object with `from_hf_model` is pooled so as asked."""
+        if self.folder is not None:
+            check_sentence_model(self.folder)
         if self.tokenizer is None:
             raise UserError("encode needs the model's tokenizer: load the model with sparsebert.load_sparse(FOLDER)")
         if isinstance(sentences, str):
@@ -325,6 +330,15 @@ def read_settings(path: Path) -> dict:
     if not isinstance(settings, dict):
         raise UserError(f"{path}: not a JSON object; restore it from the model it came from")
     return settings
+
+
+def check_sentence_model(folder: Path) -> None:
+    """A folder gives sentence embeddings only where it records how it pools its tokens, as sentence-transformers
+    does: a fine-tuned classifier or a bare encoder, mean-pooled, would give vectors nobody trained for similarity."""
+    if not (folder / "1_Pooling" / "config.json").is_file():
+        raise UserError(f"{folder}: not a sentence-embedding model: no 1_Pooling/config.json records how it pools "
+                        "(sentence-transformers writes one); give a sentence-transformers folder or one that "
+                        "prune-embedder wrote")
 
 
 def sentence_length(folder: Path | None, config) -> int:
