@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from sparsebert.benchmarking import onnx_session
-from sparsebert.embedding import sts_b_pairs
+from sparsebert.embedding import sentence_length, sts_b_pairs
 from sparsebert.loading import load_encoder, load_sparse
 from sparsebert.metrics import accuracy, f1, spearman
 from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.runio import write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
-from sparsebert.sparse.engine import sentence_length
+from sparsebert.sparse.engine import position_count
 from sparsebert.sparse.kernels import KERNEL
 from sparsebert.tasks import get_task, load_split
 
@@ -44,7 +44,7 @@ def onnx_int8_encoder(path: str, threads: int, folder: Path):
     from sparsebert.sparse.onnx import export_onnx
 
     model, tokenizer = load_encoder(path).eval(), load_tokenizer(path)
-    length, hidden = sentence_length(Path(path), model.config), model.config.hidden_size
+    length, hidden = sentence_length(Path(path), position_count(model.config)), model.config.hidden_size
     export_onnx(model, tokenizer, folder / "model.onnx")
     quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"), weight_type=QuantType.QInt8)
     session = onnx_session(folder / "model.int8.onnx", threads, spinning=False)

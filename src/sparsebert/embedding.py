@@ -1,14 +1,19 @@
 """Sentence embeddings: the pooling sentence-transformers gives all-MiniLM-L6-v2 (the mean of the last layer over
 each sentence's real tokens), the sentences an embedder is pruned on, and its quality check: the Spearman
-correlation of cosine similarities with STS-B dev's gold scores, unsupervised (nothing is trained on STS-B)."""
+correlation of cosine similarities with STS-B dev's gold scores, unsupervised (nothing is trained on STS-B);
+and what a sentence-transformers folder records of its pooling and length."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import Encoded
+from .errors import UserError
 from .metrics import spearman
 from .tasks import get_task, load_split
 
@@ -68,3 +73,48 @@ def sts_b_spearman(encode, data_dir=None) -> float:
     first, second, gold = sts_b_pairs(data_dir)
     a, b = encode(first), encode(second)
     return spearman(gold, (a * b).sum(1))
+
+
+def read_settings(path: Path) -> dict:
+    try:
+        settings = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); restore it from the model it came from") from None
+    if not isinstance(settings, dict):
+        raise UserError(f"{path}: not a JSON object; restore it from the model it came from")
+    return settings
+
+
+def not_a_sentence_model(folder: Path) -> str | None:
+    """Why a folder gives no sentence embeddings, or None: it must record how it pools its tokens, as
+    sentence-transformers does; a fine-tuned classifier or a bare encoder, mean-pooled, would give vectors
+    nobody trained for similarity."""
+    if (folder / "1_Pooling" / "config.json").is_file():
+        return None
+    return (f"{folder}: not a sentence-embedding model: no 1_Pooling/config.json records how it pools "
+            "(sentence-transformers writes one); give a sentence-transformers folder or one that prune-embedder wrote")
+
+
+def check_sentence_model(folder: Path) -> None:
+    if why := not_a_sentence_model(folder):
+        raise UserError(why)
+
+
+def sentence_length(folder: Path, positions: int) -> int:
+    """The tokens per sentence `encode` keeps: a sentence-transformers folder's own setting (all-MiniLM-L6-v2:
+    256), else all the model's `positions`. Refuses a folder that pools other than by the mean over its tokens,
+    which is how `encode` pools."""
+    pooling = folder / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        modes = sorted(k for k, v in read_settings(pooling).items() if k.startswith("pooling_mode_") and v is True)
+        if modes != ["pooling_mode_mean_tokens"]:
+            raise UserError(f"{pooling}: the model pools by {', '.join(modes) or 'nothing'}; the engine's "
+                            "embeddings are the mean over the tokens (pooling_mode_mean_tokens)")
+    settings = folder / "sentence_bert_config.json"
+    if settings.is_file():
+        length = read_settings(settings).get("max_seq_length")
+        if not isinstance(length, int) or not 1 < length <= positions:
+            raise UserError(f"{settings}: max_seq_length {length!r}; give a whole number from 2 to the model's "
+                            f"{positions} positions")
+        return length
+    return positions

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .embedding import not_a_sentence_model, sentence_length
 from .errors import UserError
 from .models import (load_classifier, load_for_inference, load_hf_encoder, load_hf_model, load_tokenizer, read_config,
                      resolve_model_path, task_head_settings)
-from .sparse.engine import SparseModel, from_hf_model, sentence_length
+from .sparse.engine import SparseModel, from_hf_model
 from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS, is_exported, load_exported, read_export
 from .tasks import Task
 
@@ -78,6 +79,6 @@ def load_sparse(path=None, values: str = "fp32", engine: str = "auto") -> Sparse
         model = SparseModel(config, tensors, matrices, tokenizer, engine)
     else:
         model = from_hf_model(load_for_inference(path), tokenizer, values, engine)
-    model.max_seq_length = sentence_length(Path(path), config)
-    model.folder = Path(path)
+    model.max_seq_length = sentence_length(Path(path), model.max_seq_length)
+    model.encode_refusal = not_a_sentence_model(Path(path))
     return model

@@ -19,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import EmbedConfig
+from ..embedding import check_sentence_model
 from ..errors import UserError
 from ..models import resolve_model_path
-from ..sparse.engine import check_sentence_model
 from .predict import check_output, output_stream, read_inputs
 
 

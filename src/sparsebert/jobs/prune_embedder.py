@@ -18,14 +18,15 @@ from .. import checkpoint, distributed
 from ..config import EmbedderConfig
 from ..data import collate, model_inputs, to_device
 from ..distill import DistillationLoss, forward_with_internals, set_scores_attention, teacher_hidden_variance
-from ..embedding import embed, encode_sentences, glue_sentences, mean_pool, sts_b_spearman
+from ..embedding import (check_sentence_model, embed, encode_sentences, glue_sentences, mean_pool,
+                         sentence_length, sts_b_spearman)
 from ..errors import UserError
 from ..loading import load_encoder
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..pruning import build_pruner, find_targets
 from ..pruning.pattern import PATTERNS
 from ..runio import resumed_config, start_run
-from ..sparse.engine import check_sentence_model, sentence_length
+from ..sparse.engine import position_count
 from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, total_steps
 from .embed import read_sentences
 from .prune import save_pruned
@@ -55,7 +56,7 @@ def run(config: EmbedderConfig) -> dict:
     sentences = ([text for _, text in read_sentences(Path(config.sentences), config.text_column)]
                  if config.sentences else glue_sentences())
     train = encode_sentences(sentences, tokenizer, config.max_seq_length)
-    eval_length = sentence_length(Path(path), student.config)
+    eval_length = sentence_length(Path(path), position_count(student.config))
     processes, device = distributed.start(config.device, config.precision)
     out = start_run(config, {"model_path": path}, processes.main)
     if processes.main:

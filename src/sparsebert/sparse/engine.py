@@ -1,10 +1,10 @@
 """The sparse encoder engine: a BERT-family classifier's forward of our own, for inference on a CPU.
 
-Per layer: one fused Q/K/V product (the three matrices' rows in one CSR), attention through
-`torch.nn.functional.scaled_dot_product_attention`, the output projection, residual + LayerNorm, the FFN
-up-projection with GELU fused into the kernel, the down-projection, residual + LayerNorm. Only real tokens
-run through the linear layers: a batch's tokens are packed into one (tokens, hidden) matrix and spread
-back out for attention alone, so padding costs nothing there.
+Per layer: one fused Q/K/V product (the three matrices' rows in one CSR), attention of the packed sequences
+(the C kernel; PyTorch's scaled_dot_product_attention on the tokens spread back out where it cannot run), the
+output projection, residual + LayerNorm, the FFN up- and down-projections (one fused call with GELU where both run
+sparse), residual + LayerNorm. Only real tokens run through the linear layers: a batch's tokens are packed into one (tokens, hidden)
+matrix, so padding costs nothing there.
 
 Each matrix runs sparse only where that was measured faster on this machine than the dense product
 (`calibration.py`); elsewhere it runs dense (PyTorch's BLAS). Called like a Hugging Face classifier:
@@ -13,10 +13,8 @@ Each matrix runs sparse only where that was measured faster on this machine than
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -159,8 +157,8 @@ class SparseModel(torch.nn.Module):
         # an encoder alone (a sentence-embedding model) has no task head: it gives `encode`'s embeddings, not logits
         self.head_out = ((tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
                          if f"{out_name}.weight" in tensors else None)
-        self.max_seq_length = sentence_length(None, config)
-        self.folder = None  # load_sparse's folder: `encode` needs it to record its pooling
+        self.max_seq_length = position_count(config)  # a sentence model's loader sets its own
+        self.encode_refusal = None  # why `encode` must refuse: set by the loader of a folder that pools no sentences
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
         self.eval()
 
@@ -221,8 +219,8 @@ class SparseModel(torch.nn.Module):
         of the last layer over each sentence's real tokens (at most `max_seq_length`), normalised to length 1. A
         model loaded from a folder must be a sentence model (its 1_Pooling/config.json says so); one built from a
         model object with `from_hf_model` is pooled so as asked."""
-        if self.folder is not None:
-            check_sentence_model(self.folder)
+        if self.encode_refusal:
+            raise UserError(self.encode_refusal)
         if self.tokenizer is None:
             raise UserError("encode needs the model's tokenizer: load the model with sparsebert.load_sparse(FOLDER)")
         if isinstance(sentences, str):
@@ -322,41 +320,6 @@ def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "au
     return SparseModel(model.config, state, matrices, tokenizer, engine)
 
 
-def read_settings(path: Path) -> dict:
-    try:
-        settings = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); restore it from the model it came from") from None
-    if not isinstance(settings, dict):
-        raise UserError(f"{path}: not a JSON object; restore it from the model it came from")
-    return settings
-
-
-def check_sentence_model(folder: Path) -> None:
-    """A folder gives sentence embeddings only where it records how it pools its tokens, as sentence-transformers
-    does: a fine-tuned classifier or a bare encoder, mean-pooled, would give vectors nobody trained for similarity."""
-    if not (folder / "1_Pooling" / "config.json").is_file():
-        raise UserError(f"{folder}: not a sentence-embedding model: no 1_Pooling/config.json records how it pools "
-                        "(sentence-transformers writes one); give a sentence-transformers folder or one that "
-                        "prune-embedder wrote")
-
-
-def sentence_length(folder: Path | None, config) -> int:
-    """The tokens per sentence `encode` keeps: a sentence-transformers folder's own setting (all-MiniLM-L6-v2:
-    256), else all the model's positions. Refuses a folder that pools other than by the mean over its tokens,
-    which is how `encode` pools."""
-    positions = config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0)
-    pooling = folder / "1_Pooling" / "config.json" if folder else None
-    if pooling and pooling.is_file():
-        modes = sorted(k for k, v in read_settings(pooling).items() if k.startswith("pooling_mode_") and v is True)
-        if modes != ["pooling_mode_mean_tokens"]:
-            raise UserError(f"{pooling}: the model pools by {', '.join(modes) or 'nothing'}; the engine's "
-                            "embeddings are the mean over the tokens (pooling_mode_mean_tokens)")
-    settings = folder / "sentence_bert_config.json" if folder else None
-    if settings and settings.is_file():
-        length = read_settings(settings).get("max_seq_length")
-        if not isinstance(length, int) or not 1 < length <= positions:
-            raise UserError(f"{settings}: max_seq_length {length!r}; give a whole number from 2 to the model's "
-                            f"{positions} positions")
-        return length
-    return positions
+def position_count(config) -> int:
+    """The positions a model's embeddings hold for tokens (RoBERTa's start after padding_idx)."""
+    return config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0)
