@@ -129,7 +129,8 @@ def test_prune_bad_flags(tiny_model, tiny_teacher, tmp_path, flags, message):
 
 def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_path):
     deep3 = make_tiny_model(tmp_path / "deep3", layers=3, num_labels=2)
-    result = run_cli("prune", "--teacher", str(deep3), "--student", str(tiny_teacher), "--output", str(tmp_path / "o"))
+    result = run_cli("prune", "--task", "mrpc", "--teacher", str(deep3), "--student", str(tiny_teacher), "--output",
+                     str(tmp_path / "o"))
     assert_clean_error(result, "not a multiple")
     result = run_cli("prune", "--task", "stsb", "--teacher", str(tiny_teacher), "--output", str(tmp_path / "o"))
     assert_clean_error(result, "has 1")
@@ -137,7 +138,8 @@ def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_p
     make_tiny_model(other_vocab, num_labels=2)
     (other_vocab / "tokenizer.json").unlink()
     (other_vocab / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
-    result = run_cli("prune", "--teacher", str(other_vocab), "--student", str(tiny_teacher), "--output", str(tmp_path / "o"))
+    result = run_cli("prune", "--task", "mrpc", "--teacher", str(other_vocab), "--student", str(tiny_teacher),
+                     "--output", str(tmp_path / "o"))
     assert_clean_error(result, "tokenizers differ")
     assert not (tmp_path / "o").exists()
 

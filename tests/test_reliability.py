@@ -188,7 +188,7 @@ def test_pickle_weights_load_only_with_trust_pickle(tiny_model, tmp_path):
         (folder / f.name).write_bytes(f.read_bytes())
     refused = run_cli("evaluate", str(folder), "--task", "mrpc")
     assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
-    allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc")
+    allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc", "--max-seq-length", "64")
     assert allowed.returncode == 0, allowed.stderr
 
 
@@ -378,3 +378,11 @@ def test_evaluate_and_predict_truncate_as_the_model_was_trained(tiny_model, tmp_
     recorded, told = sparsebert.evaluate(out), sparsebert.evaluate(out, max_seq_length=128)
     assert (recorded["max_seq_length"], told["max_seq_length"]) == (32, 128)
     assert recorded["f1"] == json.loads((out / "metrics.json").read_text())["final"]["f1"]  # as training scored it
+    # a model fine-tuned elsewhere records no length: it is refused, not cut at 128 tokens
+    refused = run_cli("evaluate", str(tiny_model), "--task", "mrpc")
+    assert_one_line(refused, "the model records no length its examples were truncated to; give --max-seq-length")
+    (tmp_path / "in.tsv").write_text("a sentence\tanother one\n")
+    refused = run_cli("predict", str(tiny_model), "--input", str(tmp_path / "in.tsv"), "--output", str(tmp_path / "p.jsonl"))
+    assert_one_line(refused, "the model records no length its examples were truncated to")
+    assert not (tmp_path / "p.jsonl").exists()
+    assert sparsebert.evaluate(str(tiny_model), task="mrpc", max_seq_length=64)["max_seq_length"] == 64

@@ -333,6 +333,7 @@ def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_pa
 
 def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
     model = pruned_tiny(tiny_model)
+    model.config.sparsebert_data = {"max_seq_length": 64}  # as prune records the length it trained with
     model.save_pretrained(tmp_path / "pruned")
     load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
     result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "exp"))
@@ -529,7 +530,7 @@ def test_a_damaged_export_is_refused_on_load_never_read_out_of_bounds(tiny_model
     with pytest.raises(UserError, match=f"the stored matrix {name} {words}"):
         sparsebert.load_sparse(tmp_path / "export")
     (tmp_path / "pairs.tsv").write_text("A cat.\tA dog.\n")
-    refused = run_cli("predict", tmp_path / "export", "--input", tmp_path / "pairs.tsv")
+    refused = run_cli("predict", tmp_path / "export", "--input", tmp_path / "pairs.tsv", "--max-seq-length", "32")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and "the stored matrix" in refused.stderr
 
 

@@ -127,10 +127,14 @@ def recorded_task(model_config) -> str:
     return saved["task"]
 
 
-def trained_length(model_config) -> int:
-    """The tokens a trained model's examples were truncated to, as it recorded; 128 (the training default) for a
-    model that recorded none."""
-    return int(model_data_settings(model_config).get("max_seq_length", 128))
+def trained_length(model_config, path) -> int:
+    """The tokens a trained model's examples were truncated to, as it recorded (finetune and prune do); a model
+    that recorded none (fine-tuned elsewhere) is refused rather than cut at a length it may never have seen."""
+    length = model_data_settings(model_config).get("max_seq_length")
+    if length is None:
+        raise UserError(f"{path}: the model records no length its examples were truncated to; give "
+                        "--max-seq-length (the length it was fine-tuned with; sparsebert's default is 128)")
+    return int(length)
 
 
 def model_data_settings(model_config) -> dict:

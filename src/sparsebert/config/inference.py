@@ -12,6 +12,12 @@ from .settings import JobConfig, check_seq_length, check_sizes, fractions, setti
 from .training import DataConfig
 
 
+def recorded_length():
+    """The truncation length of evaluate and predict: by default the model's record (data.trained_length)."""
+    return setting(None, "tokens per example after truncation (default: what the model was trained with, as it "
+                         "recorded)", "data")
+
+
 @dataclass
 class EvaluateConfig(DataConfig):
     """Dev metrics (and sparsity) of a model."""
@@ -22,8 +28,7 @@ class EvaluateConfig(DataConfig):
     engine: str = setting("dense", "sparse: the sparse CPU engine (each matrix sparse where that is faster here)",
                           "engine", choices=("dense", "sparse"))
     json: str | None = setting(None, "also write the metrics to this JSON file", "output")
-    max_seq_length: int | None = setting(None, "tokens per example after truncation (default: what the model was "
-                                               "trained with, else 128)", "data")
+    max_seq_length: int | None = recorded_length()
 
     def check(self) -> None:
         super().check()
@@ -86,8 +91,7 @@ class PredictConfig(JobConfig):
     input: str | None = setting(None, "CSV, TSV or JSON lines file of texts", "data", required=True)
     text_columns: str | None = setting(None, "the text column(s), comma-separated (default: the model's, as it "
                                              "was trained)", "data", metavar="A[,B]")
-    max_seq_length: int | None = setting(None, "tokens per example after truncation (default: what the model was "
-                                               "trained with, else 128)", "data")
+    max_seq_length: int | None = recorded_length()
     output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
     overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
     batch_size: int = setting(32, "examples per batch", "engine")

@@ -21,8 +21,8 @@ def run(args: EvaluateConfig) -> dict:
     path = resolve_model_path(args.model)
     config = load_config(path)
     task = task_of(args, config)
-    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config))
     model, tokenizer, path = load_model(path, task, new_head=False)
+    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config, path))
     check_model_positions(args, model.config, path)
     examples = (datafiles.read_examples(task, args.validation_file) if task.files
                 else load_split(task, args.data_dir, "dev"))

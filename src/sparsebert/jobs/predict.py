@@ -149,7 +149,7 @@ def run(args: PredictConfig) -> None:
         check_output(Path(args.output), input_path, args.overwrite)
     config = load_config(path)
     saved = model_data_settings(config)
-    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config))
+    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config, path))
     check_model_positions(args, config, path)
     rows = rows_of_one_kind(read_inputs(input_path, args.text_columns or saved.get("text_columns"),
                                         bool(args.text_columns)), input_path, reads_pairs(saved))
