@@ -319,7 +319,7 @@ def test_records_and_tables_are_by_the_final_model(tmp_path):
 
 
 def test_paired_comparison_matches_seed_steps_and_pattern_and_applies_the_rule(tmp_path):
-    from sparsebert.research.reports import write_paired
+    from sparsebert.research.pairs import write_paired
 
     def rec(task, variant, seed, score, steps=500, pattern="unstructured"):
         return {"task": task, "variant": variant, "sparsity": 0.95, "seed": seed, "score": score, "steps": steps,
@@ -353,7 +353,7 @@ def test_paired_comparison_matches_seed_steps_and_pattern_and_applies_the_rule(t
 def test_arms_taught_by_different_teachers_are_not_paired(tmp_path):
     """A grid continued on another kind of CPU retrains its teacher, which comes out different: a seed whose
     two arms had different teachers is listed, not paired, and each arm's retention is of its own teacher."""
-    from sparsebert.research.reports import write_paired
+    from sparsebert.research.pairs import write_paired
 
     def rec(variant, seed, score, teacher):
         return {"task": "mrpc", "variant": variant, "sparsity": 0.95, "seed": seed, "score": score, "steps": 500,
@@ -372,6 +372,66 @@ def test_arms_taught_by_different_teachers_are_not_paired(tmp_path):
     assert rows[0][13] == f"{0.84 / statistics.mean([0.84] * 3 + [0.42]):.1%} / {0.84 / 0.735:.0%}"
     assert rows[1][6] == "1 (4)"  # an arm without a teacher pairs with any
     assert "- mrpc seed 4, 500 steps, unstructured: kap and prune-teacher were taught by different teachers" in text
+
+
+def test_an_arm_is_run_again_to_pair_with_a_run_of_a_retrained_teacher(tiny_model, tmp_path):
+    """One arm of a seed ran with a teacher that this machine does not retrain bit for bit: when its other arm runs
+    here, the first arm runs again under this teacher, so that the seed pairs; the earlier run keeps its record."""
+    config = {
+        "name": "straddle", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"), "label": "method",
+        "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                              "batch_size": 16}},
+        "prune_defaults": {"student": str(tiny_model), "max_train_samples": 32, "max_steps": 2, "batch_size": 16,
+                           "eval_every": 1},
+        "paired": [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.5}],
+        "jobs": [{"variant": "kap", "teacher": "mrpc", "seeds": [1], "sparsities": [0.5]},
+                 {"variant": "prune-teacher", "teacher": "mrpc", "seeds": [1], "sparsities": [0.5],
+                  "prune": {"init": "teacher"}}],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results" / "results.json"
+    assert run_cli("experiment", str(path), "--only", "kap").returncode == 0
+    # as if kap's run and its teacher came from another kind of machine
+    elsewhere = [{**r, "teacher_sha256": "0" * 16} for r in json.loads(results.read_text())]
+    results.write_text(json.dumps(elsewhere))
+    shutil.rmtree(tmp_path / "runs")
+    result = run_cli("experiment", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if "running" in line] == [
+        "prune-teacher-mrpc-s0.5-seed1: running",
+        "kap-mrpc-s0.5-seed1: running again, to pair with prune-teacher-mrpc-s0.5-seed1 under this teacher"]
+    records = json.loads(results.read_text())
+    here = next(r["teacher_sha256"] for r in records if r["job"] == "teacher-mrpc" and r["teacher_sha256"] != "0" * 16)
+    assert [(r["job"], r["teacher_sha256"]) for r in records if r["method"] != "teacher"] == [
+        ("kap-mrpc-s0.5-seed1", "0" * 16), ("kap-mrpc-s0.5-seed1", here), ("prune-teacher-mrpc-s0.5-seed1", here)]
+    paired = (tmp_path / "results" / "paired.md").read_text()
+    assert "| mrpc | kap | prune-teacher | 0.5 | 2 | unstructured | 1 (1) |" in paired and "Not paired" not in paired
+    # both arms now have runs of this teacher: running the grid again runs nothing
+    again = run_cli("experiment", str(path))
+    assert again.returncode == 0 and "running" not in again.stdout
+
+
+def test_a_seed_pairs_the_first_runs_that_one_teacher_taught():
+    from sparsebert.research.pairs import pair_of, partners_to_run_again
+
+    kap_a, kap_b = {"teacher_sha256": "a"}, {"teacher_sha256": "b"}
+    base_b, free = {"teacher_sha256": "b"}, {"teacher_sha256": None}
+    assert pair_of([kap_a, kap_b], [base_b]) == (kap_b, base_b)
+    assert pair_of([kap_a, kap_b], [free]) == (kap_a, free)  # no teacher: pairs with the earliest run
+    assert pair_of([kap_a], [base_b]) is None
+    job = lambda variant, seed=1: {"variant": variant, "teacher": "mrpc", "seed": seed, "sparsity": 0.95, "steps": None}
+    config = {"paired": [{"method": "kap", "baseline": "prune-teacher", "sparsity": 0.95},
+                         {"method": "kap", "baseline": "no-teacher", "sparsity": 0.95}]}
+    jobs = [job("kap"), job("prune-teacher"), job("no-teacher"), job("prune-teacher", seed=2)]
+    runs = {"kap": {"a"}, "prune-teacher": {"b"}, "no-teacher": {None}}
+    teachers_of = lambda j: runs[j["variant"]] if j["seed"] == 1 else set()
+    assert partners_to_run_again(config, jobs, job("prune-teacher"), teachers_of) == [job("kap")]
+    assert partners_to_run_again(config, jobs, job("no-teacher"), teachers_of) == []  # taught by none: pairs with any
+    runs["kap"] = {"a", "b"}  # the seed already pairs under b: nothing runs again
+    assert partners_to_run_again(config, jobs, job("prune-teacher"), teachers_of) == []
+    runs["prune-teacher"] = set()  # an arm not run yet runs in its turn, under this teacher
+    assert partners_to_run_again(config, jobs, job("kap"), teachers_of) == []
 
 
 def test_the_arms_of_a_pair_draw_the_same_dropout_masks(tiny_teacher, tmp_path, monkeypatch):

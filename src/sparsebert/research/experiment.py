@@ -34,6 +34,7 @@ from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfi
 from ..jobs import augment, finetune, prune
 from ..jobs.run import run_to_the_end
 from .grid import claim, expand, fingerprint, load_config, made_once, release
+from .pairs import partners_to_run_again
 from .reports import committed_records, write_results
 
 
@@ -57,6 +58,7 @@ def run(args: ExperimentConfig) -> list[dict]:
         for job in jobs:
             print(f"{'done' if is_done(config, job['dir']) else 'todo'}  {job['dir']}")
         return []
+    every_job, teachers_of = expand(config), taught_by(config)
     for job in jobs:
         folder = runs / job["dir"]
         if not is_done(config, job["dir"]) and claim(folder):
@@ -67,6 +69,17 @@ def run(args: ExperimentConfig) -> list[dict]:
                     write_results(config, out)
             finally:
                 release(folder)
+        for partner in partners_to_run_again(config, every_job, job, teachers_of):
+            again = runs / partner["dir"]
+            if claim(again):
+                try:
+                    if not (again / "metrics.json").is_file():
+                        print(f"{partner['dir']}: running again, to pair with {job['dir']} under this teacher",
+                              flush=True)
+                        run_job(config, partner, again, args)
+                        write_results(config, out)
+                finally:
+                    release(again)
     return write_results(config, out)
 
 
@@ -89,6 +102,24 @@ def is_done(config: dict, name: str) -> bool:
     knows its earlier jobs only from there."""
     return ((Path(config["runs_dir"]) / name / "metrics.json").is_file()
             or any(r["job"] == name for r in committed_records(config)))
+
+
+def taught_by(config: dict):
+    """teachers_of(job): the fingerprints of the teachers of a job's runs, committed or here (None for a run
+    taught by none); a job not run yet has none."""
+    runs, fingerprints = Path(config["runs_dir"]), {}
+
+    def teacher_here(name: str) -> str:
+        if name not in fingerprints:  # a teacher's weights do not change once its metrics are written
+            fingerprints[name] = fingerprint(runs / f"teacher-{name}")
+        return fingerprints[name]
+
+    def teachers_of(job: dict) -> set:
+        taught = {r.get("teacher_sha256") for r in committed_records(config) if r["job"] == job["dir"]}
+        if (runs / job["dir"] / "metrics.json").is_file():
+            taught.add(None if job.get("prune", {}).get("no_teacher") else teacher_here(job["teacher"]))
+        return taught
+    return teachers_of
 
 
 def ensure_teacher(config: dict, name: str, args) -> str:

@@ -15,7 +15,7 @@ from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
 from .grid import expand, fingerprint
 from .plots import eval_trajectory, plot_curves, plot_trajectories
-from .stats import paired_comparison, pooled_comparison
+from .pairs import write_paired
 
 
 def record(task_name: str, variant: str, sparsity: float, seed: int, result: dict) -> dict:
@@ -58,7 +58,6 @@ def write_results(config: dict, out: Path) -> list[dict]:
     shown = lambda task: plotted_metric(task, by_score)
     fresh, teacher_sha256 = {}, {}
     committed = committed_records(config)
-    earlier = {r["job"]: r for r in committed}
     for name, settings in config["teachers"].items():
         folder = runs / f"teacher-{name}"
         if (folder / "metrics.json").is_file():
@@ -80,15 +79,12 @@ def write_results(config: dict, out: Path) -> list[dict]:
                 "evaluations": eval_trajectory(folder / "log.jsonl", shown(get_task(job["task"]))),
                 "evaluations_metric": shown(get_task(job["task"])),
                 "mean_at_target": mean_at_target(folder / "log.jsonl", get_task(job["task"]).main_metric, job["sparsity"])}
-    # a teacher retrained on another kind of CPU may differ from the one of the committed runs: both are kept
-    teachers = []
-    for name in config["teachers"]:
-        current = fresh.get(f"teacher-{name}")
-        teachers += [r for r in committed if r["job"] == f"teacher-{name}"
-                     and (current is None or r.get("teacher_sha256") != current["teacher_sha256"])]
-        teachers += [current] if current else []
-    jobs = [job["dir"] for job in expand(config)]
-    records = teachers + [fresh.get(name) or earlier[name] for name in jobs if name in fresh or name in earlier]
+    # a teacher retrained on another kind of CPU may differ from the one of the committed runs, and an arm may be
+    # run again to pair with a run that teacher taught: a run here replaces only the record of its own teacher
+    kept = lambda name: [r for r in committed if r["job"] == name and (
+        name not in fresh or r.get("teacher_sha256") != fresh[name]["teacher_sha256"])] + ([fresh[name]] if name in fresh else [])
+    teachers = [r for name in config["teachers"] for r in kept(f"teacher-{name}")]
+    records = teachers + [r for job in expand(config) for r in kept(job["dir"])]
     # the grid's jobs are named by `label:` in the files (the paper grid's records say `method`)
     label = config.get("label", "variant")
     write_json(out / "results.json", [{label if k == "variant" else k: v for k, v in r.items()} for r in records])
@@ -273,71 +269,3 @@ def write_weight_change(path: Path, records: list[dict]) -> None:
               for r in teachers]
     path.write_text("Relative change of each encoder layer's weight matrices from the pre-trained model, "
                     "||teacher - pre-trained|| / ||pre-trained||:\n\n" + "\n".join(lines) + "\n")
-
-
-def retention(score: float, teacher: float | None, constant: float | None) -> str:
-    """A score as a share of the teacher's, and as a share of the teacher's margin over the constant answer
-    (on MRPC always answering 'equivalent' scores F1 0.81: 95% of a 0.86 teacher's F1 is below it)."""
-    if not teacher or teacher <= 0:
-        return "–"
-    margin = f"{(score - constant) / (teacher - constant):.0%}" if constant is not None and teacher > constant else "–"
-    return f"{score / teacher:.1%} / {margin}"
-
-
-def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[dict], label: str,
-                 teachers: dict[str, float] | None = None, constant: dict[str, float] | None = None,
-                 teacher_by_fingerprint: dict[str, float] | None = None) -> None:
-    """`method` minus `baseline` at `sparsity`, by the final models, pair by pair: runs of one task, sparsity,
-    step count, pattern and seed (the same seed: the same data order, dropout draws and head), taught by one
-    teacher (runs of one seed whose teachers' fingerprints differ are listed, not paired). The decision
-    rule is stats.py's: an exact sign-flip test, p < 0.05, at least stats.MIN_PAIRS pairs; the interval is the
-    paired t interval of the mean. Each arm's score is also a share of the teacher's (its own teacher's where the
-    records name it by fingerprint in `teacher_by_fingerprint`, else the task's in `teachers`), and of its margin
-    over the constant answer. Below the table, the same test across tasks."""
-    teachers, constant, by_fingerprint = teachers or {}, constant or {}, teacher_by_fingerprint or {}
-    lines = [f"| task | {label} | baseline | sparsity | steps | pattern | pairs (seeds) | {label} mean | baseline mean "
-             f"| difference | 95% t interval | sign-flip p | verdict | {label} kept (of teacher / of margin) "
-             "| baseline kept |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    pooled_lines, unpaired = [], []
-    for pair in pairs:
-        arms = lambda variant: {(r["task"], r["steps"], r.get("pattern", "unstructured"), r["seed"]): r
-                                for r in records if r["variant"] == variant and r["sparsity"] == pair["sparsity"]}
-        ours, theirs = arms(pair["method"]), arms(pair["baseline"])
-        # an arm without a teacher (no-teacher) pairs with any; two taught by different teachers do not
-        one_teacher = lambda k: None in (ours[k].get("teacher_sha256"), theirs[k].get("teacher_sha256")) or \
-            ours[k]["teacher_sha256"] == theirs[k]["teacher_sha256"]
-        matched = {k for k in ours.keys() & theirs.keys() if one_teacher(k)}
-        unpaired += [f"- {k[0]} seed {k[3]}, {k[1]} steps, {k[2]}: {pair['method']} and {pair['baseline']} were taught "
-                     f"by different teachers" for k in sorted(ours.keys() & theirs.keys() - matched)]
-        for steps, pattern in sorted({(k[1], k[2]) for k in matched}):
-            differences = {}
-            for task in tasks:
-                keys = sorted(k for k in matched if k[:3] == (task, steps, pattern))
-                if not keys:
-                    continue
-                c = paired_comparison([ours[k]["score"] for k in keys], [theirs[k]["score"] for k in keys])
-                differences[task] = c["differences"]
-                mine, base = (statistics.mean(arm[k]["score"] for k in keys) for arm in (ours, theirs))
-                taught = [by_fingerprint.get(ours[k].get("teacher_sha256") or theirs[k].get("teacher_sha256"),
-                                             teachers.get(task)) for k in keys]
-                teacher = statistics.mean(taught) if None not in taught else None
-                interval = "–" if c["low"] is None else f"[{c['low']:+.3f}, {c['high']:+.3f}]"
-                lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {steps} | "
-                             f"{pattern} | {c['n']} ({', '.join(str(k[3]) for k in keys)}) | {mine:.3f} | {base:.3f} | "
-                             f"{c['mean']:+.3f} | {interval} | {c['p']:.3f} | {c['verdict']} | "
-                             f"{retention(mine, teacher, constant.get(task))} | "
-                             f"{retention(base, teacher, constant.get(task))} |")
-            if len(differences) > 1:
-                p = pooled_comparison(differences)
-                pooled_lines.append(f"- {pair['method']} against {pair['baseline']} at {pair['sparsity']:g}, {steps} "
-                                    f"steps, {pattern}, across {', '.join(p['tasks'])} ({p['n']} pairs): mean of the "
-                                    f"tasks' mean differences {p['mean']:+.4f}, sign-flip p {p['p']:.3f}: "
-                                    f"{p['verdict']}.")
-    rule = ("Decision rule (fixed before the runs): an exact two-sided sign-flip test of the per-seed differences, "
-            "p < 0.05, which needs at least 6 pairs to be able to resolve anything; the interval is the paired t "
-            "interval of the mean difference. Across tasks, every pair's sign is flipped independently and each task's "
-            "mean difference weighs the same.")
-    left_out = ("\nNot paired (the teacher was retrained on another machine between the two arms):\n\n"
-                + "\n".join(unpaired) + "\n") if unpaired else ""
-    path.write_text(rule + "\n\n" + "\n".join(lines) + "\n"
-                    + ("\n" + "\n".join(pooled_lines) + "\n" if pooled_lines else "") + left_out)
