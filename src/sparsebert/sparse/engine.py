@@ -200,10 +200,14 @@ class SparseModel(torch.nn.Module):
         return out.copy_(context if index is None else context[index])
 
     def _embeddings(self, ids, token_types, positions) -> torch.Tensor:
-        x = F.embedding(ids, self.word) + F.embedding(positions, self.position)
+        # into the reused buffers: on some machines fresh tensors of this size cost more in page faults than
+        # the gathers themselves; summed as Hugging Face sums them, (word + token type) + position
+        tokens, width = ids.shape[0], self.word.shape[1]
+        x = torch.index_select(self.word, 0, ids, out=self._buffer("words", tokens, width))
         if self.token_type is not None:
-            x += F.embedding(token_types, self.token_type)
-        x = F.layer_norm(x, (x.shape[-1],), *self.embedding_norm, self.eps)
+            x += torch.index_select(self.token_type, 0, token_types, out=self._buffer("token_types", tokens, width))
+        at = torch.index_select(self.position, 0, positions, out=self._buffer("positions", tokens, width))
+        x = add_layernorm(x, at, *self.embedding_norm, self.eps, self._buffer("embedded", tokens, width))
         if self.embeddings_project is not None:
             x = F.linear(x, *self.embeddings_project)
         return x
