@@ -251,6 +251,21 @@ def test_the_comparison_states_the_claims_from_the_records(tmp_path):
     assert lines[9] == "- kap against small-dense, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.030, p 1.00)."
 
 
+def test_the_comparison_pairs_a_seed_only_under_one_teacher(tmp_path):
+    def rec(variant, score, seed, teacher):
+        return {"task": "mrpc", "variant": variant, "sparsity": 0.95, "score": score, "seed": seed,
+                "teacher_sha256": teacher}
+
+    # seed 7's prune-teacher ran again under a retrained teacher "b"; only its run under "a" pairs with kap's
+    records = [rec("kap", 0.80, 42, "a"), rec("prune-teacher", 0.70, 42, "a"), rec("kap", 0.82, 7, "a"),
+               rec("prune-teacher", 0.78, 7, "a"), rec("prune-teacher", 0.10, 7, "b")]
+    compare = {"rows": {"kap": 0.95, "prune-teacher": 0.95}, "method": "kap", "baselines": ["prune-teacher"],
+               "keep": 0.97}
+    write_comparison(tmp_path / "c.md", records, ["mrpc"], compare, "method")
+    assert (tmp_path / "c.md").read_text().splitlines()[-1] == (
+        "- kap against prune-teacher, seed against seed: mrpc undecided: 2 pairs, the test needs 6 (+0.070, p 0.50).")
+
+
 def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     def grid(**last_job):
         config = {"name": "g", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),

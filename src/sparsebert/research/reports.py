@@ -15,7 +15,8 @@ from ..runio import read_json, write_json
 from ..tasks import get_task, load_split
 from .grid import expand, fingerprint
 from .plots import eval_trajectory, plot_curves, plot_trajectories
-from .pairs import write_paired
+from .pairs import pair_of, write_paired
+from .stats import paired_comparison
 
 
 def record(task_name: str, variant: str, sparsity: float, seed: int, result: dict) -> dict:
@@ -208,15 +209,23 @@ def write_comparison(path: Path, records: list[dict], tasks: list[str], compare:
     for baseline in baselines:
         verdicts = []
         for t in tasks:
-            seeds = lambda v: {r["seed"]: r["score"] for r in records if r["task"] == t and r["variant"] == v
-                               and r["sparsity"] == rows[v]}
-            ours, theirs = seeds(method), seeds(baseline)
-            common = sorted(ours.keys() & theirs.keys())
-            if common:
-                c = paired_comparison([ours[s] for s in common], [theirs[s] for s in common])
+            ours, theirs = (runs_by_seed(records, t, v, rows[v]) for v in (method, baseline))
+            # one seed's two arms pair only when one teacher taught both (pairs.py)
+            matched = [m for m in (pair_of(ours[s], theirs[s]) for s in sorted(ours.keys() & theirs.keys())) if m]
+            if matched:
+                c = paired_comparison([m["score"] for m, _ in matched], [b["score"] for _, b in matched])
                 verdicts.append(f"{t} {c['verdict']} ({c['mean']:+.3f}, p {c['p']:.2f})")
         lines.append(f"- {method} against {baseline}, seed against seed: {'; '.join(verdicts) or 'no pairs yet'}.")
     path.write_text("\n".join(lines) + "\n")
+
+
+def runs_by_seed(records: list[dict], task: str, variant: str, sparsity: float) -> dict[int, list[dict]]:
+    """A variant's runs of a task at a sparsity, by seed, in record order (a seed may have runs of several teachers)."""
+    runs: dict[int, list[dict]] = {}
+    for r in records:
+        if r["task"] == task and r["variant"] == variant and r["sparsity"] == sparsity:
+            runs.setdefault(r["seed"], []).append(r)
+    return runs
 
 
 def mean_and_spread(values: list) -> str:
