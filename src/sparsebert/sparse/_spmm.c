@@ -452,9 +452,11 @@ static int strips_of(int tokens) { return (tokens + strip_tokens - 1) / strip_to
 
 /* A product with fewer strips than threads, smaller than this (non-zeros x token lanes), runs on one thread:
  * sharing its rows out means waking a second thread and moving the strip between the cores' caches, which
- * costs more than it saves (measured: a 384 x 384 matrix at 95% on 64 tokens took twice as long on two
- * threads as on one; the break-even is near 120,000 non-zeros x 16 lanes). */
-#define PARALLEL_WORK 2000000
+ * costs more than it saves (measured: a 384 x 384 matrix at 95% on 64 tokens, 470,000, took twice as long on
+ * two threads as on one). Above it, two threads pay: a short sentence's FFN and QKV products at 90% (about
+ * 900,000 and 700,000) on two threads encode STS-B sentences one at a time about 15% faster than on one
+ * (an AVX-512 EPYC; below 200,000 the gain shrinks again). */
+#define PARALLEL_WORK 600000
 
 static int threads_for(int tokens, const Matrix *m1, const Matrix *m2) {
     const int strips = strips_of(tokens), last = tokens - (strips - 1) * strip_tokens;
