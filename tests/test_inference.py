@@ -59,6 +59,30 @@ def test_predict_reads_a_tsv_header_of_text_columns_as_a_header(tiny_teacher, tm
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1]
 
 
+def test_predict_reads_a_header_by_its_names_not_its_order(rte_model, tiny_teacher, tmp_path):
+    pairs = [("The cat sat on the mat.", "A cat sat."), ("It rained all day.", "The sun shone.")]
+    (tmp_path / "ordered.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    (tmp_path / "swapped.tsv").write_text("".join(f"{b}\t{a}\n" for a, b in pairs))
+    for name, header in (("usual", "sentence2\tsentence1"), ("mrpc", "#2 String\t#1 String")):
+        (tmp_path / f"{name}.tsv").write_text(f"{header}\n" + "".join(f"{b}\t{a}\n" for a, b in pairs))
+
+    def predictions(model, name, *extra):
+        result = run_cli("predict", model, "--input", tmp_path / name, *extra)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line)["probabilities"] for line in result.stdout.splitlines()]
+
+    for model in (rte_model, tiny_teacher):
+        ordered = predictions(model, "ordered.tsv")
+        assert predictions(model, "swapped.tsv") != ordered  # the order of a pair matters to the model
+        assert predictions(model, "usual.tsv") == ordered  # the usual names, by what each means
+    assert predictions(tiny_teacher, "mrpc.tsv") == ordered  # the MRPC model's own columns, by name
+    (tmp_path / "unclear.tsv").write_text("question\tsentence\n" + "".join(f"{a}\t{b}\n" for a, b in pairs))
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "unclear.tsv")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "unclear.tsv:1: the header question, sentence does not say which text comes first" in refused.stderr
+    assert predictions(tiny_teacher, "unclear.tsv", "--text-columns", "question,sentence") == ordered
+
+
 def test_predict_gives_a_pair_model_pairs_and_a_single_text_model_single_texts(tiny_teacher, tmp_path):
     """The MRPC model reads pairs: a file of single sentences is refused at its first row, not scored."""
     (tmp_path / "single.csv").write_text("id,text\n1,The cat sat.\n")

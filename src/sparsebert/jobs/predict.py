@@ -52,29 +52,45 @@ def parse_json_line(path: Path, number: int, text: str, columns: list[str] | Non
     return texts[0], texts[1] if len(texts) > 1 else None
 
 
-def read_inputs(path: Path, columns: str | None, required: bool) -> Iterator[tuple[int, tuple[str, str | None]]]:
+def read_inputs(path: Path, columns: str | None, required: bool,
+                task_columns: str | None = None) -> Iterator[tuple[int, tuple[str, str | None]]]:
     """(line number, (text, second text or None)) of each row, read as they are consumed, so that a file of any
     length takes steady memory; the header and the columns are checked at once, each row when it is reached.
     JSON lines (by content or name) and CSV must hold the columns: --text-columns, else those the model was
     trained on, else the usual names (text, sentence1 and sentence2, ...); a TSV may have a header naming them,
-    or be plain lines, `text` or `text_a<TAB>text_b`. `required`: the columns were asked for (--text-columns)."""
-    names = columns.split(",") if columns else None
+    or be plain lines, `text` or `text_a<TAB>text_b`. `required`: the columns were asked for (--text-columns).
+    `task_columns`: a GLUE model's columns, read by name where the file has them all (a header in another
+    order, `sentence2<TAB>sentence1`, is read by its names, not its order)."""
     first = first_line(path)
     if not first:
         raise UserError(f"{path}: the file is empty")
     if first.lstrip().startswith("{") or path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        return ((n, parse_json_line(path, n, line, names, required or bool(names)))
+        known = columns or task_columns
+        names = known.split(",") if known else None
+        return ((n, parse_json_line(path, n, line, names, required or bool(columns)))
                 for n, line in enumerate(text_lines(path), 1) if line.strip())
     kind = "csv" if path.suffix.lower() == ".csv" else "tsv"
     header = next(csv.reader([first.rstrip("\r\n")], delimiter="," if kind == "csv" else "\t"))
-    named = bool(names) and all(c in header for c in names)
+    if not columns and task_columns and all(c in header for c in task_columns.split(",")):
+        columns = task_columns
+    named = bool(columns) and all(c in header for c in columns.split(","))
     # a TSV whose first line names text columns (`sentence1<TAB>sentence2`) has a header, not a first example
     headed = not named and all(field in FIRST_KEYS + SECOND_KEYS for field in header)
     if kind == "csv" or named or required or headed:
         found, records = datafiles.table_records(path, kind)
-        a, b = datafiles.text_columns(columns or (",".join(header) if headed else None), found, path)
+        a, b = datafiles.text_columns(columns or (header_roles(header, path) if headed else None), found, path)
         return ((n, (row[a], row[b] if b else None)) for n, row in records)
     return plain_rows(path)
+
+
+def header_roles(header: list[str], path: Path) -> str:
+    """A header of the usual names as `first,second` by what each name means, whatever their order; one that
+    does not say which text comes first (`question<TAB>sentence`: both are first texts somewhere) is refused."""
+    firsts, seconds = [f for f in header if f in FIRST_KEYS], [f for f in header if f in SECOND_KEYS]
+    if len(firsts) != 1 or len(seconds) > 1:
+        raise UserError(f"{path}:1: the header {', '.join(header)} does not say which text comes first; give "
+                        "--text-columns FIRST,SECOND")
+    return ",".join(firsts + seconds)
 
 
 def rows_of_one_kind(rows, path: Path, pairs: bool | None):
@@ -96,6 +112,14 @@ def reads_pairs(saved: dict) -> bool | None:
     if "task" in saved:
         return get_task(saved["task"]).text_b is not None
     return None
+
+
+def task_columns(saved: dict) -> str | None:
+    """A GLUE model's text columns by name (its task's files name them; CoLA's have no header)."""
+    if "task" not in saved or "text_columns" in saved:
+        return None
+    task = get_task(saved["task"])
+    return ",".join(c for c in (task.text_a, task.text_b) if c) if isinstance(task.text_a, str) else None
 
 
 def plain_rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None]]]:
@@ -152,7 +176,7 @@ def run(args: PredictConfig) -> None:
     args = args.replace(max_seq_length=args.max_seq_length or trained_length(config, path))
     check_model_positions(args, config, path)
     rows = rows_of_one_kind(read_inputs(input_path, args.text_columns or saved.get("text_columns"),
-                                        bool(args.text_columns)), input_path, reads_pairs(saved))
+                                        bool(args.text_columns), task_columns(saved)), input_path, reads_pairs(saved))
     tokenizer = load_tokenizer(path)
     model = load_engine(path, args.dense)
     labels = [config.id2label[i] for i in range(config.num_labels)]
