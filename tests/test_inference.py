@@ -217,3 +217,17 @@ def test_regression_end_to_end_scores_as_hugging_face_and_scipy_do(tiny_model, t
         scores = [hf(**tokenizer(e.text_a, e.text_b, return_tensors="pt")).logits[0, 0].item() for e in every]
     assert sparsebert.evaluate(str(student))["spearman"] == pytest.approx(
         spearmanr(scores, [e.label for e in every]).statistic, abs=1e-4)
+
+
+def test_bench_times_the_dev_set_of_the_task_the_model_was_trained_on(rte_model, tiny_model, tmp_path):
+    quick = ("--engines", "pytorch-fp32", "--batch-sizes", "1", "--seq-length", "16", "--threads", "1", "--repeats",
+             "1", "--warmup", "0", "--json")
+    result = run_cli("bench", "--model", rte_model, *quick, tmp_path / "rte.json")
+    assert result.returncode == 0, result.stderr
+    dev = [r for r in json.loads((tmp_path / "rte.json").read_text()) if "dataset" in r]
+    assert [(r["dataset"], r["examples"]) for r in dev] == [("rte", 277)]  # RTE's dev set, not MRPC's 408 pairs
+    refused = run_cli("bench", "--model", tiny_model, *quick, tmp_path / "tiny.json")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "tiny.json").exists()
+    assert "the model records no task it was trained on; give --dev-task TASK (a GLUE task) or none" in refused.stderr
+    refused = run_cli("bench", "--dev-task", "mrcp", *quick, tmp_path / "typo.json")
+    assert refused.returncode == 2 and "unknown task 'mrcp'" in refused.stderr

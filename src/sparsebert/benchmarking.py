@@ -110,12 +110,12 @@ def synthetic_inputs(vocab_size: int, batch: int, seq_length: int) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
-def dev_batches(task_name: str, tokenizer, batch_size: int = 32) -> list[dict]:
+def dev_batches(task_name: str, tokenizer, length: int, batch_size: int = 32) -> list[dict]:
     from .data import encode, eval_batches
     from .tasks import get_task, load_split
 
     task = get_task(task_name)
-    dev = encode(load_split(task, None, "dev"), tokenizer, 128, task.is_regression)
+    dev = encode(load_split(task, None, "dev"), tokenizer, length, task.is_regression)
     return [{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for b in eval_batches(dev, batch_size)]
 
 

@@ -62,8 +62,9 @@ class BenchConfig(JobConfig):
     batch_sizes: str = setting("1,32", "comma-separated", "engine")
     seq_length: int = setting(128, "tokens per sequence of the random batches", "engine")
     threads: str = setting("1,2", "thread counts, comma-separated", "engine")
-    dev_task: str = setting("mrpc", "also time this task's dev set at its own lengths, at the sparsity nearest "
-                                    "0.95 ('none': skip)", "engine")
+    dev_task: str | None = setting(None, "also time this task's dev set at its own lengths, at the sparsity "
+                                         "nearest 0.95 ('none': skip; default: with --model, the task it was "
+                                         "trained on, at its length; else MRPC)", "engine")
     repeats: int = setting(10, "timed calls per measurement", "engine")
     warmup: int = setting(2, "untimed calls first", "engine")
     json: str = setting("bench.json", "the records; the table (.md) and the plot go beside it", "output")
@@ -78,6 +79,10 @@ class BenchConfig(JobConfig):
         unknown = [e for e in self.engines.split(",") if e not in BENCH_ENGINES]
         if unknown:
             raise UserError(f"--engines: unknown '{unknown[0]}'; choose from {', '.join(BENCH_ENGINES)}")
+        if self.dev_task not in (None, "none"):
+            from ..tasks import get_task
+
+            get_task(self.dev_task)
         if not self.model:
             fractions(self.sparsities, "--sparsities")
 

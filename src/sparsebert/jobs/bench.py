@@ -41,6 +41,27 @@ def check_args(args):
     return batch_sizes, threads, engines, None if args.model else fractions(args.sparsities, "--sparsities")
 
 
+def dev_timing(args: BenchConfig, model_config) -> tuple[str | None, int]:
+    """The dev set timed at its own lengths and the length it is cut at: --dev-task, else the task a --model was
+    trained on; the length the model was trained with (what it recorded), 128 for the embedded model. A model
+    that recorded neither is refused rather than timed on a task or at a length it never saw."""
+    if args.dev_task == "none":
+        return None, 0
+    if model_config is None:
+        return (args.dev_task or "mrpc").lower(), 128
+    from ..data import model_data_settings
+
+    saved = model_data_settings(model_config)
+    task = args.dev_task or (None if "text_columns" in saved else saved.get("task"))
+    if task is None:
+        why = "was trained on your own files" if "text_columns" in saved else "records no task it was trained on"
+        raise UserError(f"--model {args.model}: the model {why}; give --dev-task TASK (a GLUE task) or none")
+    if "max_seq_length" not in saved:
+        raise UserError(f"--model {args.model}: the model records no length its examples were cut to; give "
+                        "--dev-task none")
+    return task.lower(), int(saved["max_seq_length"])
+
+
 def run(args: BenchConfig) -> list[dict]:
     import torch
 
@@ -71,7 +92,9 @@ def run(args: BenchConfig) -> list[dict]:
         patterns = ["unstructured"] + (["1x4"] if "sparsebert-int8-1x4" in engines else [])
         models = {s: {p: magnitude_pruned(s, p) for p in patterns} for s in sparsities}
     dev_at = min(models, key=lambda s: abs(s - 0.95))
-    dev = dev_batches(args.dev_task, tokenizer) if args.dev_task != "none" else None
+    task, length = dev_timing(args, model.config if args.model else None)
+    args = args.replace(dev_task=task)
+    dev = dev_batches(task, tokenizer, length) if task else None
     records = []
     caller_threads = torch.get_num_threads()  # given back: a Python caller's later work runs as before
     with tempfile.TemporaryDirectory() as tmp:
