@@ -4,7 +4,8 @@ import csv
 import json
 
 import pytest
-from transformers import pipeline
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 import sparsebert
 from sparsebert import datafiles
@@ -138,8 +139,14 @@ def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
         assert config["sparsebert_data"]["text_columns"] == "review"
         card = (tmp_path / folder / "README.md").read_text()
         assert "`bad`, `good`" in card and "config.yaml" in card
-        classify = pipeline("text-classification", model=str(tmp_path / folder))
-        assert classify("a wonderful film")[0]["label"] in ("bad", "good")
+        # the folder opens in transformers' pipeline, which gives the model's own label names and probabilities
+        classify = pipeline("text-classification", model=str(tmp_path / folder), top_k=None)
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / folder).eval()
+        with torch.inference_mode():
+            probs = model(**AutoTokenizer.from_pretrained(tmp_path / folder)("a wonderful film", return_tensors="pt")
+                          ).logits.softmax(-1)[0]
+        assert {r["label"]: r["score"] for r in classify(["a wonderful film"])[0]} == pytest.approx(
+            {"bad": float(probs[0]), "good": float(probs[1])}, abs=1e-6)
     assert "50.0% of the encoder's linear weights are zero" in (tmp_path / "student" / "README.md").read_text()
     again = sparsebert.evaluate(tmp_path / "student", validation_file=dev)
     assert again["accuracy"] == student["final"]["accuracy"]  # columns and labels from the model itself
@@ -152,7 +159,13 @@ def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["line"] for r in lines] == [2, 3]
-    assert all(r["label"] in ("bad", "good") and set(r["probabilities"]) == {"bad", "good"} for r in lines)
+    # each row's label and probabilities are the exported model's own, for that row's text
+    engine = sparsebert.load_sparse(tmp_path / "exported")
+    with torch.inference_mode():
+        probs = engine(**engine.tokenizer(["superb", "dull"], padding=True, return_tensors="pt")).logits.softmax(-1)
+    for r, p in zip(lines, probs):
+        assert r["probabilities"] == pytest.approx({"bad": float(p[0]), "good": float(p[1])}, abs=2e-6)
+        assert r["label"] == ("bad", "good")[int(p.argmax())]
     # a file without the model's column is refused, not read by the usual names (its `text` is not a review)
     other = write(tmp_path / "other.csv", [{"id": 1, "text": "superb"}], ["id", "text"])
     refused = run_cli("predict", tmp_path / "exported", "--input", other)
