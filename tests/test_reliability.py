@@ -188,8 +188,14 @@ def test_pickle_weights_load_only_with_trust_pickle(tiny_model, tmp_path):
         (folder / f.name).write_bytes(f.read_bytes())
     refused = run_cli("evaluate", str(folder), "--task", "mrpc")
     assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
-    allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc", "--max-seq-length", "64")
+    allowed = run_cli("--trust-pickle", "evaluate", str(folder), "--task", "mrpc", "--max-seq-length", "64",
+                      "--json", tmp_path / "pickled.json")
     assert allowed.returncode == 0, allowed.stderr
+    # the pickled weights are the model's: it scores as the safetensors original does
+    assert run_cli("evaluate", str(tiny_model), "--task", "mrpc", "--max-seq-length", "64",
+                   "--json", tmp_path / "original.json").returncode == 0
+    scores = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("pickled", "original")]
+    assert [(m["accuracy"], m["f1"]) for m in scores[:1]] == [(m["accuracy"], m["f1"]) for m in scores[1:]]
 
 
 def test_resume_passes_over_a_torn_log_line_and_an_unreadable_checkpoint(tiny_model, tmp_path):
@@ -276,6 +282,11 @@ def test_finetuning_a_model_with_a_head_of_another_size_replaces_the_head(tmp_pa
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "not_equivalent",
                                                                                       "1": "equivalent"}
+    # only the head is new: the encoder it fine-tuned is the three-label model's, moved by two small steps
+    before, after = load_file(str(three / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert float((after[name] - before[name]).norm() / before[name].norm()) < 0.05
+    assert before["classifier.weight"].shape[0] == 3 and after["classifier.weight"].shape[0] == 2
 
 
 def test_output_files_in_missing_folders_are_refused_before_work(tiny_teacher, tmp_path):
@@ -284,19 +295,35 @@ def test_output_files_in_missing_folders_are_refused_before_work(tiny_teacher, t
     assert_one_line(run_cli("evaluate", tiny_teacher, "--json", tmp_path), "is a folder; give a file name")
 
 
-def test_a_full_disk_while_checkpointing_is_one_line_pointing_at_resume(tiny_model, tmp_path, monkeypatch):
+def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_complete_checkpoint_resumes(tiny_model, tmp_path,
+                                                                                               monkeypatch):
     import errno
 
-    def full(out, step, **_):
-        raise OSError(errno.ENOSPC, "No space left on device", str(out / f".checkpoint-{step}.tmp"))
+    real_save_file, calls = checkpoint.save_file, []
 
-    monkeypatch.setattr(checkpoint, "save", full)
-    result = run_cli("finetune", "--model", tiny_model, "--output", tmp_path / "out", "--max-train-samples", "32",
-                     "--max-steps", "4", "--batch-size", "8", "--save-every", "2")
+    def full_on_the_second_checkpoint(tensors, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_save_file(tensors, path, *a, **k)
+
+    args = ["finetune", "--model", tiny_model, "--max-train-samples", "32", "--max-steps", "6", "--batch-size", "8",
+            "--save-every", "2", "--learning-rate", "1e-3"]
+    assert run_cli(*args, "--output", tmp_path / "whole").returncode == 0
+    monkeypatch.setattr(checkpoint, "save_file", full_on_the_second_checkpoint)
+    out = tmp_path / "out"
+    result = run_cli(*args, "--output", out)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]  # beside the progress bar
     assert len(errors) == 1 and errors[0].startswith("sparsebert finetune: error: the disk is full")
     assert "--resume" in errors[0]
+    # the checkpoint of step 4 was cut off half-written; step 2's is whole, and the run goes on from it
+    assert (out / ".checkpoint-4.tmp").exists() and checkpoint.latest(out).name == "checkpoint-2"
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    assert run_cli(*args, "--output", out, "--resume").returncode == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 6
+    resumed, whole = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
 
 
 def test_a_presets_sparsity_is_kept_unless_the_run_gives_one(tmp_path):
