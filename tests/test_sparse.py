@@ -401,7 +401,8 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
                        "sparsebert-fp32", "sparsebert-int8"}
     for r in records:
         assert r["batch_size"] in (1, 2) and r["seq_length"] == 16 and r["threads"] == 1
-        assert r["max_logit_diff"] < (1e-4 if r["engine"] in ("pytorch-fp32", "sparsebert-fp32") else 0.1), r
+        if r["engine"] != "pytorch-fp32":  # the reference the others are measured against
+            assert r["max_logit_diff"] < (1e-4 if r["engine"] == "sparsebert-fp32" else 0.1), r
     assert [r["sparsity"] for r in records if r["engine"].startswith("sparsebert")] == pytest.approx([0.9] * 4, abs=1e-3)
     import matplotlib.image
 
