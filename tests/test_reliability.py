@@ -59,6 +59,12 @@ def test_killed_finetune_resumes_to_the_same_teacher(tiny_model, tmp_path):
     out = tmp_path / "killed"
     kill_once_written(finetune(out), out / "checkpoint-8")
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    # a setting given anew would be dropped for the saved one: refused, the run left as it was
+    refused = run_cli(*finetune(out, "--resume", "--learning-rate", "5e-4"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (f"--resume continues the run with the settings of {out / 'config.yaml'}: --learning-rate 0.0005 is not "
+            "its 0.001; leave it out, or start a new run in another --output") in refused.stderr
+    assert not (out / "metrics.json").exists()
     resumed = run_cli(*finetune(out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(tmp_path / "whole", out, names=("model.safetensors",))

@@ -3,6 +3,7 @@ reads back), JSONL logs, JSON reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -167,11 +168,23 @@ def resumed_config(config):
         return config
     saved = saved_config(Path(config.output))
     current = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    refuse_settings_given_anew({k: v for k, v in current.items() if k not in INPUT_LOCATIONS and v != defaults[k]},
+                               saved, Path(config.output) / "config.yaml")
     moved = {k: current[k] for k in INPUT_LOCATIONS if current.get(k) is not None}
     resumed = type(config)(**{**current, **{k: v for k, v in saved.items() if k in current}, **moved,
                               "resume": True, "output": config.output})
     resumed.check()
     return resumed
+
+
+def refuse_settings_given_anew(given: dict, saved: dict, where: Path) -> None:
+    """A resumed run goes on with its own settings; one given on the command line that differs from them would be
+    dropped without a word, so it is refused (`given`: the settings set to other than their defaults)."""
+    for name, value in given.items():
+        if name in saved and name not in ("output", "resume", "overwrite") and value != saved[name]:
+            raise UserError(f"--resume continues the run with the settings of {where}: --{name.replace('_', '-')} "
+                            f"{value} is not its {saved[name]}; leave it out, or start a new run in another --output")
 
 
 def saved_config(out: Path) -> dict:

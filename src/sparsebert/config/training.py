@@ -61,7 +61,7 @@ class TrainingSettings(JobConfig):
     resume: bool = setting(False, "continue the run in --output from its latest complete checkpoint, with its "
                                   "config.yaml; only inputs that moved may be given anew (--teacher, --student, "
                                   "--model, --train-file, --validation-file, --data-dir); every other setting, the learning "
-                                  "rate included, is the saved one",
+                                  "rate included, is the saved one (given with another value: refused)",
                            "output", invocation=True)
     save_every: int = setting(200, "checkpoint every N steps (0: never)", "output")
     keep_checkpoints: int = setting(2, "how many recent checkpoints to keep (`run` and `experiment` delete them "

@@ -8,6 +8,7 @@ goes on with `sparsebert run --resume --output FOLDER`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from importlib import resources
@@ -18,7 +19,8 @@ from ..config import FinetuneConfig, PruneConfig, RunConfig, build
 from ..errors import UserError
 from ..loading import load_config
 from ..models import resolve_model_path
-from ..runio import prepare_output_dir, read_yaml_mapping, saved_config, write_config, write_json
+from ..runio import (prepare_output_dir, read_yaml_mapping, refuse_settings_given_anew, saved_config, write_config,
+                     write_json)
 from ..tasks import get_task
 from . import finetune, prune
 
@@ -65,7 +67,11 @@ def resumed_jobs(config: RunConfig):
     if saved.get("job") != "run":
         raise UserError(f"{out / 'config.yaml'}: not the config of a `sparsebert run`; resume a single job with "
                         "its own command (finetune or prune --resume)")
-    for key in ("task", "preset", "seed", "sparsity"):
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    keys = ("task", "preset", "seed", "sparsity")
+    refuse_settings_given_anew({k: getattr(config, k) for k in keys if getattr(config, k) != defaults[k]}, saved,
+                               out / "config.yaml")
+    for key in keys:
         setattr(config, key, saved[key])
     # the folder is where the run is now, even if it was moved since
     where = out / "config.yaml"
