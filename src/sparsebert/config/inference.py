@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from .names import BENCH_ENGINES, VALUE_DTYPES
-from .settings import JobConfig, check_seq_length, check_sizes, fractions, setting, whole_numbers
+from .settings import (JobConfig, check_seq_length, check_sizes, fractions, overwrite_file, overwrite_folder, setting,
+                       whole_numbers)
 from .training import DataConfig
 
 
@@ -47,7 +48,7 @@ class ExportConfig(JobConfig):
     embeddings: str = setting("int8", "the embedding tables: int8 with one scale per row, fp16 or fp32", "output",
                               choices=VALUE_DTYPES)
     onnx: bool = setting(False, "also write model.onnx (dense form) and check it", "output")
-    overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
+    overwrite: bool = overwrite_folder()
 
 
 @dataclass
@@ -98,7 +99,7 @@ class PredictConfig(JobConfig):
                                              "was trained)", "data", metavar="A[,B]")
     max_seq_length: int | None = recorded_length()
     output: str | None = setting(None, "JSON lines of predictions (default: standard output)", "output")
-    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
+    overwrite: bool = overwrite_file()
     batch_size: int = setting(32, "examples per batch", "engine")
     chunk: int = setting(1024, "rows read, predicted and written at a time (the input file is streamed: steady memory at any length)", "engine")
     dense: bool = setting(False, "use dense PyTorch instead of the sparse engine", "engine")
@@ -121,7 +122,7 @@ class EmbedConfig(JobConfig):
                                             "or the first of a plain file's line)", "data")
     output: str | None = setting(None, "FILE.npy (a float32 matrix, a row per input row) or FILE.jsonl "
                                        "({\"line\": N, \"embedding\": [...]} per row)", "output", required=True)
-    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
+    overwrite: bool = overwrite_file()
     batch_size: int = setting(32, "sentences per batch", "engine")
     normalize: bool = setting(True, "scale each embedding to length 1 (cosine similarity is then a dot product)",
                               "engine")

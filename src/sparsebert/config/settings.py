@@ -22,6 +22,27 @@ def setting(default=None, help: str = "", group: str = "settings", *, choices=No
                                                 required=required, invocation=invocation, metavar=metavar))
 
 
+# Settings several jobs share, declared once: the same flag means the same thing, with the same help, in every job.
+def overwrite_folder():
+    return setting(False, "write into a non-empty output folder", "output", invocation=True)
+
+
+def overwrite_file():
+    return setting(False, "replace an existing --output file", "output", invocation=True)
+
+
+def seed_setting():
+    return setting(42, "fixes the data order, the new head and dropout: a CPU run repeats bit for bit", "training")
+
+
+def device_setting():
+    return setting("auto", "auto: a GPU where there is one", "training", choices=("auto", "cpu", "cuda"))
+
+
+def glue_data_dir():
+    return setting(None, "task folder of the GLUE distribution (default: the bundled copy)", "data")
+
+
 def _base_type(annotation):
     """int for `int`, str for `str | None`."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]

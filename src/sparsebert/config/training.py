@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from .names import ALLOCATIONS, CRITERIA, METRICS, PATTERNS
-from .settings import JobConfig, check_seq_length, check_sizes, loss_weights, setting
+from .settings import (JobConfig, check_seq_length, check_sizes, device_setting, glue_data_dir, loss_weights,
+                       overwrite_file, overwrite_folder, seed_setting, setting)
 
 
 @dataclass
@@ -17,7 +18,7 @@ class DataConfig(JobConfig):
                                      "trained on; prune: its teacher's; else mrpc); with your own files "
                                      "(--validation-file), "
                                      "their task's name (default: the file's)", "data")
-    data_dir: str | None = setting(None, "task folder of the GLUE distribution (default: the bundled copy)", "data")
+    data_dir: str | None = glue_data_dir()
     validation_file: str | None = setting(
         None, "your own dev data: CSV, TSV or JSON lines with named columns (training jobs: with --train-file)",
         "data")
@@ -57,7 +58,7 @@ class TrainDataConfig(DataConfig):
 class TrainingSettings(JobConfig):
     """What every training job sets: its output folder, the optimiser, the schedule, evaluation, the device."""
     output: str | None = setting(None, "output folder (must be empty unless --overwrite)", "output", required=True)
-    overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
+    overwrite: bool = overwrite_folder()
     resume: bool = setting(False, "continue the run in --output from its latest complete checkpoint, with its "
                                   "config.yaml; only inputs that moved may be given anew (--teacher, --student, "
                                   "--model, --train-file, --validation-file, --data-dir); every other setting, the learning "
@@ -74,11 +75,10 @@ class TrainingSettings(JobConfig):
                                choices=("linear", "constant"))
     warmup: float = setting(0.1, "fraction of the steps for linear LR warm-up", "training")
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm)", "training")
-    seed: int = setting(42, "fixes the data order, the new head and dropout: a CPU run repeats bit for bit",
-                        "training")
+    seed: int = seed_setting()
     eval_every: int = setting(0, "evaluate every N steps (0: at the end of each epoch)", "training")
     eval_batch_size: int = setting(64, "examples per evaluation batch", "training")
-    device: str = setting("auto", "auto: a GPU where there is one", "training", choices=("auto", "cpu", "cuda"))
+    device: str = device_setting()
     precision: str = setting("fp32", "autocast precision of the forward pass (fp16 needs a GPU)", "training",
                              choices=("fp32", "bf16", "fp16"))
 
@@ -231,7 +231,7 @@ class PruneConfig(PruningSettings, LayerDistillationSettings, TrainingConfig):
 class GlueTaskSettings(JobConfig):
     """The GLUE task of a job that reads no files of your own (run, augment)."""
     task: str = setting("mrpc", "GLUE task", "data")
-    data_dir: str | None = setting(None, "task folder (default: the bundled copy)", "data")
+    data_dir: str | None = glue_data_dir()
 
 
 @dataclass
@@ -242,10 +242,10 @@ class RunConfig(GlueTaskSettings):
                                            "else 0.95)", "pruning")
     preset: str = setting("quick", "quick, long, paper, or a YAML file of the same form", "training")
     model: str | None = setting(None, "pre-trained encoder (default: the embedded MiniLM)", "model")
-    seed: int = setting(42, "fixes the whole run on a CPU", "training")
-    device: str = setting("auto", "auto: a GPU where there is one", "training", choices=("auto", "cpu", "cuda"))
+    seed: int = seed_setting()
+    device: str = device_setting()
     output: str | None = setting(None, "run folder (default: runs/<task>-<sparsity>-<time>)", "output")
-    overwrite: bool = setting(False, "write into a non-empty output folder", "output", invocation=True)
+    overwrite: bool = overwrite_folder()
     resume: bool = setting(False, "continue the run in --output with its config.yaml: a finished teacher is kept, "
                                   "a job cut off goes on from its latest checkpoint", "output", invocation=True)
 
@@ -304,7 +304,7 @@ class AugmentConfig(GlueTaskSettings):
     seed: int = setting(42, "fixes the variants", "augmentation")
     output: str | None = setting(None, "TSV file to write (refused if it exists unless --overwrite)", "output",
                                  required=True)
-    overwrite: bool = setting(False, "replace an existing --output file", "output", invocation=True)
+    overwrite: bool = overwrite_file()
 
     def check(self) -> None:
         if self.n_aug < 0 or not 0 <= self.prob <= 1 or self.top_k < 1:
