@@ -243,9 +243,11 @@ def test_every_registered_component_is_a_setting_prune_takes_and_no_other_is():
     from sparsebert.errors import UserError
     from sparsebert.pruning.allocation import ALLOCATIONS
     from sparsebert.pruning.criterion import CRITERIA
+    from sparsebert.metrics import METRICS
     from sparsebert.pruning.pattern import PATTERNS
 
-    for field, registry in (("criterion", CRITERIA), ("pattern", PATTERNS), ("allocation", ALLOCATIONS)):
+    for field, registry in (("criterion", CRITERIA), ("pattern", PATTERNS), ("allocation", ALLOCATIONS),
+                            ("metric", METRICS)):
         for name in registry:
             assert getattr(PruneConfig(teacher="t", output="o", **{field: name}), field) == name
         with pytest.raises(UserError, match=f"--{field} no-such-{field}: choose one of ") as refused:

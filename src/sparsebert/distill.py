@@ -2,7 +2,8 @@
 
 Student layer m learns from teacher layer g(m) = k*m (the embedding output is layer 0 on both sides).
 The terms: hidden-state MSE (embedding output included, through a learned projection W_h where the
-hidden sizes differ), attention MSE on the scores before the softmax, and soft cross-entropy on the
+hidden sizes differ), the attention term (by default the KL of the attention distributions; the paper's MSE of
+the scores before the softmax, or the MSE of the probabilities, with --attention-loss), and soft cross-entropy on the
 predictions (MSE to the gold score for regression, as in the reference implementation).
 Each term is a mean over an example's real tokens, then over the examples: padding does not change
 it, and a batch split over several processes gives the same loss as the whole batch in one.

@@ -87,8 +87,8 @@ def finish(processes: Processes) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast; fp32 does nothing. fp16 runs on GPUs only (training.check_precision refuses it
-    elsewhere before anything is written)."""
+    """bf16/fp16 autocast; fp32 does nothing. fp16 runs on GPUs only (start refuses it elsewhere before
+    anything is written)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

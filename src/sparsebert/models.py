@@ -2,7 +2,8 @@
 
 A model is a folder (`config.json`, `model.safetensors`, tokenizer files) that plain
 `transformers.AutoModelForSequenceClassification.from_pretrained` opens. Weights are read from
-safetensors only: a pickle checkpoint can run code when loaded.
+safetensors only: a pickle checkpoint can run code when loaded (--trust-pickle allows .bin/.pt files, read with
+torch.load(weights_only=True), for a folder the user trusts).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pieces every training job shares: seeding, device, the optimiser and its schedule, one optimiser step, and
+"""Pieces every training job shares: seeding, the optimiser and its schedule, one optimiser step, and
 the state a loop carries (with state_dict, for checkpoints)."""
 
 from __future__ import annotations

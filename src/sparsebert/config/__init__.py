@@ -2,8 +2,8 @@
 
 The command line is generated from these classes, the Python API takes their fields as keyword arguments,
 presets and experiment grids are mappings of their fields, and the `config.yaml` a run writes is one of them
-as YAML, which `--config` reads back. This module imports nothing heavy, so `sparsebert JOB --help` answers
-at once.
+as YAML, which `--config` reads back. Building the command line imports nothing heavy, so `sparsebert JOB --help` answers
+at once (`--config` reads its file through runio, which imports torch).
 """
 
 from __future__ import annotations

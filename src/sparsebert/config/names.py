@@ -1,5 +1,6 @@
 """The names the pruning, export, bench and metric components register, for the command line's choices without
-importing them (tests check they agree)."""
+importing them (tests/test_pruning.py checks the criteria, patterns, allocations and metrics against their
+registries)."""
 
 CRITERIA = ("magnitude", "taylor")
 ALLOCATIONS = ("global", "uniform")

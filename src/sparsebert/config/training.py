@@ -49,7 +49,7 @@ class TrainDataConfig(DataConfig):
     def check(self) -> None:
         super().check()
         if self.max_train_samples < 0:
-            raise UserError("--max-steps and --max-train-samples must be 0 (no limit) or more")
+            raise UserError("--max-train-samples must be 0 (no limit) or more")
         if self.validation_file and not self.train_file:
             raise UserError("--validation-file: give --train-file too (your own data is read from both)")
 
@@ -88,7 +88,7 @@ class TrainingSettings(JobConfig):
         if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise UserError("--epochs must be positive (or give --max-steps)")
         if self.max_steps < 0:
-            raise UserError("--max-steps and --max-train-samples must be 0 (no limit) or more")
+            raise UserError("--max-train-samples must be 0 (no limit) or more")
         if self.learning_rate <= 0:
             raise UserError("--learning-rate must be positive")
         if not 0 <= self.warmup < 1:
