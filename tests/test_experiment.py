@@ -202,8 +202,8 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     def grid(name):
         config = {
             "name": name, "output": str(tmp_path / name / "results"), "runs_dir": str(tmp_path / name / "runs"),
-            "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
-                                  "batch_size": 16, "save_every": 1}},
+            "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 96, "epochs": 1,
+                                  "batch_size": 8, "save_every": 1}},
             "prune_defaults": {"student": str(tiny_model), "max_train_samples": 64, "batch_size": 8,
                                "eval_every": 8},
             "jobs": [{"variant": "kap", "teacher": "mrpc", "sparsities": [0.5], "steps": [24],
@@ -227,6 +227,20 @@ def test_a_job_cut_off_after_a_checkpoint_goes_on_from_it(tiny_model, tmp_path):
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cut" / "results" / "results.json").read_text())[-1]["steps"] == 24
+
+    # a session that ends while the grid's teacher trains: the teacher goes on from its checkpoint, to the same
+    # weights, and so does everything it teaches
+    teacher_config, job = grid("cut-teacher")
+    teacher = job.parent / "teacher-mrpc"
+    kill_once_written(["experiment", teacher_config], teacher / "checkpoint-3")
+    assert not (teacher / "metrics.json").exists(), "the teacher finished before it could be cut off"
+    started = checkpoint.latest(teacher)
+    again = run_cli("experiment", teacher_config)
+    assert again.returncode == 0, again.stderr
+    assert f"teacher-mrpc: resuming from {started.name}" in again.stdout
+    for folder, finished in ((teacher, whole.parent / "teacher-mrpc"), (job, whole)):
+        a, b = load_file(str(finished / "model.safetensors")), load_file(str(folder / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder.name
 
 
 def test_the_comparison_states_the_claims_from_the_records(tmp_path):
