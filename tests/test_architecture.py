@@ -64,3 +64,12 @@ def test_no_circle_between_the_rooms_of_the_package():
 
 def test_the_circle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_the_product_never_imports_the_research_tools():
+    """The research tools (grids, records, statistics, plots) import the product; no product module imports them."""
+    arrows = import_arrows()
+    assert any(t.startswith("sparsebert.jobs") for t in arrows["sparsebert.research.experiment"])  # the check bites
+    product = {m: targets for m, targets in arrows.items() if not m.startswith("sparsebert.research")}
+    assert {m: sorted(t for t in targets if t.startswith("sparsebert.research"))
+            for m, targets in product.items() if any(t.startswith("sparsebert.research") for t in targets)} == {}
