@@ -81,6 +81,8 @@ def test_predict_reads_a_header_by_its_names_not_its_order(rte_model, tiny_teach
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "unclear.tsv:1: the header question, sentence does not say which text comes first" in refused.stderr
     assert predictions(tiny_teacher, "unclear.tsv", "--text-columns", "question,sentence") == ordered
+    refused = run_cli("predict", tiny_teacher, "--input", tmp_path / "unclear.tsv", "--text-columns", "question,sentence,x")
+    assert refused.returncode == 2 and "--text-columns question,sentence,x: give one column, or two" in refused.stderr
 
 
 def test_predict_gives_a_pair_model_pairs_and_a_single_text_model_single_texts(tiny_teacher, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .names import BENCH_ENGINES, VALUE_DTYPES
-from .settings import (JobConfig, check_seq_length, check_sizes, fractions, overwrite_file, overwrite_folder, setting,
+from .settings import (JobConfig, check_seq_length, check_sizes, check_text_columns, fractions, overwrite_file, overwrite_folder, setting,
                        whole_numbers)
 from .training import DataConfig
 
@@ -106,6 +106,7 @@ class PredictConfig(JobConfig):
 
     def check(self) -> None:
         check_sizes(self, ("batch_size", "chunk"))
+        check_text_columns(self.text_columns)
         if self.max_seq_length is not None:
             check_seq_length(self.max_seq_length)
 

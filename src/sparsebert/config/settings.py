@@ -164,6 +164,12 @@ def check_seq_length(length: int) -> None:
                         "(BERT-family encoders take at most 512)")
 
 
+def check_text_columns(columns: str | None) -> None:
+    """One text column, or two for pairs: a third would be read by no one."""
+    if columns is not None and not 1 <= len(columns.split(",")) <= 2:
+        raise UserError(f"--text-columns {columns}: give one column, or two for pairs, comma-separated")
+
+
 def loss_weights(text: str, terms: tuple[str, ...]) -> tuple[float, ...]:
     """--loss-weights: one non-negative number per loss term, comma-separated, in the order of `terms`."""
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from .names import ALLOCATIONS, CRITERIA, METRICS, PATTERNS
-from .settings import (JobConfig, check_seq_length, check_sizes, device_setting, glue_data_dir, loss_weights,
+from .settings import (JobConfig, check_seq_length, check_sizes, check_text_columns, device_setting, glue_data_dir, loss_weights,
                        overwrite_file, overwrite_folder, seed_setting, setting)
 
 
@@ -36,8 +36,7 @@ class DataConfig(JobConfig):
     def check(self) -> None:
         if self.max_seq_length is not None:  # evaluate's default: the model's record
             check_seq_length(self.max_seq_length)
-        if self.text_columns is not None and not 1 <= len(self.text_columns.split(",")) <= 2:
-            raise UserError(f"--text-columns {self.text_columns}: give one column, or two for pairs, comma-separated")
+        check_text_columns(self.text_columns)
 
 
 @dataclass
