@@ -306,6 +306,11 @@ def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "augmented": {"x": {"task": "mrpc", "n_aug": -1}}}))
     refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
     assert refused.returncode != 0 and "--n-aug must be >= 0" in refused.stderr and not (tmp_path / "runs").exists()
+    # a misspelt task would stop the grid only when that teacher's first job ran, hours in
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "teachers": {"mrpc": {"task": "mrcp"}}}))
+    refused = run_cli("experiment", str(tmp_path / "grid.yaml"))
+    assert refused.returncode != 0 and not (tmp_path / "runs").exists()
+    assert f"{tmp_path / 'grid.yaml'}: teachers: mrpc: unknown task 'mrcp'" in refused.stderr
     config = yaml.safe_load((tmp_path / "grid.yaml").read_text())
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "plot_metric": "f1", "jobs": config["jobs"][:1]}))
     refused = run_cli("experiment", str(tmp_path / "grid.yaml"))

@@ -111,13 +111,16 @@ def _coerce(name: str, value, kind):
 
 
 def build(cls, values: dict, path, section: str):
-    """A config from a mapping: a section (`prune`, a grid's job) of the YAML file `path`; an unknown key is an
-    error naming both."""
+    """A config from a mapping: a section (`prune`, a grid's job) of the YAML file `path`; an unknown key, or a
+    value its checks refuse, is an error naming both."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"{path}: unknown setting '{unknown[0]}' in {section}:")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except UserError as e:
+        raise UserError(f"{path}: {section}: {e}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:

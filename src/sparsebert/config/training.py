@@ -7,6 +7,7 @@ import typing
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..tasks import get_task
 from .names import ALLOCATIONS, CRITERIA, METRICS, PATTERNS
 from .settings import (JobConfig, check_seq_length, check_sizes, check_text_columns, device_setting, glue_data_dir, loss_weights,
                        overwrite_file, overwrite_folder, seed_setting, setting)
@@ -37,6 +38,8 @@ class DataConfig(JobConfig):
         if self.max_seq_length is not None:  # evaluate's default: the model's record
             check_seq_length(self.max_seq_length)
         check_text_columns(self.text_columns)
+        if self.task and not self.validation_file:  # with your own files, --task names their task
+            get_task(self.task)
 
 
 @dataclass
@@ -232,6 +235,9 @@ class GlueTaskSettings(JobConfig):
     task: str = setting("mrpc", "GLUE task", "data")
     data_dir: str | None = glue_data_dir()
 
+    def check(self) -> None:
+        get_task(self.task)
+
 
 @dataclass
 class RunConfig(GlueTaskSettings):
@@ -249,6 +255,7 @@ class RunConfig(GlueTaskSettings):
                                   "a job cut off goes on from its latest checkpoint", "output", invocation=True)
 
     def check(self) -> None:
+        super().check()
         if self.sparsity is not None and not 0 <= self.sparsity < 1:
             raise UserError(f"--sparsity {self.sparsity}: give a fraction in [0, 1)")
 
@@ -306,6 +313,7 @@ class AugmentConfig(GlueTaskSettings):
     overwrite: bool = overwrite_file()
 
     def check(self) -> None:
+        super().check()
         if self.n_aug < 0 or not 0 <= self.prob <= 1 or self.top_k < 1:
             raise UserError("--n-aug must be >= 0, --prob in [0, 1], --top-k >= 1")
 
