@@ -151,7 +151,8 @@ def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_p
     (["run", "--resume"], "--resume needs --output"),
     (["run", "--resume", "--output", "nothing"], "config.yaml: not found"),
     (["finetune", "--max-train-samples", "-5", "--output", "o"], "--max-train-samples must be 0"),
-    (["finetune", "--max-steps", "-1", "--output", "o"], "--max-steps and"),
+    (["finetune", "--max-steps", "-1", "--output", "o"], "--max-steps must be 0 (no limit) or more"),
+    (["finetune", "--max-train-samples", "-1", "--output", "o"], "--max-train-samples must be 0 (no limit) or more"),
     (["finetune", "--max-seq-length", "1", "--output", "o"], "--max-seq-length 1: give 8 to 512"),
     (["evaluate", "embedded", "--batch-size", "0"], "--batch-size must be at least 1"),
 ])

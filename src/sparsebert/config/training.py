@@ -90,7 +90,7 @@ class TrainingSettings(JobConfig):
         if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise UserError("--epochs must be positive (or give --max-steps)")
         if self.max_steps < 0:
-            raise UserError("--max-train-samples must be 0 (no limit) or more")
+            raise UserError("--max-steps must be 0 (no limit) or more")
         if self.learning_rate <= 0:
             raise UserError("--learning-rate must be positive")
         if not 0 <= self.warmup < 1:
