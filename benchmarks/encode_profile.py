@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from sparsebert.benchmarking import timed
 from sparsebert.embedding import sts_b_pairs
 from sparsebert.loading import load_sparse
 from sparsebert.sparse import engine as engine_module
@@ -32,26 +33,14 @@ torch.set_num_threads(args.threads)
 model = load_sparse(args.model)
 sentences = sts_b_pairs()[0][:args.sentences]
 spent = defaultdict(float)
-
-
-def timed(part, fn):
-    def wrapper(*a, **k):
-        start = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            spent[part] += time.perf_counter() - start
-    return wrapper
-
-
 model.encode(sentences[:20], batch_size=1)  # warm: buffers, the kernels' scratch
 start = time.perf_counter()
 model.encode(sentences, batch_size=1)
 whole = time.perf_counter() - start
 for name, part in (("fused_ffn", "products"), ("packed_attention", "attention"), ("add_layernorm", "LayerNorm")):
-    setattr(engine_module, name, timed(part, getattr(engine_module, name)))
-EngineLinear.__call__ = timed("products", EngineLinear.__call__)
-SparseModel._forward = timed("forward", SparseModel._forward)
+    setattr(engine_module, name, timed(spent, part, getattr(engine_module, name)))
+EngineLinear.__call__ = timed(spent, "products", EngineLinear.__call__)
+SparseModel._forward = timed(spent, "forward", SparseModel._forward)
 start = time.perf_counter()
 model.encode(sentences, batch_size=1)
 wrapped = time.perf_counter() - start

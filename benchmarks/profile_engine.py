@@ -8,13 +8,12 @@ rest (embeddings, packing, head, Python) is the whole minus those. Writes result
 
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from sparsebert.benchmarking import magnitude_pruned, median_ms
+from sparsebert.benchmarking import magnitude_pruned, median_ms, timed
 from sparsebert.sparse import engine as engine_module
 from sparsebert.sparse.engine import EngineLinear, from_hf_model
 
@@ -22,16 +21,6 @@ threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
 torch.set_num_threads(threads)
 engine = from_hf_model(magnitude_pruned(0.95), values="fp32")
 spent = defaultdict(float)
-
-
-def timed(part, fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            spent[part] += time.perf_counter() - start
-    return wrapper
 
 
 records = []
@@ -44,8 +33,8 @@ for batch in (1, 32):
     parts = {"fused_ffn": "ffn (up + GELU + down, fused)", "packed_attention": "attention",
              "add_layernorm": "residual + LayerNorm"}
     for name, part in parts.items():
-        setattr(engine_module, name, timed(part, originals[name]))
-    EngineLinear.__call__ = timed("linears (Q/K/V, attention output)", linear_call)
+        setattr(engine_module, name, timed(spent, part, originals[name]))
+    EngineLinear.__call__ = timed(spent, "linears (Q/K/V, attention output)", linear_call)
     try:
         spent.clear()
         calls = 10

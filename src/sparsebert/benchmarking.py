@@ -29,6 +29,17 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def timed(spent: dict, part: str, fn):
+    """fn, adding the seconds each call takes to spent[part] (a profile by parts: wrap the functions that make a part)."""
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[part] += time.perf_counter() - start
+    return wrapper
+
+
 def magnitude_pruned(sparsity: float, pattern: str = "unstructured"):
     from .loading import load_model
     from .pruning import build_pruner, find_targets
