@@ -168,9 +168,8 @@ def resumed_config(config):
         return config
     saved = saved_config(Path(config.output))
     current = config.to_dict()
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    refuse_settings_given_anew({k: v for k, v in current.items() if k not in INPUT_LOCATIONS and v != defaults[k]},
-                               saved, Path(config.output) / "config.yaml")
+    refuse_settings_given_anew(config, [k for k in current if k not in INPUT_LOCATIONS], saved,
+                               Path(config.output) / "config.yaml")
     moved = {k: current[k] for k in INPUT_LOCATIONS if current.get(k) is not None}
     resumed = type(config)(**{**current, **{k: v for k, v in saved.items() if k in current}, **moved,
                               "resume": True, "output": config.output})
@@ -178,11 +177,14 @@ def resumed_config(config):
     return resumed
 
 
-def refuse_settings_given_anew(given: dict, saved: dict, where: Path) -> None:
-    """A resumed run goes on with its own settings; one given on the command line that differs from them would be
-    dropped without a word, so it is refused (`given`: the settings set to other than their defaults)."""
-    for name, value in given.items():
-        if name in saved and name not in ("output", "resume", "overwrite") and value != saved[name]:
+def refuse_settings_given_anew(config, names, saved: dict, where: Path) -> None:
+    """A resumed run goes on with its own settings; one of `names` that `config` sets to other than its default and
+    to other than the saved value would be dropped without a word, so it is refused."""
+    defaults, current = {f.name: f.default for f in dataclasses.fields(config)}, config.to_dict()
+    for name in names:
+        value = current[name]
+        if (name in saved and name not in ("output", "resume", "overwrite") and value != defaults[name]
+                and value != saved[name]):
             raise UserError(f"--resume continues the run with the settings of {where}: --{name.replace('_', '-')} "
                             f"{value} is not its {saved[name]}; leave it out, or start a new run in another --output")
 

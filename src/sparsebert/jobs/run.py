@@ -8,7 +8,6 @@ goes on with `sparsebert run --resume --output FOLDER`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from importlib import resources
@@ -67,10 +66,8 @@ def resumed_jobs(config: RunConfig):
     if saved.get("job") != "run":
         raise UserError(f"{out / 'config.yaml'}: not the config of a `sparsebert run`; resume a single job with "
                         "its own command (finetune or prune --resume)")
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
     keys = ("task", "preset", "seed", "sparsity")
-    refuse_settings_given_anew({k: getattr(config, k) for k in keys if getattr(config, k) != defaults[k]}, saved,
-                               out / "config.yaml")
+    refuse_settings_given_anew(config, keys, saved, out / "config.yaml")
     for key in keys:
         setattr(config, key, saved[key])
     # the folder is where the run is now, even if it was moved since
