@@ -73,3 +73,12 @@ def test_the_product_never_imports_the_research_tools():
     product = {m: targets for m, targets in arrows.items() if not m.startswith("sparsebert.research")}
     assert {m: sorted(t for t in targets if t.startswith("sparsebert.research"))
             for m, targets in product.items() if any(t.startswith("sparsebert.research") for t in targets)} == {}
+
+
+def test_a_job_imports_no_other_job_but_the_main_job_its_parts():
+    """What two jobs share is a component's; only the main job (`run`) composes other jobs (finetune, prune)."""
+    arrows = import_arrows()
+    jobs = {m: {t for t in targets if t.startswith("sparsebert.jobs.")}
+            for m, targets in arrows.items() if m.startswith("sparsebert.jobs.")}
+    assert jobs["sparsebert.jobs.run"] == {"sparsebert.jobs.finetune", "sparsebert.jobs.prune"}  # the check bites
+    assert {m: sorted(t) for m, t in jobs.items() if t and m != "sparsebert.jobs.run"} == {}

@@ -123,7 +123,7 @@ def test_augment_settings_are_checked_by_its_config(options, message, tmp_path):
 def test_predict_reads_its_input_as_it_goes_in_steady_memory(tmp_path, suffix, header, row):
     import tracemalloc
 
-    from sparsebert.jobs.predict import read_inputs
+    from sparsebert.inference_files import read_inputs
 
     big = tmp_path / f"big{suffix}"
     with open(big, "w") as f:

@@ -14,7 +14,7 @@ from transformers import AutoModel
 import sparsebert
 from conftest import kill_once_written, make_tiny_encoder, run_cli
 from sparsebert.data import epoch_batches
-from sparsebert.jobs.export import copy_sentence_transformers_files
+from sparsebert.embedding import copy_sentence_transformers_files
 from sparsebert.embedding import glue_sentences, sts_b_pairs
 from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.pruning import find_targets

@@ -350,6 +350,18 @@ def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
         expected = model(**inputs).logits
     assert (engine(**inputs).logits - expected).abs().max() < 2e-2 * expected.abs().max()
 
+    # an export is exported no further; bench times it as the model it came from
+    result = run_cli("export", str(tmp_path / "exp"), str(tmp_path / "again"))
+    assert result.returncode == 2 and "already a compressed export" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "again").exists()
+    result = run_cli("bench", "--model", str(tmp_path / "exp"), "--engines", "pytorch-fp32,sparsebert-fp32",
+                     "--batch-sizes", "2", "--seq-length", "16", "--threads", "1", "--repeats", "1", "--warmup", "1",
+                     "--dev-task", "none", "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    timed = {r["engine"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
+    assert timed["sparsebert-fp32"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert timed["sparsebert-fp32"]["max_logit_diff"] < 1e-4
+
     (tmp_path / "in.jsonl").write_text('{"text_a": "a cat", "text_b": "a dog"}\n\n{"sentence1": "hello", "sentence2": "hi"}\n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"))
     assert result.returncode == 0, result.stderr

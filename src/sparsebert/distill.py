@@ -240,3 +240,13 @@ def teacher_hidden_variance(teacher, data: Encoded, layers: list[int], examples:
 
 def set_scores_attention(model) -> None:
     model.set_attn_implementation(SCORES_ATTENTION)
+
+
+def frozen_teacher(teacher, device):
+    """The teacher as distillation reads it: on `device`, without dropout, its attention scores exposed and its
+    weights frozen."""
+    teacher.to(device).eval()
+    set_scores_attention(teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher

@@ -1,11 +1,13 @@
 """Sentence embeddings: the pooling sentence-transformers gives all-MiniLM-L6-v2 (the mean of the last layer over
 each sentence's real tokens), the sentences an embedder is pruned on, and its quality check: the Spearman
 correlation of cosine similarities with STS-B dev's gold scores, unsupervised (nothing is trained on STS-B);
-and what a sentence-transformers folder records of its pooling and length."""
+and what a sentence-transformers folder records of its pooling and length, and its files, copied to a model made
+from it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,17 @@ def sentence_length(folder: Path, positions: int) -> int:
                             f"{positions} positions")
         return length
     return positions
+
+
+# a sentence-transformers folder's own files: the export encodes as the folder does (its max_seq_length)
+SENTENCE_TRANSFORMERS_FILES = ("sentence_bert_config.json", "modules.json", "config_sentence_transformers.json",
+                               "1_Pooling", "2_Normalize")
+
+
+def copy_sentence_transformers_files(source: Path, out: Path) -> None:
+    """A sentence-transformers folder's own files (pooling, normalisation, max_seq_length), where it has them."""
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, out / name, dirs_exist_ok=True)
+        elif (source / name).is_file():
+            shutil.copy2(source / name, out / name)

@@ -15,7 +15,7 @@ from .sparse.engine import SparseModel, from_hf_model
 from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS, is_exported, load_exported, read_export
 from .tasks import Task
 
-__all__ = ["load_config", "load_dense", "load_encoder", "load_model", "load_sparse"]
+__all__ = ["load_config", "load_dense", "load_encoder", "load_model", "load_sparse", "load_to_export"]
 
 
 def refuse_unfinished_export(path: str) -> None:
@@ -56,6 +56,15 @@ def load_encoder(path: str):
     refuse_unfinished_export(path)
     refuse_export(path)
     return load_hf_encoder(path)
+
+
+def load_to_export(path: str):
+    """A resolved Hugging Face folder to export: its classifier, or its encoder alone (a sentence-embedding model);
+    an export is refused, being one already."""
+    refuse_unfinished_export(path)
+    if is_exported(path):
+        raise UserError(f"{path}: already a compressed export; export the Hugging Face folder it was made from")
+    return load_for_inference(path)
 
 
 def load_dense(path: str):

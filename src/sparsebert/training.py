@@ -1,5 +1,5 @@
-"""Pieces every training job shares: seeding, the optimiser and its schedule, one optimiser step, and
-the state a loop carries (with state_dict, for checkpoints)."""
+"""Pieces every training job shares: seeding, the run's start (processes, output folder), the optimiser and its
+schedule, one optimiser step, and the state a loop carries (with state_dict, for checkpoints)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,24 @@ from tqdm import tqdm
 from . import checkpoint, distributed
 from .data import batches_from, steps_per_epoch
 from .errors import UserError
-from .runio import JsonlLog
+from .runio import JsonlLog, start_run
 
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def start_training(config, model, records: dict):
+    """(processes, device, output folder) of a run that starts now: the processes joined (one, or torchrun's),
+    the folder made with its config.yaml and `records` (a resumed run keeps its own), and, on the main process,
+    room checked for the checkpoints it will keep of `model`."""
+    processes, device = distributed.start(config.device, config.precision)
+    out = start_run(config, records, processes.main)
+    if processes.main:
+        checkpoint.check_free_space(out, model, config.keep_checkpoints if config.save_every else 0)
+    return processes, device, out
 
 
 def no_decay(name: str) -> bool:

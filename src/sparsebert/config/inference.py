@@ -55,8 +55,8 @@ class ExportConfig(JobConfig):
 class BenchConfig(JobConfig):
     """Every engine side by side: dense PyTorch, its int8, ONNX Runtime, the sparse engine."""
     job: typing.ClassVar[str] = "bench"
-    model: str | None = setting(None, "a pruned model folder (default: the embedded MiniLM, magnitude-pruned to "
-                                      "each of --sparsities)", "model")
+    model: str | None = setting(None, "a pruned model folder or its export (default: the embedded MiniLM, "
+                                      "magnitude-pruned to each of --sparsities)", "model")
     sparsities: str = setting("0.8,0.9,0.95,0.97", "for the embedded model", "model")
     engines: str = setting(",".join(BENCH_ENGINES), "comma-separated (the ONNX Runtime ones are skipped when it is "
                                                     "not installed)", "engine")

@@ -65,7 +65,8 @@ def dev_timing(args: BenchConfig, model_config) -> tuple[str | None, int]:
 def run(args: BenchConfig) -> list[dict]:
     import torch
 
-    from ..models import load_classifier, load_tokenizer, resolve_model_path
+    from ..loading import load_dense
+    from ..models import load_tokenizer, resolve_model_path
     from ..sparse.calibration import instruction_sets, processor
     from ..sparse.kernels import KERNEL
 
@@ -82,7 +83,7 @@ def run(args: BenchConfig) -> list[dict]:
         raise UserError(f"--json {json_path}: give a file in an existing folder")
     if args.model:
         path = resolve_model_path(args.model)
-        model = load_classifier(path)
+        model = load_dense(path)
         tokenizer = load_tokenizer(path)
         models = {target_sparsity(model): {"unstructured": model}}
         if "sparsebert-int8-1x4" in engines:  # the model's own pattern decides: sparsebert-int8 runs it

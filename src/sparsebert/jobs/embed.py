@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -21,30 +20,11 @@ from tqdm import tqdm
 from ..config import EmbedConfig
 from ..embedding import check_sentence_model
 from ..errors import UserError
+from ..inference_files import check_output, output_stream, sentence_rows
 from ..models import resolve_model_path
-from .predict import check_output, output_stream, read_inputs
 
 
 CHUNK = 4096  # sentences encoded and written at a time
-
-
-def sentence_rows(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each row of a file of single sentences, read as `predict` reads its input: as they
-    are consumed."""
-    if not path.is_file():
-        raise UserError(f"{path}: file of sentences not found")
-    for number, (text, second) in read_inputs(path, column, bool(column)):
-        if second is not None:
-            raise UserError(f"{path}:{number}: two texts on a row; give one sentence a row (name the column with "
-                            "--text-column, or write one sentence a line without tabs)")
-        yield number, text
-
-
-def read_sentences(path: Path, column: str | None) -> list[tuple[int, str]]:
-    rows = list(sentence_rows(path, column))
-    if not rows:
-        raise UserError(f"{path}: no sentences in the file")
-    return rows
 
 
 def run(args: EmbedConfig) -> dict:

@@ -5,32 +5,20 @@ the sparse engine's logits on it against the dense model's."""
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 from ..config import ExportConfig
+from ..embedding import copy_sentence_transformers_files
 from ..errors import UserError
+from ..loading import load_sparse, load_to_export
 from ..modelcard import write_model_card
-from ..models import load_for_inference, load_tokenizer, resolve_model_path, save_model
+from ..models import load_tokenizer, resolve_model_path, save_model
 from ..runio import prepare_output_dir, write_json
 from ..sparse.format import export_model, named_state, read_export
 
-# a sentence-transformers folder's own files: the export encodes as the folder does (its max_seq_length)
-SENTENCE_TRANSFORMERS_FILES = ("sentence_bert_config.json", "modules.json", "config_sentence_transformers.json",
-                               "1_Pooling", "2_Normalize")
-
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
-
-
-def copy_sentence_transformers_files(source: Path, out: Path) -> None:
-    """A sentence-transformers folder's own files (pooling, normalisation, max_seq_length), where it has them."""
-    for name in SENTENCE_TRANSFORMERS_FILES:
-        if (source / name).is_dir():
-            shutil.copytree(source / name, out / name, dirs_exist_ok=True)
-        elif (source / name).is_file():
-            shutil.copy2(source / name, out / name)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -40,7 +28,6 @@ def folder_bytes(folder: Path) -> int:
 def run(args: ExportConfig) -> dict:
     import torch
 
-    from ..loading import load_sparse
     from ..sparse.engine import check_engine_runs, from_hf_model
 
     path = resolve_model_path(args.model)
@@ -53,7 +40,7 @@ def run(args: ExportConfig) -> dict:
         except ImportError:
             raise UserError("--onnx needs onnx and onnxruntime: pip install 'sparsebert[onnx]'") from None
     tokenizer = load_tokenizer(path)
-    model = load_for_inference(path)
+    model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
     out = prepare_output_dir(args.output, args.overwrite)

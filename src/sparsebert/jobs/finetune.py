@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from .. import checkpoint, distributed
+from .. import distributed
 from ..config import FinetuneConfig
 from ..data import collate, load_train_dev, model_inputs, task_of, to_device
 from ..evaluation import evaluate
-from ..modelcard import write_model_card
 from ..loading import load_model
-from ..models import check_model_positions, save_model
-from ..runio import resumed_config, start_run, write_json
-from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, task_loss, total_steps
+from ..models import check_model_positions
+from ..runio import resumed_config
+from ..saving import save_trained
+from ..training import (TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, task_loss,
+                        total_steps)
 
 
 def run(config: FinetuneConfig) -> dict:
@@ -21,10 +22,7 @@ def run(config: FinetuneConfig) -> dict:
     model, tokenizer, model_path = load_model(config.model, task, new_head=True)
     check_model_positions(config, model.config, model_path)
     train, dev = load_train_dev(config, task, tokenizer)
-    processes, device = distributed.start(config.device, config.precision)
-    out = start_run(config, {"model_path": model_path}, processes.main)
-    if processes.main:
-        checkpoint.check_free_space(out, model, config.keep_checkpoints if config.save_every else 0)
+    processes, device, out = start_training(config, model, {"model_path": model_path})
 
     model.to(device).train()
     steps = total_steps(config, len(train))
@@ -43,14 +41,8 @@ def run(config: FinetuneConfig) -> dict:
             training.evaluated(evaluate(model, task, dev, config.eval_batch_size), task.main_metric)
         training.checkpoint_if_due()
     report = training.finish()
-    if report is None:
-        distributed.finish(processes)
-        return {}
-    save_model(model, tokenizer, out, task, config.max_seq_length)
-    result = {**training.state.metrics, **report}
-    write_json(out / "metrics.json", result)
-    write_model_card(out, summary=f"{task.name}, fine-tuned from `{model_path}` by sparsebert.",
-                     made_by=f"sparsebert finetune --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=training.state.metrics)
+    result = {} if report is None else save_trained(
+        model, tokenizer, out, task, config.max_seq_length, {**training.state.metrics, **report}, job="finetune",
+        summary=f"{task.name}, fine-tuned from `{model_path}` by sparsebert.", evaluations=training.state.metrics)
     distributed.finish(processes)
     return result

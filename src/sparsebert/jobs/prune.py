@@ -13,21 +13,20 @@ import dataclasses
 import torch
 from tqdm import tqdm
 
-from .. import checkpoint, distributed
+from .. import distributed
 from ..config import PruneConfig
 from ..data import collate, load_train_dev, model_data_settings, model_inputs, task_of, to_device
-from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, layer_mapping,
+from ..distill import (DistillationLoss, Outputs, TeacherCache, forward_with_internals, frozen_teacher, layer_mapping,
                        set_scores_attention, teacher_hidden_variance)
 from ..errors import UserError
 from ..evaluation import evaluate
-from ..modelcard import write_model_card
 from ..loading import load_config, load_model
-from ..models import (check_model_positions, copy_task_head, resolve_model_path, save_model,
-                      shrink_model)
-from ..pruning import build_pruner, find_targets, sparsity_report
-from ..pruning.pattern import PATTERNS
-from ..runio import resumed_config, start_run, write_json
-from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, task_loss, total_steps
+from ..models import check_model_positions, copy_task_head, resolve_model_path, shrink_model
+from ..pruning import check_pattern, find_targets, pruner_for_run
+from ..runio import resumed_config
+from ..saving import save_pruned
+from ..training import (TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, task_loss,
+                        total_steps)
 
 
 def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list[int]:
@@ -40,26 +39,6 @@ def check_pair(student, student_tok, teacher, teacher_tok, distill: str) -> list
         raise UserError(f"attention distillation needs the same number of heads (student "
                         f"{s_cfg.num_attention_heads}, teacher {t_cfg.num_attention_heads}); use --distill logits")
     return mapping
-
-
-def save_pruned(student, tokenizer, out, pruner, task, report: dict, teacher_metrics: dict, main_metric: str,
-                job: str, summary: str, evaluations: list, max_seq_length: int | None = None, **recorded) -> dict:
-    """The pruned model as a Hugging Face folder (zeros stored as zeros), its masks, sparsity.json, metrics.json
-    (the run's report, the teacher's scores, `recorded`, the sparsity reached) and a model card that says what
-    was done (`summary`) and how to make it again with `job`; returns the metrics."""
-    student.set_attn_implementation("sdpa")
-    save_model(student, tokenizer, out, task, max_seq_length)
-    pruner.save_masks(out / "masks.safetensors")
-    sparsity = sparsity_report(student)
-    write_json(out / "sparsity.json", sparsity)
-    result = {**report, "teacher": teacher_metrics, "main_metric": main_metric, **recorded,
-              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
-    write_json(out / "metrics.json", result)
-    write_model_card(out, summary=f"{summary}, by sparsebert. Zeros are stored as zeros here; `sparsebert export` "
-                                  "makes the compressed folder that the sparse engine runs fast.",
-                     made_by=f"sparsebert {job} --config {out / 'config.yaml'} --output NEW-FOLDER",
-                     metrics=evaluations, sparsity=result["sparsity"])
-    return result
 
 
 def with_teachers_task(config: PruneConfig) -> PruneConfig:
@@ -92,28 +71,18 @@ def run(config: PruneConfig) -> dict:
         student = shrink_model(student, config.student_layers or student.config.num_hidden_layers,
                                config.student_hidden or student.config.hidden_size)
     mapping = check_pair(student, tokenizer, teacher, teacher_tok, config.distill) if teacher is not None else None
-    try:
-        for linear in find_targets(student).values():
-            PATTERNS[config.pattern].group(linear.weight)
-    except ValueError as e:
-        raise UserError(f"--pattern {config.pattern}: {e}; use --pattern unstructured") from None
+    check_pattern(find_targets(student), config.pattern)
     if config.student_head == "teacher" and config.init == "pretrained":
         copy_task_head(teacher, student)
     train, dev = load_train_dev(config, task, tokenizer)
-    processes, device = distributed.start(config.device, config.precision)
-    out = start_run(config, {"student_path": student_path}, processes.main)
-    if processes.main:
-        checkpoint.check_free_space(out, student, config.keep_checkpoints if config.save_every else 0)
+    processes, device, out = start_training(config, student, {"student_path": student_path})
 
     full = teacher is not None and config.distill == "full"
     student.to(device).train()
     set_scores_attention(student)
     loss_fn = teacher_metrics = None
     if teacher is not None:
-        teacher.to(device).eval()
-        set_scores_attention(teacher)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        frozen_teacher(teacher, device)
         loss_fn = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, mode=config.distill,
                                    temperature=config.temperature, regression=task.is_regression,
                                    weights=config.distillation_weights(), attention=config.attention_loss,
@@ -124,9 +93,7 @@ def run(config: PruneConfig) -> dict:
 
     steps = total_steps(config, len(train))
     eval_every = eval_interval(config, len(train))
-    pruner = build_pruner(find_targets(student), config.sparsity, round(config.prune_start * steps),
-                          round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
-                          config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
+    pruner = pruner_for_run(find_targets(student), config, steps)
     params = list(student.named_parameters()) + ([] if loss_fn is None else list(loss_fn.named_parameters()))
     optimizer, scheduler, scaler = optimizer_and_schedule(params, config, steps, rewind_at=round(config.prune_end * steps))
     extra_modules = {"distillation": loss_fn} if loss_fn is not None else {}
@@ -177,12 +144,10 @@ def run(config: PruneConfig) -> dict:
             training.evaluated(evaluate(student, task, dev, config.eval_batch_size), task.main_metric, pruner)
         training.checkpoint_if_due()
     report = training.finish()
-    if report is None:
-        distributed.finish(processes)
-        return {}
     how = "without a teacher" if teacher is None else f"distilling from `{config.teacher}`"
-    result = save_pruned(student, tokenizer, out, pruner, task, report, teacher_metrics, task.main_metric, "prune",
-                         f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}",
-                         training.state.metrics, max_seq_length=config.max_seq_length)
+    result = {} if report is None else save_pruned(
+        student, tokenizer, out, pruner, task, report, teacher_metrics, task.main_metric, "prune",
+        f"{task.name}: `{student_path}` pruned to {config.sparsity:.0%} sparsity {how}", training.state.metrics,
+        max_seq_length=config.max_seq_length)
     distributed.finish(processes)
     return result

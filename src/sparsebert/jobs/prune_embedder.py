@@ -14,23 +14,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from .. import checkpoint, distributed
+from .. import distributed
 from ..config import EmbedderConfig
 from ..data import collate, model_inputs, to_device
-from ..distill import DistillationLoss, forward_with_internals, set_scores_attention, teacher_hidden_variance
-from ..embedding import (check_sentence_model, embed, encode_sentences, glue_sentences, mean_pool,
+from ..distill import (DistillationLoss, forward_with_internals, frozen_teacher, set_scores_attention,
+                       teacher_hidden_variance)
+from ..embedding import (check_sentence_model, copy_sentence_transformers_files, embed, encode_sentences, glue_sentences, mean_pool,
                          sentence_length, sts_b_spearman)
-from ..errors import UserError
 from ..loading import load_encoder
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
-from ..pruning import build_pruner, find_targets
-from ..pruning.pattern import PATTERNS
-from ..runio import resumed_config, start_run
+from ..inference_files import read_sentences
+from ..pruning import check_pattern, find_targets, pruner_for_run
+from ..runio import resumed_config
+from ..saving import save_pruned
 from ..sparse.engine import position_count
-from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, total_steps
-from .embed import read_sentences
-from .prune import save_pruned
-from .export import copy_sentence_transformers_files
+from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, total_steps
 
 
 def embedding_term(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
@@ -48,27 +46,17 @@ def run(config: EmbedderConfig) -> dict:
     teacher, student = load_encoder(path), load_encoder(path)
     check_sentence_model(Path(path))
     check_model_positions(config, student.config, path)
-    try:
-        for linear in find_targets(student).values():
-            PATTERNS[config.pattern].group(linear.weight)
-    except ValueError as e:
-        raise UserError(f"--pattern {config.pattern}: {e}; use --pattern unstructured") from None
+    check_pattern(find_targets(student), config.pattern)
     sentences = ([text for _, text in read_sentences(Path(config.sentences), config.text_column)]
                  if config.sentences else glue_sentences())
     train = encode_sentences(sentences, tokenizer, config.max_seq_length)
     eval_length = sentence_length(Path(path), position_count(student.config))
-    processes, device = distributed.start(config.device, config.precision)
-    out = start_run(config, {"model_path": path}, processes.main)
-    if processes.main:
-        checkpoint.check_free_space(out, student, config.keep_checkpoints if config.save_every else 0)
+    processes, device, out = start_training(config, student, {"model_path": path})
 
     layers = list(range(student.config.num_hidden_layers + 1))  # the same model: layer m learns from layer m
     student.to(device).train()
-    teacher.to(device).eval()
     set_scores_attention(student)
-    set_scores_attention(teacher)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    frozen_teacher(teacher, device)
     layer_loss = DistillationLoss(student.config.hidden_size, teacher.config.hidden_size, attention=config.attention_loss,
                                   hidden_norm=config.hidden_norm,
                                   hidden_variance=teacher_hidden_variance(teacher, train, layers)
@@ -84,9 +72,7 @@ def run(config: EmbedderConfig) -> dict:
     teacher_metrics = quality(teacher)
     steps = total_steps(config, len(train))
     eval_every = eval_interval(config, len(train))
-    pruner = build_pruner(find_targets(student), config.sparsity, round(config.prune_start * steps),
-                          round(config.prune_end * steps), config.prune_events, config.criterion, config.allocation,
-                          config.pattern, {"decay": config.taylor_decay} if config.criterion == "taylor" else None)
+    pruner = pruner_for_run(find_targets(student), config, steps)
     params = list(student.named_parameters())
     optimizer, scheduler, scaler = optimizer_and_schedule(params, config, steps, rewind_at=round(config.prune_end * steps))
 
@@ -117,13 +103,12 @@ def run(config: EmbedderConfig) -> dict:
                                said=f" (teacher {teacher_metrics['sts_b_spearman']:.4f})")
         training.checkpoint_if_due()
     report = training.finish()
-    if report is None:
-        distributed.finish(processes)
-        return {}
-    result = save_pruned(student, tokenizer, out, pruner, None, report, teacher_metrics, "sts_b_spearman",
-                         "prune-embedder", f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} sparsity "
-                         f"while distilling from its dense self on {len(train)} unlabelled sentences",
-                         training.state.metrics, sentences=len(train))
-    copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
+    result = {}
+    if report is not None:
+        result = save_pruned(student, tokenizer, out, pruner, None, report, teacher_metrics, "sts_b_spearman",
+                             "prune-embedder", f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} "
+                             f"sparsity while distilling from its dense self on {len(train)} unlabelled sentences",
+                             training.state.metrics, sentences=len(train))
+        copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
     distributed.finish(processes)
     return result

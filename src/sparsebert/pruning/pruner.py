@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..errors import UserError
 from .allocation import ALLOCATIONS
 from .criterion import CRITERIA, Criterion
 from .pattern import PATTERNS
@@ -73,8 +74,26 @@ class Pruner:
                   metadata={"level": str(self.level), "allocation": self.allocation})
 
 
+def check_pattern(targets: dict, pattern: str) -> None:
+    """Refuses, before anything is trained or written, a pattern that some target matrix cannot be cut into."""
+    try:
+        for linear in targets.values():
+            PATTERNS[pattern].group(linear.weight)
+    except ValueError as e:
+        raise UserError(f"--pattern {pattern}: {e}; use --pattern unstructured") from None
+
+
 def build_pruner(targets, sparsity: float, start: int, end: int, events: int,
                  criterion: str = "magnitude", allocation: str = "uniform", pattern: str = "unstructured",
                  criterion_options: dict | None = None) -> Pruner:
     return Pruner(targets, CRITERIA[criterion](**(criterion_options or {})), CubicSchedule(sparsity, start, end, events),
                   allocation, pattern)
+
+
+def pruner_for_run(targets, settings, steps: int) -> Pruner:
+    """The pruner a training run's pruning settings (config.PruningSettings) describe, its schedule's start and
+    end given as fractions of the run's `steps`."""
+    return build_pruner(targets, settings.sparsity, round(settings.prune_start * steps),
+                        round(settings.prune_end * steps), settings.prune_events, settings.criterion,
+                        settings.allocation, settings.pattern,
+                        {"decay": settings.taylor_decay} if settings.criterion == "taylor" else None)
