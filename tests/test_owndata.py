@@ -123,6 +123,27 @@ def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):
     assert [e.label for e in datafiles.read_examples(as_scores, tmp_path / "stars.csv")][:3] == [1.0, 2.0, 3.0]
 
 
+def test_the_regression_flag_on_the_command_line_trains_a_regression_on_whole_numbers(tiny_model, tmp_path):
+    """--regression from the command line: star ratings as scores to predict (one output, Spearman), where the
+    same file without it is five classes; `predict` then gives a score a row."""
+    stars = tmp_path / "stars.csv"
+    stars.write_text("text,label\n" + "".join(f"review {i},{i % 5 + 1}\n" for i in range(20)))
+    common = ["--model", tiny_model, "--train-file", stars, "--validation-file", stars, "--epochs", "1",
+              "--batch-size", "10"]
+    for flags, folder in (([], "classes"), (["--regression"], "scores")):
+        result = run_cli("finetune", *common, *flags, "--output", tmp_path / folder)
+        assert result.returncode == 0, result.stderr
+    classes, scores = (json.loads((tmp_path / f / "config.json").read_text()) for f in ("classes", "scores"))
+    assert len(classes["id2label"]) == 5 and classes.get("problem_type") != "regression"
+    assert scores["problem_type"] == "regression" and len(scores["id2label"]) == 1
+    assert set(json.loads((tmp_path / "scores" / "metrics.json").read_text())["final"]) == {"spearman", "pearson"}
+    assert "regression: true" in (tmp_path / "scores" / "config.yaml").read_text()
+    (tmp_path / "new.csv").write_text("text\nreview 3\n")
+    result = run_cli("predict", tmp_path / "scores", "--input", tmp_path / "new.csv", "--dense")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout.splitlines()[0])) == {"line", "score"}
+
+
 def test_own_data_end_to_end_with_label_names(tiny_model, tmp_path):
     """finetune -> prune -> export -> predict on a CSV of reviews; the label names everywhere, and `pipeline`
     on the saved folders."""
