@@ -84,3 +84,11 @@ def test_a_row_without_its_fields_is_refused_with_its_line_and_nothing_is_writte
     result = augment(tmp_path / "data", tmp_path / "aug.tsv")
     assert result.returncode == 2 and "train.tsv:3:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "aug.tsv").exists() and not (tmp_path / "aug.tsv.tmp").exists()
+
+
+def test_an_export_is_refused_in_one_line_and_nothing_is_written(rte_slice, tiny_teacher, tmp_path):
+    """augment draws words from a Hugging Face folder's masked-LM or input embeddings; an export's are compressed."""
+    assert run_cli("export", tiny_teacher, tmp_path / "exp").returncode == 0
+    result = augment(rte_slice, tmp_path / "aug.tsv", "--model", str(tmp_path / "exp"))
+    assert result.returncode == 2 and "a compressed export; augment reads the Hugging Face folder" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "aug.tsv").exists()

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from .embedding import not_a_sentence_model, sentence_length
 from .errors import UserError
-from .models import (load_classifier, load_for_inference, load_hf_encoder, load_hf_model, load_tokenizer, read_config,
-                     resolve_model_path, task_head_settings)
+from .models import (load_classifier, load_for_inference, load_hf_encoder, load_hf_model, load_input_embeddings,
+                     load_masked_lm, load_tokenizer, read_config, resolve_model_path, task_head_settings)
 from .sparse.engine import SparseModel, from_hf_model
 from .sparse.format import SPARSE_CONFIG, SPARSE_WEIGHTS, is_exported, load_exported, read_export
 from .tasks import Task
 
-__all__ = ["load_config", "load_dense", "load_encoder", "load_model", "load_sparse", "load_to_export"]
+__all__ = ["load_config", "load_dense", "load_encoder", "load_model", "load_sparse", "load_to_export",
+           "load_word_sources"]
 
 
 def refuse_unfinished_export(path: str) -> None:
@@ -65,6 +66,17 @@ def load_to_export(path: str):
     if is_exported(path):
         raise UserError(f"{path}: already a compressed export; export the Hugging Face folder it was made from")
     return load_for_inference(path)
+
+
+def load_word_sources(path: str):
+    """What `augment` draws replacement words from, in a resolved Hugging Face folder: its masked-LM (None where
+    the checkpoint has no such head) and its input embeddings; an export, whose embeddings are compressed, is
+    refused."""
+    refuse_unfinished_export(path)
+    if is_exported(path):
+        raise UserError(f"{path}: a compressed export; augment reads the Hugging Face folder it was made from")
+    mlm = load_masked_lm(path)
+    return mlm, mlm.get_input_embeddings().weight.detach() if mlm is not None else load_input_embeddings(path)
 
 
 def load_dense(path: str):

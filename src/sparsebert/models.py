@@ -127,6 +127,22 @@ def load_for_inference(path: str):
     return load_hf_encoder(path).eval()
 
 
+def load_masked_lm(path: str):
+    """A resolved Hugging Face folder's model with its masked-LM head; None where its checkpoint has none."""
+    from transformers import AutoModelForMaskedLM
+
+    if not any("MaskedLM" in a or "ForPreTraining" in a for a in (read_config(path).architectures or [])):
+        return None
+    return _from_pretrained(path, auto=AutoModelForMaskedLM)
+
+
+def load_input_embeddings(path: str):
+    """A resolved Hugging Face folder's input word embeddings (vocabulary x hidden)."""
+    from transformers import AutoModel
+
+    return _from_pretrained(path, auto=AutoModel).get_input_embeddings().weight.detach()
+
+
 def load_hf_encoder(path: str):
     """A resolved Hugging Face folder's encoder alone (no task head), as a sentence-embedding model is stored; a
     fine-tuned classifier is refused (its encoder was trained for its task, not for embeddings)."""

@@ -10,19 +10,9 @@ from tqdm import tqdm
 
 from ..augmentation import Augmenter, EmbeddingNeighbours, MaskedLMCandidates
 from ..errors import UserError
-from ..loading import load_config
+from ..loading import load_word_sources
 from ..models import load_tokenizer, resolve_model_path
 from ..tasks import get_task, read_examples, read_tsv_rows, split_header, task_file
-
-
-def load_mlm(path: str):
-    """The model's masked-LM head, if its checkpoint has one."""
-    from transformers import AutoModelForMaskedLM
-
-    config = load_config(path)
-    if not any("MaskedLM" in a or "ForPreTraining" in a for a in (config.architectures or [])):
-        return None
-    return AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True)
 
 
 def run(args) -> None:
@@ -36,14 +26,10 @@ def run(args) -> None:
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
     started = time.time()
-    mlm = load_mlm(path)
+    mlm, embeddings = load_word_sources(path)
     if mlm is not None:
-        embeddings = mlm.get_input_embeddings().weight.detach()
         print("candidates: masked-LM top-k for one-piece words, embedding neighbours for the rest")
     else:
-        from transformers import AutoModel
-
-        embeddings = AutoModel.from_pretrained(path, use_safetensors=True).get_input_embeddings().weight.detach()
         print("candidates: nearest neighbours in the model's input embeddings for every word "
               "(the model has no masked-LM head)")
     text_columns = [col[c] for c in (task.text_a, task.text_b) if c is not None]
