@@ -338,6 +338,18 @@ def test_the_shipped_grids_are_valid():
         assert listed.stdout.splitlines() and all(line.split()[0] in ("done", "todo") for line in listed.stdout.splitlines())
 
 
+def test_only_runs_seed_by_seed_across_the_tasks_given():
+    """--only with --tasks: each seed's jobs on every task given before the next seed's, so that lanes complete
+    pairs on all tasks as they go rather than every seed of the first task first."""
+    claim = Path(__file__).parent.parent / "src/sparsebert/research/experiments/claim.yaml"
+    listed = run_cli("experiment", str(claim), "--dry-run", "--only", "no-teacher-taylor", "--tasks", "sts-b,cola")
+    assert listed.returncode == 0, listed.stderr
+    jobs = [line.split()[1] for line in listed.stdout.splitlines()]
+    assert jobs[:4] == ["no-teacher-taylor-sts-b-s0.95-seed42", "no-teacher-taylor-cola-s0.95-seed42",
+                        "no-teacher-taylor-sts-b-s0.95-seed7", "no-teacher-taylor-cola-s0.95-seed7"]
+    assert len(jobs) == 16
+
+
 def test_records_and_tables_are_by_the_final_model(tmp_path):
     from sparsebert.research.reports import by_final_model, record, write_table
 

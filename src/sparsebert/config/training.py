@@ -325,6 +325,7 @@ class ExperimentConfig(JobConfig):
     config: str | None = setting(None, "experiment YAML (see src/sparsebert/research/experiments/)", "grid", positional=True)
     only: str | None = setting(None, "run only these variants or jobs (names as --dry-run lists them; "
                                      "comma-separated): seed by seed, within a seed in this order", "grid")
-    tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated)", "grid")
+    tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated), in this order (with "
+                                      "--only: within each seed)", "grid")
     dry_run: bool = setting(False, "list the jobs and whether they are done", "grid")
     collect: bool = setting(False, "run nothing; gather finished jobs into the results", "grid")

@@ -45,15 +45,17 @@ def run(args: ExperimentConfig) -> list[dict]:
     if args.collect:
         return write_results(config, out)
     jobs = expand(config)
-    if args.only:
-        order = args.only.split(",")
+    order = args.only.split(",") if args.only else None
+    tasks = args.tasks.split(",") if args.tasks else None
+    if order:
+        jobs = [j for j in jobs if j["variant"] in order or j["dir"] in order]
+    if tasks:
+        jobs = [j for j in jobs if j["teacher"] in tasks]
+    if order:  # seed by seed (each seed's teachers in the order given), so that paired variants complete their pairs
         position = lambda j: order.index(j["dir"] if j["dir"] in order else j["variant"])
-        # seed by seed, so that paired variants given together complete their pairs as they go
-        jobs = sorted((j for j in jobs if j["variant"] in order or j["dir"] in order),
-                      key=lambda j: (j["seed_rank"], position(j)))
-    if args.tasks:
-        order = args.tasks.split(",")
-        jobs = sorted((j for j in jobs if j["teacher"] in order), key=lambda j: order.index(j["teacher"]))
+        jobs.sort(key=lambda j: (j["seed_rank"], tasks.index(j["teacher"]) if tasks else 0, position(j)))
+    elif tasks:  # teacher by teacher
+        jobs.sort(key=lambda j: tasks.index(j["teacher"]))
     if args.dry_run:  # lists, writes nothing
         for job in jobs:
             print(f"{'done' if is_done(config, job['dir']) else 'todo'}  {job['dir']}")
