@@ -125,6 +125,18 @@ def test_prune_bad_flags(tiny_model, tiny_teacher, tmp_path, flags, message):
     assert not out.exists()
 
 
+def test_a_pattern_the_matrices_cannot_be_cut_into_is_refused_before_anything_is_written(tmp_path):
+    """1x4 blocks need every pruned matrix's inputs in fours; a hidden size of 30 has not, and the run stops at
+    once rather than pruning some other way."""
+    odd = make_tiny_model(tmp_path / "odd", hidden=30, heads=6)
+    out = tmp_path / "x"
+    result = run_cli("prune", "--task", "mrpc", "--student", str(odd), "--no-teacher", "--pattern", "1x4",
+                     "--max-steps", "2", "--output", str(out))
+    assert_clean_error(result, "--pattern 1x4: a matrix with 30 inputs cannot be cut into blocks of 4; use "
+                               "--pattern unstructured")
+    assert not out.exists()
+
+
 def test_prune_refuses_incompatible_teachers_before_training(tiny_teacher, tmp_path):
     deep3 = make_tiny_model(tmp_path / "deep3", layers=3, num_labels=2)
     result = run_cli("prune", "--task", "mrpc", "--teacher", str(deep3), "--student", str(tiny_teacher), "--output",
