@@ -15,15 +15,15 @@ from ..models import load_tokenizer, resolve_model_path
 from ..tasks import get_task, read_examples, read_tsv_rows, split_header, task_file
 
 
-def run(args) -> None:
-    task = get_task(args.task)
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
+def run(config) -> None:
+    task = get_task(config.task)
+    out = Path(config.output)
+    if out.exists() and not config.overwrite:
         raise UserError(f"{out}: exists; choose another file or pass --overwrite")
-    source = task_file(args.data_dir, task, "train.tsv")
+    source = task_file(config.data_dir, task, "train.tsv")
     read_examples(task, source)  # every row's width and label checked (FILE:LINE), before anything is written
     header, rows, col, _ = split_header(task, source, read_tsv_rows(source))
-    path = resolve_model_path(args.model)
+    path = resolve_model_path(config.model)
     tokenizer = load_tokenizer(path)
     started = time.time()
     mlm, embeddings = load_word_sources(path)
@@ -33,17 +33,17 @@ def run(args) -> None:
         print("candidates: nearest neighbours in the model's input embeddings for every word "
               "(the model has no masked-LM head)")
     text_columns = [col[c] for c in (task.text_a, task.text_b) if c is not None]
-    augmenter = Augmenter(tokenizer, EmbeddingNeighbours(tokenizer, embeddings, args.top_k),
-                          MaskedLMCandidates(tokenizer, mlm, args.top_k) if mlm is not None else None,
-                          args.prob, args.seed)
+    augmenter = Augmenter(tokenizer, EmbeddingNeighbours(tokenizer, embeddings, config.top_k),
+                          MaskedLMCandidates(tokenizer, mlm, config.top_k) if mlm is not None else None,
+                          config.prob, config.seed)
     augmenter.prepare([fields[c] for _, fields in rows for c in text_columns])
     tmp = Path(f"{out}.tmp")
     try:
-        write_augmented(tmp, header, rows, text_columns, augmenter, args.n_aug, task.name)
+        write_augmented(tmp, header, rows, text_columns, augmenter, config.n_aug, task.name)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)  # an interrupted run leaves no partial file
-    print(f"wrote {len(rows) * (1 + args.n_aug)} rows ({len(rows)} originals + {len(rows) * args.n_aug} variants) "
+    print(f"wrote {len(rows) * (1 + config.n_aug)} rows ({len(rows)} originals + {len(rows) * config.n_aug} variants) "
           f"to {out} in {time.time() - started:.0f} s")
 
 

@@ -22,47 +22,47 @@ from ..runio import check_output_file, write_json
 ALL_ENGINES = ",".join(BENCH_ENGINES)
 
 
-def check_args(args):
+def check_args(config):
     """The settings as lists (BenchConfig.check has checked their values); ONNX Runtime's engines dropped where
     it is not installed, unless asked for by name."""
-    batch_sizes = whole_numbers(args.batch_sizes, "--batch-sizes")
-    threads = whole_numbers(args.threads, "--threads")
-    engines = args.engines.split(",")
+    batch_sizes = whole_numbers(config.batch_sizes, "--batch-sizes")
+    threads = whole_numbers(config.threads, "--threads")
+    engines = config.engines.split(",")
     if any(e.startswith("onnxruntime") for e in engines):
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
-            if args.engines != ALL_ENGINES:  # asked for by name: refuse before anything is timed or written
+            if config.engines != ALL_ENGINES:  # asked for by name: refuse before anything is timed or written
                 raise UserError("--engines names ONNX Runtime, which is not installed: "
                                 "pip install 'sparsebert[onnx]'") from None
             engines = [e for e in engines if not e.startswith("onnxruntime")]
             print("onnxruntime is not installed: its engines are skipped (pip install 'sparsebert[onnx]')")
-    return batch_sizes, threads, engines, None if args.model else fractions(args.sparsities, "--sparsities")
+    return batch_sizes, threads, engines, None if config.model else fractions(config.sparsities, "--sparsities")
 
 
-def dev_timing(args: BenchConfig, model_config) -> tuple[str | None, int]:
+def dev_timing(config: BenchConfig, model_config) -> tuple[str | None, int]:
     """The dev set timed at its own lengths and the length it is cut at: --dev-task, else the task a --model was
     trained on; the length the model was trained with (what it recorded), 128 for the embedded model. A model
     that recorded neither is refused rather than timed on a task or at a length it never saw."""
-    if args.dev_task == "none":
+    if config.dev_task == "none":
         return None, 0
     if model_config is None:
-        return (args.dev_task or "mrpc").lower(), 128
+        return (config.dev_task or "mrpc").lower(), 128
     from ..data import model_data_settings
 
     saved = model_data_settings(model_config)
-    task = args.dev_task or (None if "text_columns" in saved else saved.get("task"))
+    task = config.dev_task or (None if "text_columns" in saved else saved.get("task"))
     if task is None:
         why = "was trained on your own files" if "text_columns" in saved else "records no task it was trained on"
-        raise UserError(f"--model {args.model}: the model {why}; give --dev-task TASK (a GLUE task) or none")
+        raise UserError(f"--model {config.model}: the model {why}; give --dev-task TASK (a GLUE task) or none")
     if "max_seq_length" not in saved:
-        raise UserError(f"--model {args.model}: the model records no length its examples were cut to; give "
+        raise UserError(f"--model {config.model}: the model records no length its examples were cut to; give "
                         "--dev-task none")
     return task.lower(), int(saved["max_seq_length"])
 
 
-def run(args: BenchConfig) -> list[dict]:
+def run(config: BenchConfig) -> list[dict]:
     import torch
 
     from ..loading import load_dense
@@ -70,19 +70,19 @@ def run(args: BenchConfig) -> list[dict]:
     from ..sparse.calibration import instruction_sets, processor
     from ..sparse.kernels import KERNEL
 
-    json_path = Path(args.json)
-    if args.collect:
+    json_path = Path(config.json)
+    if config.collect:
         from ..runio import read_json
 
         if not json_path.is_file():
             raise UserError(f"--json {json_path}: no such file to collect from")
-        return write_reports(read_json(json_path), json_path, args.plot)
+        return write_reports(read_json(json_path), json_path, config.plot)
     check_output_file(json_path, "--json")
-    batch_sizes, thread_counts, engines, sparsities = check_args(args)
+    batch_sizes, thread_counts, engines, sparsities = check_args(config)
     if json_path.is_dir() or not json_path.parent.is_dir():
         raise UserError(f"--json {json_path}: give a file in an existing folder")
-    if args.model:
-        path = resolve_model_path(args.model)
+    if config.model:
+        path = resolve_model_path(config.model)
         model = load_dense(path)
         tokenizer = load_tokenizer(path)
         models = {target_sparsity(model): {"unstructured": model}}
@@ -93,8 +93,8 @@ def run(args: BenchConfig) -> list[dict]:
         patterns = ["unstructured"] + (["1x4"] if "sparsebert-int8-1x4" in engines else [])
         models = {s: {p: magnitude_pruned(s, p) for p in patterns} for s in sparsities}
     dev_at = min(models, key=lambda s: abs(s - 0.95))
-    task, length = dev_timing(args, model.config if args.model else None)
-    args = args.replace(dev_task=task)
+    task, length = dev_timing(config, model.config if config.model else None)
+    config = config.replace(dev_task=task)
     dev = dev_batches(task, tokenizer, length) if task else None
     records = []
     caller_threads = torch.get_num_threads()  # given back: a Python caller's later work runs as before
@@ -106,19 +106,19 @@ def run(args: BenchConfig) -> list[dict]:
                 torch.set_num_threads(threads)
                 for name in [e for e in engines if e in DENSE_ENGINES]:
                     records += time_engine(name, build_engine(name, first, threads, onnx), first, None, threads,
-                                           batch_sizes, args, dev)
+                                           batch_sizes, config, dev)
                 for sparsity, by_pattern in models.items():
                     for name in [e for e in engines if e in SPARSE_ENGINES]:
                         model = by_pattern["1x4" if name.endswith("1x4") else "unstructured"]
                         records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity,
-                                               threads, batch_sizes, args, dev if sparsity == dev_at else None)
+                                               threads, batch_sizes, config, dev if sparsity == dev_at else None)
         finally:
             torch.set_num_threads(caller_threads)
     add_speedups(records)
     machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}
     records = [{**r, "machine": machine} for r in records]
     write_json(json_path, records)
-    return write_reports(records, json_path, args.plot)
+    return write_reports(records, json_path, config.plot)
 
 
 def write_reports(records: list[dict], json_path: Path, plot: str | None) -> list[dict]:

@@ -27,23 +27,23 @@ from ..models import resolve_model_path
 CHUNK = 4096  # sentences encoded and written at a time
 
 
-def run(args: EmbedConfig) -> dict:
+def run(config: EmbedConfig) -> dict:
     from ..loading import load_sparse
 
-    path = resolve_model_path(args.model)
+    path = resolve_model_path(config.model)
     check_sentence_model(Path(path))
-    input_path, output = Path(args.input), Path(args.output)
+    input_path, output = Path(config.input), Path(config.output)
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")  # before the output is looked at
-    check_output(output, input_path, args.overwrite)
+    check_output(output, input_path, config.overwrite)
     # a first pass checks every row and counts them (the .npy header needs the count) in steady memory; the
     # second encodes a chunk at a time
-    count = sum(1 for _ in sentence_rows(input_path, args.text_column))
+    count = sum(1 for _ in sentence_rows(input_path, config.text_column))
     if not count:
         raise UserError(f"{input_path}: no sentences in the file")
     model = load_sparse(path)
     print(model.describe(), file=sys.stderr)
-    rows = sentence_rows(input_path, args.text_column)
+    rows = sentence_rows(input_path, config.text_column)
     chunks = iter(lambda: list(islice(rows, CHUNK)), [])
     with output_stream(str(output), binary=output.suffix.lower() == ".npy") as f, \
             tqdm(total=count, desc="embed", unit=" sentences") as bar:
@@ -51,7 +51,7 @@ def run(args: EmbedConfig) -> dict:
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
                                                      "shape": (count, model.hidden)})
         for chunk in chunks:
-            vectors = model.encode([text for _, text in chunk], batch_size=args.batch_size, normalize=args.normalize)
+            vectors = model.encode([text for _, text in chunk], batch_size=config.batch_size, normalize=config.normalize)
             if output.suffix.lower() == ".npy":
                 f.write(vectors.astype("<f4").tobytes())
             else:

@@ -15,30 +15,30 @@ from ..runio import check_output_file, write_json
 from ..tasks import load_split
 
 
-def run(args: EvaluateConfig) -> dict:
-    if args.json:
-        check_output_file(Path(args.json), "--json")
-    path = resolve_model_path(args.model)
-    config = load_config(path)
-    task = task_of(args, config)
+def run(config: EvaluateConfig) -> dict:
+    if config.json:
+        check_output_file(Path(config.json), "--json")
+    path = resolve_model_path(config.model)
+    model_config = load_config(path)
+    task = task_of(config, model_config)
     model, tokenizer, path = load_model(path, task, new_head=False)
-    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config, path))
-    check_model_positions(args, model.config, path)
-    examples = (datafiles.read_examples(task, args.validation_file) if task.files
-                else load_split(task, args.data_dir, "dev"))
-    dev = encode(examples, tokenizer, args.max_seq_length, task.is_regression)
+    config = config.replace(max_seq_length=config.max_seq_length or trained_length(model_config, path))
+    check_model_positions(config, model.config, path)
+    examples = (datafiles.read_examples(task, config.validation_file) if task.files
+                else load_split(task, config.data_dir, "dev"))
+    dev = encode(examples, tokenizer, config.max_seq_length, task.is_regression)
     sparsity = sparsity_report(model)
     engine = {}
-    if args.engine == "sparse":
+    if config.engine == "sparse":
         model = load_sparse(path)
         print(model.describe())
         engine = {"engine_summary": model.summary()}
-    metrics = evaluate(model, task, dev, args.batch_size)
-    result = {"task": task.name, "model": path, "engine": args.engine, "max_seq_length": args.max_seq_length,
+    metrics = evaluate(model, task, dev, config.batch_size)
+    result = {"task": task.name, "model": path, "engine": config.engine, "max_seq_length": config.max_seq_length,
               **engine, **metrics,
               "sparsity": sparsity["targets"]["sparsity"], "encoder_sparsity": sparsity["encoder"]["sparsity"]}
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
                    if k != "engine_summary"))
-    if args.json:
-        write_json(Path(args.json), result)
+    if config.json:
+        write_json(Path(config.json), result)
     return result

@@ -25,15 +25,15 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def run(args: ExportConfig) -> dict:
+def run(config: ExportConfig) -> dict:
     import torch
 
     from ..sparse.engine import check_engine_runs, from_hf_model
 
-    path = resolve_model_path(args.model)
-    if Path(args.output).resolve() == Path(path).resolve():
+    path = resolve_model_path(config.model)
+    if Path(config.output).resolve() == Path(path).resolve():
         raise UserError("the output folder must differ from the model folder")
-    if args.onnx:
+    if config.onnx:
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
@@ -43,8 +43,8 @@ def run(args: ExportConfig) -> dict:
     model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
-    out = prepare_output_dir(args.output, args.overwrite)
-    report = export_model(model, tokenizer, out, args.values, args.embeddings)
+    out = prepare_output_dir(config.output, config.overwrite)
+    report = export_model(model, tokenizer, out, config.values, config.embeddings)
     copy_sentence_transformers_files(Path(path), out)
     with tempfile.TemporaryDirectory() as dense_folder:
         save_model(model, tokenizer, Path(dense_folder))
@@ -66,7 +66,7 @@ def run(args: ExportConfig) -> dict:
         dense = from_hf_model(model, tokenizer, engine="dense")
         dense.max_seq_length = engine.max_seq_length
         report["max_embedding_diff_vs_dense"] = float(abs(engine.encode(SAMPLE[0]) - dense.encode(SAMPLE[0])).max())
-    if args.onnx:
+    if config.onnx:
         from ..sparse.onnx import export_onnx
 
         report["onnx"] = export_onnx(model, tokenizer, out / "model.onnx")
@@ -74,11 +74,11 @@ def run(args: ExportConfig) -> dict:
     agreement = (f"logits within {report['max_logit_diff_vs_dense']:.1e}" if classifier
                  else f"sentence embeddings within {report['max_embedding_diff_vs_dense']:.1e}")
     source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
-    write_model_card(out, summary=f"The compressed sparse form of `{path}` ({args.values} values, {args.embeddings} "
+    write_model_card(out, summary=f"The compressed sparse form of `{path}` ({config.values} values, {config.embeddings} "
                                   f"embeddings), {report['folder_compression']}x smaller than its dense folder, by "
                                   "sparsebert.",
-                     made_by=f"sparsebert export {args.model} {args.output} --values {args.values} --embeddings "
-                             f"{args.embeddings}", metrics=source.get("final"),
+                     made_by=f"sparsebert export {config.model} {config.output} --values {config.values} --embeddings "
+                             f"{config.embeddings}", metrics=source.get("final"),
                      extra=[f"- **Dev metrics** are the dense model's; the export's {agreement} of them on a sample"]
                      if source.get("final") else [])
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "

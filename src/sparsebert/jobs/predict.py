@@ -50,31 +50,31 @@ def load_engine(path: str, dense: bool):
     return model
 
 
-def run(args: PredictConfig) -> None:
-    path = resolve_model_path(args.model)
-    input_path = Path(args.input)
+def run(config: PredictConfig) -> None:
+    path = resolve_model_path(config.model)
+    input_path = Path(config.input)
     if not input_path.is_file():
         raise UserError(f"{input_path}: input file not found")
-    if args.output:
-        check_output(Path(args.output), input_path, args.overwrite)
-    config = load_config(path)
-    saved = model_data_settings(config)
-    args = args.replace(max_seq_length=args.max_seq_length or trained_length(config, path))
-    check_model_positions(args, config, path)
-    rows = rows_of_one_kind(read_inputs(input_path, args.text_columns or saved.get("text_columns"),
-                                        bool(args.text_columns), task_columns(saved)), input_path, reads_pairs(saved))
+    if config.output:
+        check_output(Path(config.output), input_path, config.overwrite)
+    model_config = load_config(path)
+    saved = model_data_settings(model_config)
+    config = config.replace(max_seq_length=config.max_seq_length or trained_length(model_config, path))
+    check_model_positions(config, model_config, path)
+    rows = rows_of_one_kind(read_inputs(input_path, config.text_columns or saved.get("text_columns"),
+                                        bool(config.text_columns), task_columns(saved)), input_path, reads_pairs(saved))
     tokenizer = load_tokenizer(path)
-    model = load_engine(path, args.dense)
-    labels = [config.id2label[i] for i in range(config.num_labels)]
-    regression = config.problem_type == "regression" or config.num_labels == 1
-    with output_stream(args.output) as out, torch.inference_mode(), tqdm(desc="predict", unit=" rows") as bar:
-        for chunk in iter(lambda: list(islice(rows, args.chunk)), []):
+    model = load_engine(path, config.dense)
+    labels = [model_config.id2label[i] for i in range(model_config.num_labels)]
+    regression = model_config.problem_type == "regression" or model_config.num_labels == 1
+    with output_stream(config.output) as out, torch.inference_mode(), tqdm(desc="predict", unit=" rows") as bar:
+        for chunk in iter(lambda: list(islice(rows, config.chunk)), []):
             texts_a = [a for _, (a, _) in chunk]
             texts_b = [b or "" for _, (_, b) in chunk] if any(b is not None for _, (_, b) in chunk) else None
-            enc = tokenizer(texts_a, texts_b, truncation=True, max_length=args.max_seq_length)
+            enc = tokenizer(texts_a, texts_b, truncation=True, max_length=config.max_seq_length)
             data = Encoded(enc["input_ids"], enc["token_type_ids"], torch.zeros(len(chunk)), tokenizer.pad_token_id)
-            logits = torch.empty(len(chunk), config.num_labels)
-            for batch in eval_batches(data, args.batch_size):
+            logits = torch.empty(len(chunk), model_config.num_labels)
+            for batch in eval_batches(data, config.batch_size):
                 logits[batch["index"]] = model(**{k: batch[k] for k in ("input_ids", "token_type_ids",
                                                                         "attention_mask")}).logits.float()
             for (number, _), row in zip(chunk, logits):

@@ -106,13 +106,13 @@ def run_or_resume(job, settings, resume: bool) -> dict:
     return run_to_the_end(job, settings, resume, say_fresh_start=True)
 
 
-def run(args: RunConfig) -> dict:
-    out, teacher_args, prune_args = resumed_jobs(args) if args.resume else new_jobs(args)
-    task = get_task(args.task)
+def run(config: RunConfig) -> dict:
+    out, teacher_args, prune_args = resumed_jobs(config) if config.resume else new_jobs(config)
+    task = get_task(config.task)
 
     started = time.time()
-    teacher_result = run_or_resume(finetune, teacher_args, args.resume)
-    prune_result = run_or_resume(prune, prune_args, args.resume)
+    teacher_result = run_or_resume(finetune, teacher_args, config.resume)
+    prune_result = run_or_resume(prune, prune_args, config.resume)
     wall = time.time() - started
 
     metric = task.main_metric
@@ -129,11 +129,11 @@ def run(args: RunConfig) -> dict:
         "prune_seconds": prune_result["train_seconds"],
         "seconds_per_step": {"finetune": teacher_result["seconds_per_step"],
                              "prune": prune_result["seconds_per_step"]},
-        "resumed": args.resume,  # then wall_seconds counts only the run since it resumed
-        "preset": args.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
+        "resumed": config.resume,  # then wall_seconds counts only the run since it resumed
+        "preset": config.preset, "teacher_dir": str(out / "teacher"), "student_dir": str(out / "student"),
     }
     write_json(out / "report.json", report)
-    print(f"\n{task.name} ({metric}), preset {args.preset}, seed {args.seed}")
+    print(f"\n{task.name} ({metric}), preset {config.preset}, seed {config.seed}")
     for name, metrics in (("teacher", report["teacher_metrics"]), ("sparse", sparse_scores)):
         print(f"  {name:8} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     retention = "n/a (teacher score 0)" if report["retention"] is None else f"{report['retention']:.3f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..tasks import TASKS, bundled_data_dir
 
 
-def run(args) -> None:
+def run(config) -> None:
     for task in TASKS.values():
         bundled = bundled_data_dir(task)
         files = ["train.tsv", *task.dev_files]

@@ -38,15 +38,15 @@ from .pairs import partners_to_run_again
 from .reports import committed_records, write_results
 
 
-def run(args: ExperimentConfig) -> list[dict]:
-    config = load_config(args.config)
-    runs = Path(config["runs_dir"])
-    out = Path(config["output"])
-    if args.collect:
-        return write_results(config, out)
-    jobs = expand(config)
-    order = args.only.split(",") if args.only else None
-    tasks = args.tasks.split(",") if args.tasks else None
+def run(config: ExperimentConfig) -> list[dict]:
+    grid = load_config(config.config)
+    runs = Path(grid["runs_dir"])
+    out = Path(grid["output"])
+    if config.collect:
+        return write_results(grid, out)
+    jobs = expand(grid)
+    order = config.only.split(",") if config.only else None
+    tasks = config.tasks.split(",") if config.tasks else None
     if order:
         jobs = [j for j in jobs if j["variant"] in order or j["dir"] in order]
     if tasks:
@@ -56,60 +56,60 @@ def run(args: ExperimentConfig) -> list[dict]:
         jobs.sort(key=lambda j: (j["seed_rank"], tasks.index(j["teacher"]) if tasks else 0, position(j)))
     elif tasks:  # teacher by teacher
         jobs.sort(key=lambda j: tasks.index(j["teacher"]))
-    if args.dry_run:  # lists, writes nothing
+    if config.dry_run:  # lists, writes nothing
         for job in jobs:
-            print(f"{'done' if is_done(config, job['dir']) else 'todo'}  {job['dir']}")
+            print(f"{'done' if is_done(grid, job['dir']) else 'todo'}  {job['dir']}")
         return []
-    every_job, teachers_of = expand(config), taught_by(config)
+    every_job, teachers_of = expand(grid), taught_by(grid)
     for job in jobs:
         folder = runs / job["dir"]
-        if not is_done(config, job["dir"]) and claim(folder):
+        if not is_done(grid, job["dir"]) and claim(folder):
             try:
-                if not is_done(config, job["dir"]):  # another process may have finished it since the check
+                if not is_done(grid, job["dir"]):  # another process may have finished it since the check
                     print(f"{job['dir']}: running", flush=True)
-                    run_job(config, job, folder, args)
-                    write_results(config, out)
+                    run_job(grid, job, folder, config.config)
+                    write_results(grid, out)
             finally:
                 release(folder)
-        for partner in partners_to_run_again(config, every_job, job, teachers_of):
+        for partner in partners_to_run_again(grid, every_job, job, teachers_of):
             again = runs / partner["dir"]
             if claim(again):
                 try:
                     if not (again / "metrics.json").is_file():
                         print(f"{partner['dir']}: running again, to pair with {job['dir']} under this teacher",
                               flush=True)
-                        run_job(config, partner, again, args)
-                        write_results(config, out)
+                        run_job(grid, partner, again, config.config)
+                        write_results(grid, out)
                 finally:
                     release(again)
-    return write_results(config, out)
+    return write_results(grid, out)
 
 
-def run_job(config: dict, job: dict, folder: Path, args) -> None:
-    teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(config, job["teacher"], args)
-    settings = {**config.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
+def run_job(grid: dict, job: dict, folder: Path, grid_file: str) -> None:
+    teacher = None if job.get("prune", {}).get("no_teacher") else ensure_teacher(grid, job["teacher"], grid_file)
+    settings = {**grid.get("prune_defaults", {}), **job.get("prune", {}), "task": job["task"],
                 "seed": job["seed"], "sparsity": job["sparsity"], "output": str(folder), "overwrite": True,
                 "teacher": teacher}
     if job["steps"]:
         settings["max_steps"] = job["steps"]
     if "train" in job:
-        settings["train_file"] = ensure_augmented(config, job["train"], args)
+        settings["train_file"] = ensure_augmented(grid, job["train"], grid_file)
     # a job cut off in an earlier run goes on from its checkpoint (a `save_every:` job)
-    run_to_the_end(prune, build(PruneConfig, settings, args.config, job["variant"]), resume=True)
+    run_to_the_end(prune, build(PruneConfig, settings, grid_file, job["variant"]), resume=True)
 
 
-def is_done(config: dict, name: str) -> bool:
+def is_done(grid: dict, name: str) -> bool:
     """A job (or teacher) is done when its folder under runs_dir holds its metrics, or when the committed
     results.json has its record: runs_dir is not committed, so a grid continued from a fresh clone
     knows its earlier jobs only from there."""
-    return ((Path(config["runs_dir"]) / name / "metrics.json").is_file()
-            or any(r["job"] == name for r in committed_records(config)))
+    return ((Path(grid["runs_dir"]) / name / "metrics.json").is_file()
+            or any(r["job"] == name for r in committed_records(grid)))
 
 
-def taught_by(config: dict):
+def taught_by(grid: dict):
     """teachers_of(job): the fingerprints of the teachers of a job's runs, committed or here (None for a run
     taught by none); a job not run yet has none."""
-    runs, fingerprints = Path(config["runs_dir"]), {}
+    runs, fingerprints = Path(grid["runs_dir"]), {}
 
     def teacher_here(name: str) -> str:
         if name not in fingerprints:  # a teacher's weights do not change once its metrics are written
@@ -117,22 +117,22 @@ def taught_by(config: dict):
         return fingerprints[name]
 
     def teachers_of(job: dict) -> set:
-        taught = {r.get("teacher_sha256") for r in committed_records(config) if r["job"] == job["dir"]}
+        taught = {r.get("teacher_sha256") for r in committed_records(grid) if r["job"] == job["dir"]}
         if (runs / job["dir"] / "metrics.json").is_file():
             taught.add(None if job.get("prune", {}).get("no_teacher") else teacher_here(job["teacher"]))
         return taught
     return teachers_of
 
 
-def ensure_teacher(config: dict, name: str, args) -> str:
+def ensure_teacher(grid: dict, name: str, grid_file: str) -> str:
     """The teacher's model folder, fine-tuned first if runs_dir has none. A teacher retrained on another kind of
     CPU rarely comes out bit for bit the one that taught the committed runs: the grid goes on with it, its
     records name it, and the two arms of a pair are compared only when one teacher taught both."""
-    folder = Path(config["runs_dir"]) / f"teacher-{name}"
+    folder = Path(grid["runs_dir"]) / f"teacher-{name}"
     made_once(folder, folder / "metrics.json", lambda: run_to_the_end(finetune, build(
-        FinetuneConfig, {**config["teachers"][name], "output": str(folder), "overwrite": True},
-        args.config, f"teachers: {name}"), resume=True))
-    earlier = {r.get("teacher_sha256") for r in committed_records(config) if r["job"] == folder.name}
+        FinetuneConfig, {**grid["teachers"][name], "output": str(folder), "overwrite": True},
+        grid_file, f"teachers: {name}"), resume=True))
+    earlier = {r.get("teacher_sha256") for r in committed_records(grid) if r["job"] == folder.name}
     retrained = fingerprint(folder) if earlier else None
     if earlier and retrained not in earlier:
         print(f"{folder}: this teacher's weights (sha256 {retrained}) differ from those of the teacher(s) of the "
@@ -141,9 +141,9 @@ def ensure_teacher(config: dict, name: str, args) -> str:
     return str(folder)
 
 
-def ensure_augmented(config: dict, name: str, args) -> str:
-    sets = config["augmented"]  # the name is checked by check_jobs
-    path = Path(config["runs_dir"]) / f"augmented-{name}.tsv"
+def ensure_augmented(grid: dict, name: str, grid_file: str) -> str:
+    sets = grid["augmented"]  # the name is checked by check_jobs
+    path = Path(grid["runs_dir"]) / f"augmented-{name}.tsv"
     made_once(path, path, lambda: augment.run(build(AugmentConfig, {**sets[name], "output": str(path)},
-                                                          args.config, f"augmented: {name}")))
+                                                          grid_file, f"augmented: {name}")))
     return str(path)
