@@ -30,7 +30,7 @@ from sparsebert.embedding import sentence_length, sts_b_pairs
 from sparsebert.loading import load_encoder, load_sparse
 from sparsebert.metrics import accuracy, f1, spearman
 from sparsebert.models import load_tokenizer, resolve_model_path
-from sparsebert.runio import write_json
+from sparsebert.output_folders import write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
 from sparsebert.sparse.engine import position_count
 from sparsebert.sparse.kernels import KERNEL

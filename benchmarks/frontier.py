@@ -34,7 +34,7 @@ from sparsebert.metrics import compute_metrics
 from sparsebert.models import load_classifier, load_tokenizer
 from sparsebert.research.grid import expand, load_config
 from sparsebert.research.reports import job_settings
-from sparsebert.runio import read_json, write_json
+from sparsebert.output_folders import read_json, write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
 from sparsebert.sparse.format import export_model
 from sparsebert.sparse.kernels import KERNEL

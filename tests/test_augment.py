@@ -3,7 +3,7 @@ import re
 import pytest
 
 from sparsebert.models import load_tokenizer, resolve_model_path
-from sparsebert.tasks import get_task, read_examples
+from sparsebert.tasks import get_task, read_glue_examples
 
 from conftest import run_cli
 
@@ -29,8 +29,8 @@ def augment(data_dir, out, *flags):
 def test_prob_zero_gives_exact_copies_and_row_count(rte_slice, tmp_path):
     result = augment(rte_slice, tmp_path / "aug.tsv", "--n-aug", "3", "--prob", "0")
     assert result.returncode == 0, result.stderr
-    original = read_examples(get_task("rte"), rte_slice / "train.tsv")
-    augmented = read_examples(get_task("rte"), tmp_path / "aug.tsv")
+    original = read_glue_examples(get_task("rte"), rte_slice / "train.tsv")
+    augmented = read_glue_examples(get_task("rte"), tmp_path / "aug.tsv")
     assert len(augmented) == len(original) * 4
     variants = augmented[len(original):]
     for k, row in enumerate(variants):
@@ -48,8 +48,8 @@ def test_variants_use_real_words_are_deterministic_and_read_back(rte_slice, tmp_
     assert other.returncode == 0 and (tmp_path / "c.tsv").read_bytes() != (tmp_path / "a.tsv").read_bytes()
 
     task = get_task("rte")
-    original = read_examples(task, rte_slice / "train.tsv")
-    augmented = read_examples(task, tmp_path / "a.tsv")
+    original = read_glue_examples(task, rte_slice / "train.tsv")
+    augmented = read_glue_examples(task, tmp_path / "a.tsv")
     assert len(augmented) == 5 * len(original)
     vocab = load_tokenizer(resolve_model_path(None)).get_vocab()
     changed = 0

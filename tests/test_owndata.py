@@ -43,7 +43,7 @@ def test_each_format_reads_named_columns_and_string_labels(tmp_path, suffix):
     task = datafiles.own_task(None, path, text="review", label_column="sentiment", regression=False, metric=None)
     assert (task.labels, task.metrics, task.text_b) == (("bad", "good"), ("accuracy", "f1_macro"), None)
     assert task.name == tmp_path.name  # a file named by its split is named by its folder
-    examples = datafiles.read_examples(task, path)
+    examples = datafiles.read_own_examples(task, path)
     assert [(e.text_a, task.labels[e.label]) for e in examples[:2]] == list(REVIEWS[:2])
     assert examples[1].line == (2 if suffix == ".jsonl" else 3)  # CSV and TSV: the header is line 1
 
@@ -53,7 +53,7 @@ def test_pairs_quoted_csv_fields_and_regression_by_decimals(tmp_path):
     path = write(tmp_path / "sts.csv", rows, ["sentence1", "sentence2", "score"])
     task = datafiles.own_task("sts", path, text=None, label_column="score", regression=False, metric=None)
     assert task.is_regression and task.metrics == ("spearman", "pearson") and task.text_b == "sentence2"
-    first = datafiles.read_examples(task, path)[1]
+    first = datafiles.read_own_examples(task, path)[1]
     assert (first.text_a, first.text_b, first.label) == ('a, "quoted" 1', "b 1", pytest.approx(0.33))
     stars = write(tmp_path / "stars.jsonl", [{"text": "x", "label": i % 5 + 1} for i in range(20)], [])
     assert datafiles.own_task(None, stars, text=None, label_column="label", regression=False,
@@ -65,16 +65,16 @@ def test_bad_files_are_one_line_naming_file_and_line(tmp_path):
     task = datafiles.own_task(None, train, text="review", label_column="sentiment", regression=False, metric=None)
     (tmp_path / "dev.csv").write_text("id,review,sentiment\n1,fine,good\n2,odd,meh\n")
     with pytest.raises(UserError, match=r"dev.csv:3: label 'meh' is not among the training file's labels \(bad, good\)"):
-        datafiles.read_examples(task, tmp_path / "dev.csv")
+        datafiles.read_own_examples(task, tmp_path / "dev.csv")
     (tmp_path / "short.csv").write_text("id,review,sentiment\n1,fine\n")
     with pytest.raises(UserError, match=r"short.csv:2: 2 fields where the header has 3"):
-        datafiles.read_examples(task, tmp_path / "short.csv")
+        datafiles.read_own_examples(task, tmp_path / "short.csv")
     (tmp_path / "bad.jsonl").write_text('{"review": "ok", "sentiment": "good"}\n{"review": ["a"], "sentiment": "bad"}\n')
     with pytest.raises(UserError, match=r"bad.jsonl:2: a text field is missing or not a string"):
-        datafiles.read_examples(task, tmp_path / "bad.jsonl")
+        datafiles.read_own_examples(task, tmp_path / "bad.jsonl")
     # JSON lines named .json are JSON lines; a TSV named .json is refused, not read as something else
     (tmp_path / "lines.json").write_text('{"review": "ok", "sentiment": "good"}\n')
-    assert datafiles.read_examples(task, tmp_path / "lines.json")[0].text_a == "ok"
+    assert datafiles.read_own_examples(task, tmp_path / "lines.json")[0].text_a == "ok"
     (tmp_path / "table.json").write_text("review\tsentiment\nok\tgood\n")
     with pytest.raises(UserError, match="named .json but its first line is not a JSON object"):
         datafiles.read_records(tmp_path / "table.json")
@@ -91,7 +91,7 @@ def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
     (tmp_path / "train.csv").write_bytes(content.encode("utf-8"))
     task = datafiles.own_task(None, tmp_path / "train.csv", text="review", label_column="sentiment",
                               regression=False, metric=None)  # the BOM is not part of the first column's name
-    examples = datafiles.read_examples(task, tmp_path / "train.csv")
+    examples = datafiles.read_own_examples(task, tmp_path / "train.csv")
     assert [(e.text_a, task.labels[e.label], e.line) for e in examples] == [
         ("good film", "good", 2), ("long,\r\ndull", "bad", 4), ("fine", "good", 5)]
 
@@ -109,7 +109,7 @@ def test_files_that_cannot_define_a_task_are_one_line_naming_what(tmp_path, name
     with pytest.raises(UserError, match=message):
         task = datafiles.own_task(None, tmp_path / name, text=None, label_column="label", regression=False,
                                   metric=None, **options)
-        datafiles.read_examples(task, tmp_path / name)
+        datafiles.read_own_examples(task, tmp_path / name)
 
 
 def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):
@@ -120,7 +120,7 @@ def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):
                                    metric=None)
     assert as_classes.labels == ("1", "2", "3", "4", "5") and not as_classes.is_regression
     assert as_scores.is_regression and as_scores.main_metric == "spearman"
-    assert [e.label for e in datafiles.read_examples(as_scores, tmp_path / "stars.csv")][:3] == [1.0, 2.0, 3.0]
+    assert [e.label for e in datafiles.read_own_examples(as_scores, tmp_path / "stars.csv")][:3] == [1.0, 2.0, 3.0]
 
 
 def test_the_regression_flag_on_the_command_line_trains_a_regression_on_whole_numbers(tiny_model, tmp_path):
@@ -225,4 +225,4 @@ def test_a_label_of_nan_or_inf_is_refused_with_its_line_not_read_as_a_class_or_a
                    ["text", "label"])
     task = datafiles.own_task(None, scores, text=None, label_column="label", regression=True, metric=None)
     with pytest.raises(UserError, match=r"scores.csv:3: label 'inf' is not a number"):
-        datafiles.read_examples(task, scores)
+        datafiles.read_own_examples(task, scores)

@@ -335,7 +335,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_complete_check
 def test_a_presets_sparsity_is_kept_unless_the_run_gives_one(tmp_path):
     from sparsebert.config import RunConfig
     from sparsebert.jobs.run import new_jobs
-    from sparsebert.runio import release_output_locks
+    from sparsebert.output_folders import release_output_locks
 
     (tmp_path / "preset.yaml").write_text("teacher: {epochs: 1}\nprune: {sparsity: 0.5, max_steps: 10}\n")
     try:

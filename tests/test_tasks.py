@@ -1,7 +1,7 @@
 import pytest
 
 from sparsebert.errors import UserError
-from sparsebert.tasks import TASKS, bundled_data_dir, get_task, load_split, read_examples
+from sparsebert.tasks import TASKS, bundled_data_dir, get_task, load_split, read_glue_examples
 
 # Canonical GLUE row counts (shared/data/glue/README.md)
 BUNDLED = {"MRPC": (3668, 408), "RTE": (2490, 277), "CoLA": (8551, 1043), "STS-B": (5749, 1500),
@@ -57,14 +57,14 @@ def write(path, text, mode="w"):
 
 def test_sst2_reader(tmp_path):
     f = write(tmp_path / "train.tsv", "sentence\tlabel\nit 's a charming journey . \t1\nbad film\t0\n")
-    rows = read_examples(get_task("sst-2"), f)
+    rows = read_glue_examples(get_task("sst-2"), f)
     assert [(r.text_a, r.label) for r in rows] == [("it 's a charming journey . ", 1), ("bad film", 0)]
 
 
 def test_qqp_reader(tmp_path):
     f = write(tmp_path / "dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
                                      "1\t3\t4\tHow do I learn?\tHow can I learn?\t1\n")
-    (row,) = read_examples(get_task("qqp"), f)
+    (row,) = read_glue_examples(get_task("qqp"), f)
     assert (row.text_a, row.text_b, row.label) == ("How do I learn?", "How can I learn?", 1)
 
 
@@ -76,18 +76,18 @@ def test_mnli_reader_train_and_dev_differ_in_width(tmp_path):
     dev = write(tmp_path / "dev_matched.tsv", "\t".join(base + [f"label{i}" for i in range(1, 6)] + ["gold_label"]) +
                 "\n" + "\t".join(["0"] * 8 + ["A cat.", "A dog."] + ["neutral"] * 5 + ["contradiction"]) + "\n")
     task = get_task("mnli")
-    assert read_examples(task, train)[0].label == task.labels.index("entailment")
-    assert read_examples(task, dev)[0].label == task.labels.index("contradiction")
+    assert read_glue_examples(task, train)[0].label == task.labels.index("entailment")
+    assert read_glue_examples(task, dev)[0].label == task.labels.index("contradiction")
 
 
 def test_qnli_train_reader(tmp_path):
     f = write(tmp_path / "train.tsv", "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tentailment\n")
-    assert read_examples(get_task("qnli"), f)[0].label == 0
+    assert read_glue_examples(get_task("qnli"), f)[0].label == 0
 
 
 def test_bom_crlf_and_blank_lines_are_accepted(tmp_path):
     f = write(tmp_path / "dev.tsv", "\ufeffindex\tsentence1\tsentence2\tlabel\r\n0\ta\tb\t1\r\n\r\n1\tc\td\t0\r\n")
-    rows = read_examples(get_task("wnli"), f)
+    rows = read_glue_examples(get_task("wnli"), f)
     assert [(r.text_b, r.label, r.line) for r in rows] == [("b", 1, 2), ("d", 0, 4)]
 
 
@@ -101,14 +101,14 @@ def test_bom_crlf_and_blank_lines_are_accepted(tmp_path):
 def test_malformed_files_name_file_and_line(tmp_path, content, message):
     f = write(tmp_path / "train.tsv", content)
     with pytest.raises(UserError, match=message) as e:
-        read_examples(get_task("wnli"), f)
+        read_glue_examples(get_task("wnli"), f)
     assert str(f) in str(e.value)
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):
     f = write(tmp_path / "train.tsv", b"index\tsentence1\tsentence2\tlabel\n0\tcaf\xe9\tb\t1\n", mode="wb")
     with pytest.raises(UserError, match=r"train.tsv:2: bytes that are not UTF-8"):
-        read_examples(get_task("wnli"), f)
+        read_glue_examples(get_task("wnli"), f)
 
 
 def test_missing_folder_and_file(tmp_path):
@@ -122,7 +122,7 @@ def test_stsb_score_must_be_a_number(tmp_path):
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
     f = write(tmp_path / "dev.tsv", header + "0\tg\tf\ty\t0\tn\tn\ta\tb\thigh\n")
     with pytest.raises(UserError, match=":2: score 'high' is not a number"):
-        read_examples(get_task("stsb"), f)
+        read_glue_examples(get_task("stsb"), f)
 
 
 def test_bundled_dir_exists_for_shipped_tasks():

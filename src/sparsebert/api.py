@@ -21,7 +21,7 @@ from .config import CONFIGS, read_config_file
 def _run(job: str, positional: list, options: dict):
     from . import models
     from .jobs import job_module
-    from .runio import release_output_locks
+    from .output_folders import release_output_locks
 
     cls = CONFIGS[job]
     config = options.pop("config", None)

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         return 2
     args = build_parser(job_name, file_settings).parse_args(argv)
     from . import models
-    from .runio import release_output_locks
+    from .output_folders import release_output_locks
 
     models.trust_pickle = args.trust_pickle
     config = None

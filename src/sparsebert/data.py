@@ -14,7 +14,7 @@ import torch
 
 from . import datafiles
 from .errors import UserError
-from .tasks import Example, get_task, load_split, read_examples, with_main_metric
+from .tasks import Example, get_task, load_split, read_glue_examples, with_main_metric
 
 
 @dataclass
@@ -143,14 +143,15 @@ def model_data_settings(model_config) -> dict:
 
 
 def load_train_dev(config, task, tokenizer):
-    if task.files:
-        train = datafiles.read_examples(task, config.train_file)
+    if task.own_files:
+        train = datafiles.read_own_examples(task, config.train_file)
     else:
-        train = (read_examples(task, config.train_file) if config.train_file
+        train = (read_glue_examples(task, config.train_file) if config.train_file
                  else load_split(task, config.data_dir, "train"))
     if config.max_train_samples:
         train = train[:config.max_train_samples]
-    dev = datafiles.read_examples(task, config.validation_file) if task.files else load_split(task, config.data_dir, "dev")
+    dev = (datafiles.read_own_examples(task, config.validation_file) if task.own_files
+           else load_split(task, config.data_dir, "dev"))
     return (encode(train, tokenizer, config.max_seq_length, task.is_regression),
             encode(dev, tokenizer, config.max_seq_length, task.is_regression))
 

@@ -155,11 +155,11 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
     task = Task(name=name or default_name(path), text_a=text_a, text_b=text_b, label=label_column,
                 labels=None if regression else labels,
                 metrics=("spearman", "pearson") if regression else ("accuracy", "f1_macro"),
-                dev_files=(), has_header=True, files=True)
+                dev_files=(), has_header=True, own_files=True)
     return with_main_metric(task, metric)
 
 
-def read_examples(task: Task, path) -> list[Example]:
+def read_own_examples(task: Task, path) -> list[Example]:
     """The labelled rows of one of your files, for `task` (own_task)."""
     path = Path(path)
     columns, rows = read_records(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import datafiles
 from .errors import UserError
-from .runio import check_output_file
+from .output_folders import check_output_file
 from .textfiles import first_line, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")

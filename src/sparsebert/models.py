@@ -172,7 +172,7 @@ def task_head_settings(config, path: str, task: Task, *, new_head: bool) -> dict
     # A head of the right size may still answer another task (MRPC, RTE and SST-2 all have two labels): what
     # the model recorded of its task, and its labels where they are named, must be the task's.
     recorded = getattr(config, "sparsebert_data", None) or {}
-    if not task.files and recorded.get("task") and normalise_task_name(recorded["task"]) != task.key:
+    if not task.own_files and recorded.get("task") and normalise_task_name(recorded["task"]) != task.key:
         raise UserError(f"{path}: the model was fine-tuned on "
                         + (f"your own files (task '{recorded['task']}'), not {task.name}; give --validation-file"
                            if "text_columns" in recorded else
@@ -180,10 +180,10 @@ def task_head_settings(config, path: str, task: Task, *, new_head: bool) -> dict
                            f"fine-tuned on {task.name}"))
     names = [config.id2label[i] for i in range(config.num_labels)]
     unnamed = names == [f"LABEL_{i}" for i in range(config.num_labels)]  # transformers' placeholders
-    if not task.is_regression and (task.files or not unnamed) and names != list(task.names):
+    if not task.is_regression and (task.own_files or not unnamed) and names != list(task.names):
         raise UserError(f"{path}: the model's labels ({', '.join(names)}) are not "
                         + (f"your files' ({', '.join(task.names)}); give a model fine-tuned on these files"
-                           if task.files else
+                           if task.own_files else
                            f"{task.name}'s ({', '.join(task.names)}); give a model fine-tuned on {task.name}"))
     return {}
 
@@ -258,7 +258,7 @@ def save_model(model, tokenizer, output_dir: Path, task: Task | None = None,
     if task is not None:
         model.config.sparsebert_data = ({"task": task.name, "text_columns": ",".join(c for c in (task.text_a, task.text_b) if c),
                                          "label_column": task.label, "metric": task.main_metric}
-                                        if task.files else {"task": task.name})
+                                        if task.own_files else {"task": task.name})
         if max_seq_length is not None:
             model.config.sparsebert_data["max_seq_length"] = max_seq_length
     model.save_pretrained(output_dir, safe_serialization=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from .modelcard import write_model_card
 from .models import save_model
 from .pruning import sparsity_report
-from .runio import write_json
+from .output_folders import write_json
 
 
 def save_trained(model, tokenizer, out: Path, task, max_seq_length: int | None, result: dict, *, job: str,

@@ -32,7 +32,7 @@ class Task:
     has_header: bool = True
     num_columns: int | None = None  # only for files without a header
     label_names: tuple[str, ...] | None = None  # what a model calls the labels (default: as the files write them)
-    files: bool = False  # the user's own CSV/TSV/JSON lines files (datafiles.py), not the GLUE distribution
+    own_files: bool = False  # the user's own CSV/TSV/JSON lines files (datafiles.py), not the GLUE distribution
 
     @property
     def names(self) -> tuple[str, ...] | None:
@@ -133,7 +133,7 @@ def split_header(task: Task, path: Path, rows: list) -> tuple[list[str] | None, 
     return header, rows, col, len(header)
 
 
-def read_examples(task: Task, path: Path) -> list[Example]:
+def read_glue_examples(task: Task, path: Path) -> list[Example]:
     """Reads one labelled TSV file of `task` (train or dev split)."""
     path = Path(path)
     _, rows, col, width = split_header(task, path, read_tsv_rows(path))
@@ -185,4 +185,4 @@ def task_file(data_dir: Path | str | None, task: Task, filename: str) -> Path:
 def load_split(task: Task, data_dir, split: str) -> list[Example]:
     """split: 'train' or 'dev' (for MNLI, 'dev' is dev_matched)."""
     filename = "train.tsv" if split == "train" else task.dev_files[0]
-    return read_examples(task, task_file(data_dir, task, filename))
+    return read_glue_examples(task, task_file(data_dir, task, filename))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import checkpoint, distributed
 from .data import batches_from, steps_per_epoch
 from .errors import UserError
-from .runio import JsonlLog, start_run
+from .output_folders import JsonlLog, start_run
 
 
 def set_seed(seed: int) -> None:

@@ -3,7 +3,7 @@
 The command line is generated from these classes, the Python API takes their fields as keyword arguments,
 presets and experiment grids are mappings of their fields, and the `config.yaml` a run writes is one of them
 as YAML, which `--config` reads back. Building the command line imports nothing heavy, so `sparsebert JOB --help` answers
-at once (`--config` reads its file through runio, which imports torch).
+at once (`--config` reads its file through output_folders, which imports torch).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ RECORDS = ("model_path", "student_path")  # what a run's config.yaml records abo
 def read_config_file(path, job: str) -> dict:
     """A YAML file of a job's settings (the config.yaml a run writes); what the run recorded beside its settings
     (the paths it resolved) is dropped."""
-    from ..runio import read_yaml_mapping
+    from ..output_folders import read_yaml_mapping
 
     path = Path(path)
     if not path.is_file():

@@ -133,7 +133,7 @@ class FinetuneConfig(TrainingConfig):
         """--epochs, or the task's number: GLUE tasks have their own (the sweep's best), others 3."""
         if self.epochs is not None:
             return self.epochs
-        return 3.0 if task.files else TEACHER_EPOCHS.get(task.name, 3.0)
+        return 3.0 if task.own_files else TEACHER_EPOCHS.get(task.name, 3.0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from ..augmentation import Augmenter, EmbeddingNeighbours, MaskedLMCandidates
 from ..errors import UserError
 from ..loading import load_word_sources
 from ..models import load_tokenizer, resolve_model_path
-from ..tasks import get_task, read_examples, read_tsv_rows, split_header, task_file
+from ..tasks import get_task, read_glue_examples, read_tsv_rows, split_header, task_file
 
 
 def run(config) -> None:
@@ -21,7 +21,7 @@ def run(config) -> None:
     if out.exists() and not config.overwrite:
         raise UserError(f"{out}: exists; choose another file or pass --overwrite")
     source = task_file(config.data_dir, task, "train.tsv")
-    read_examples(task, source)  # every row's width and label checked (FILE:LINE), before anything is written
+    read_glue_examples(task, source)  # every row's width and label checked (FILE:LINE), before anything is written
     header, rows, col, _ = split_header(task, source, read_tsv_rows(source))
     path = resolve_model_path(config.model)
     tokenizer = load_tokenizer(path)

@@ -17,7 +17,7 @@ from ..benchmarking import (DENSE_ENGINES, SPARSE_ENGINES, add_speedups, build_e
                             magnitude_pruned, onnx_files, plot_latency, speed_table, target_sparsity, time_engine)
 from ..config import BENCH_ENGINES, BenchConfig, fractions, whole_numbers
 from ..errors import UserError
-from ..runio import check_output_file, write_json
+from ..output_folders import check_output_file, write_json
 
 ALL_ENGINES = ",".join(BENCH_ENGINES)
 
@@ -72,7 +72,7 @@ def run(config: BenchConfig) -> list[dict]:
 
     json_path = Path(config.json)
     if config.collect:
-        from ..runio import read_json
+        from ..output_folders import read_json
 
         if not json_path.is_file():
             raise UserError(f"--json {json_path}: no such file to collect from")

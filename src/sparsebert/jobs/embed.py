@@ -51,7 +51,8 @@ def run(config: EmbedConfig) -> dict:
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
                                                      "shape": (count, model.hidden)})
         for chunk in chunks:
-            vectors = model.encode([text for _, text in chunk], batch_size=config.batch_size, normalize=config.normalize)
+            vectors = model.encode([text for _, text in chunk], batch_size=config.batch_size,
+                                   normalize=config.normalize)
             if output.suffix.lower() == ".npy":
                 f.write(vectors.astype("<f4").tobytes())
             else:

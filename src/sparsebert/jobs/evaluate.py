@@ -11,7 +11,7 @@ from ..evaluation import evaluate
 from ..loading import load_config, load_model, load_sparse
 from ..models import check_model_positions, resolve_model_path
 from ..pruning.report import sparsity_report
-from ..runio import check_output_file, write_json
+from ..output_folders import check_output_file, write_json
 from ..tasks import load_split
 
 
@@ -24,7 +24,7 @@ def run(config: EvaluateConfig) -> dict:
     model, tokenizer, path = load_model(path, task, new_head=False)
     config = config.replace(max_seq_length=config.max_seq_length or trained_length(model_config, path))
     check_model_positions(config, model.config, path)
-    examples = (datafiles.read_examples(task, config.validation_file) if task.files
+    examples = (datafiles.read_own_examples(task, config.validation_file) if task.own_files
                 else load_split(task, config.data_dir, "dev"))
     dev = encode(examples, tokenizer, config.max_seq_length, task.is_regression)
     sparsity = sparsity_report(model)

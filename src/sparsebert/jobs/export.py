@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..loading import load_sparse, load_to_export
 from ..modelcard import write_model_card
 from ..models import load_tokenizer, resolve_model_path, save_model
-from ..runio import prepare_output_dir, write_json
+from ..output_folders import prepare_output_dir, write_json
 from ..sparse.format import export_model, named_state, read_export
 
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
@@ -74,9 +74,9 @@ def run(config: ExportConfig) -> dict:
     agreement = (f"logits within {report['max_logit_diff_vs_dense']:.1e}" if classifier
                  else f"sentence embeddings within {report['max_embedding_diff_vs_dense']:.1e}")
     source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
-    write_model_card(out, summary=f"The compressed sparse form of `{path}` ({config.values} values, {config.embeddings} "
-                                  f"embeddings), {report['folder_compression']}x smaller than its dense folder, by "
-                                  "sparsebert.",
+    write_model_card(out, summary=f"The compressed sparse form of `{path}` ({config.values} values, "
+                                  f"{config.embeddings} embeddings), {report['folder_compression']}x smaller than its "
+                                  "dense folder, by sparsebert.",
                      made_by=f"sparsebert export {config.model} {config.output} --values {config.values} --embeddings "
                              f"{config.embeddings}", metrics=source.get("final"),
                      extra=[f"- **Dev metrics** are the dense model's; the export's {agreement} of them on a sample"]

@@ -8,7 +8,7 @@ from ..data import collate, load_train_dev, model_inputs, task_of, to_device
 from ..evaluation import evaluate
 from ..loading import load_model
 from ..models import check_model_positions
-from ..runio import resumed_config
+from ..output_folders import resumed_config
 from ..saving import save_trained
 from ..training import (TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, task_loss,
                         total_steps)

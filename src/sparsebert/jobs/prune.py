@@ -23,7 +23,7 @@ from ..evaluation import evaluate
 from ..loading import load_config, load_model
 from ..models import check_model_positions, copy_task_head, resolve_model_path, shrink_model
 from ..pruning import check_pattern, find_targets, pruner_for_run
-from ..runio import resumed_config
+from ..output_folders import resumed_config
 from ..saving import save_pruned
 from ..training import (TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, task_loss,
                         total_steps)

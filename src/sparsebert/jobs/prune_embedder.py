@@ -25,7 +25,7 @@ from ..loading import load_encoder
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
 from ..inference_files import read_sentences
 from ..pruning import check_pattern, find_targets, pruner_for_run
-from ..runio import resumed_config
+from ..output_folders import resumed_config
 from ..saving import save_pruned
 from ..sparse.engine import position_count
 from ..training import TrainingRun, eval_interval, optimizer_and_schedule, set_seed, start_training, total_steps

@@ -18,8 +18,8 @@ from ..config import FinetuneConfig, PruneConfig, RunConfig, build
 from ..errors import UserError
 from ..loading import load_config
 from ..models import resolve_model_path
-from ..runio import (prepare_output_dir, read_yaml_mapping, refuse_settings_given_anew, saved_config, write_config,
-                     write_json)
+from ..output_folders import (prepare_output_dir, read_yaml_mapping, refuse_settings_given_anew, saved_config,
+                             write_config, write_json)
 from ..tasks import get_task
 from . import finetune, prune
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import AugmentConfig, FinetuneConfig, PruneConfig, build
 from ..errors import UserError
-from ..runio import read_yaml_mapping
+from ..output_folders import read_yaml_mapping
 
 
 def load_config(path: str) -> dict:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from ..metrics import compute_metrics
 from ..pruning.report import per_layer, relative_change
 from ..pruning.targets import find_targets
-from ..runio import read_json, write_json
+from ..output_folders import read_json, write_json
 from ..tasks import get_task, load_split
 from .grid import expand, fingerprint
 from .plots import eval_trajectory, plot_curves, plot_trajectories
