@@ -1,9 +1,10 @@
 """Where the sparse engine's time goes: per part of the forward, at batch 1 and 32 (sequence 128).
 
-Times the embedded MiniLM magnitude-pruned to 95% through the engine, with each part's functions wrapped in
+Times the embedded MiniLM magnitude-pruned to 95% through the engine (fp32 and int8 values), with each part's functions wrapped in
 a timer: the sparse linears (Q/K/V, attention output; the fused FFN), attention, residual + LayerNorm; the
-rest (embeddings, packing, head, Python) is the whole minus those. Writes results/bench/profile_<N>thread.json.
-    python benchmarks/profile_engine.py [THREADS]
+rest (embeddings, packing, head, Python) is the whole minus those. Writes OUT/profile_<N>thread.json, each
+record with the processor and the instruction sets the kernels chose from.
+    python benchmarks/profile_engine.py [THREADS] [OUT]      # OUT: results/bench by default
 """
 
 import json
@@ -15,16 +16,19 @@ import torch
 
 from sparsebert.benchmarking import magnitude_pruned, median_ms, timed
 from sparsebert.sparse import engine as engine_module
+from sparsebert.sparse.calibration import instruction_sets, processor
 from sparsebert.sparse.engine import EngineLinear, from_hf_model
+from sparsebert.sparse.kernels import KERNEL
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
+out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("results/bench")
 torch.set_num_threads(threads)
-engine = from_hf_model(magnitude_pruned(0.95), values="fp32")
+pruned = magnitude_pruned(0.95)
 spent = defaultdict(float)
 
-
 records = []
-for batch in (1, 32):
+for values, batch in ((v, b) for v in ("fp32", "int8") for b in (1, 32)):
+    engine = from_hf_model(pruned, values=values)
     ids = torch.randint(1000, 30000, (batch, 128), generator=torch.Generator().manual_seed(0))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     whole = median_ms(lambda: engine(**inputs), 10, 2)
@@ -45,9 +49,10 @@ for batch in (1, 32):
             setattr(engine_module, name, fn)
         EngineLinear.__call__ = linear_call
     per_part = {part: round(seconds / calls * 1e3, 2) for part, seconds in spent.items()}
-    records.append({"batch_size": batch, "seq_length": 128, "threads": threads, "sparsity": 0.95,
+    records.append({"batch_size": batch, "seq_length": 128, "threads": threads, "sparsity": 0.95, "values": values,
                     "engine_ms": round(whole, 2), "parts_ms": per_part,
-                    "rest_ms": round(whole - sum(per_part.values()), 2)})
+                    "rest_ms": round(whole - sum(per_part.values()), 2),
+                    "machine": {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}})
     print(json.dumps(records[-1]))
-Path("results/bench").mkdir(parents=True, exist_ok=True)
-Path(f"results/bench/profile_{threads}thread.json").write_text(json.dumps(records, indent=2) + "\n")
+out.mkdir(parents=True, exist_ok=True)
+(out / f"profile_{threads}thread.json").write_text(json.dumps(records, indent=2) + "\n")
