@@ -14,7 +14,8 @@ from .output_folders import write_json
 def save_trained(model, tokenizer, out: Path, task, max_seq_length: int | None, result: dict, *, job: str,
                  summary: str, evaluations: list, sparsity: float | None = None) -> dict:
     """The model, `result` as metrics.json and the model card: `summary` says what was done, `job` (the command
-    that ran, with the run's config.yaml) how to do it again; returns `result`."""
+    that ran, with the run's config.yaml) how to do it again; returns `result`. metrics.json comes after the
+    model, so a folder that has it holds a finished run."""
     save_model(model, tokenizer, out, task, max_seq_length)
     write_json(out / "metrics.json", result)
     write_model_card(out, summary=summary, made_by=f"sparsebert {job} --config {out / 'config.yaml'} --output NEW-FOLDER",
@@ -28,12 +29,12 @@ def save_pruned(student, tokenizer, out: Path, pruner, task, report: dict, teach
     teacher's scores, `recorded`, the sparsity reached; returns the metrics."""
     student.set_attn_implementation("sdpa")
     sparsity = sparsity_report(student)
-    result = {**report, "teacher": teacher_metrics, "main_metric": main_metric, **recorded,
-              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
-    save_trained(student, tokenizer, out, task, max_seq_length, result, job=job,
-                 summary=f"{summary}, by sparsebert. Zeros are stored as zeros here; `sparsebert export` makes the "
-                         "compressed folder that the sparse engine runs fast.",
-                 evaluations=evaluations, sparsity=result["sparsity"])
     pruner.save_masks(out / "masks.safetensors")
     write_json(out / "sparsity.json", sparsity)
-    return result
+    result = {**report, "teacher": teacher_metrics, "main_metric": main_metric, **recorded,
+              "sparsity": sparsity["targets"]["sparsity"], "encoder_nonzero": sparsity["encoder"]["nonzero"]}
+    # metrics.json after the masks: a folder with it is a finished run (a grid's jobs count as done by it)
+    return save_trained(student, tokenizer, out, task, max_seq_length, result, job=job,
+                        summary=f"{summary}, by sparsebert. Zeros are stored as zeros here; `sparsebert export` makes "
+                                "the compressed folder that the sparse engine runs fast.",
+                        evaluations=evaluations, sparsity=result["sparsity"])
