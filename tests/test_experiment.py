@@ -338,7 +338,7 @@ def test_the_shipped_grids_are_valid():
         assert listed.stdout.splitlines() and all(line.split()[0] in ("done", "todo") for line in listed.stdout.splitlines())
 
 
-def test_only_runs_seed_by_seed_across_the_tasks_given():
+def test_only_runs_seed_by_seed_across_the_tasks_given_and_refuses_a_name_the_grid_lacks():
     """--only with --tasks: each seed's jobs on every task given before the next seed's, so that lanes complete
     pairs on all tasks as they go rather than every seed of the first task first."""
     claim = Path(__file__).parent.parent / "src/sparsebert/research/experiments/claim.yaml"
@@ -348,6 +348,11 @@ def test_only_runs_seed_by_seed_across_the_tasks_given():
     assert jobs[:4] == ["no-teacher-taylor-sts-b-s0.95-seed42", "no-teacher-taylor-cola-s0.95-seed42",
                         "no-teacher-taylor-sts-b-s0.95-seed7", "no-teacher-taylor-cola-s0.95-seed7"]
     assert len(jobs) == 16
+    # a misspelt name would select no job: the lane would end at once, having done nothing, and say nothing
+    for option, name, message in (("--only", "no-teacher-tailor", "--only no-teacher-tailor: not a variant of"),
+                                  ("--tasks", "stsb", "--tasks stsb: not a teacher of")):
+        refused = run_cli("experiment", str(claim), "--dry-run", option, name)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_records_and_tables_are_by_the_final_model(tmp_path):

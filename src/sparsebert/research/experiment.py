@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfig, build
+from ..errors import UserError
 from ..jobs import augment, finetune, prune
 from ..jobs.run import run_to_the_end
 from .grid import claim, expand, fingerprint, load_config, made_once, release
@@ -47,6 +48,11 @@ def run(config: ExperimentConfig) -> list[dict]:
     jobs = expand(grid)
     order = config.only.split(",") if config.only else None
     tasks = config.tasks.split(",") if config.tasks else None
+    variants = {j["variant"] for j in jobs}
+    refuse_unknown("--only", order, variants | {j["dir"] for j in jobs}, f"not a variant of {config.config} ("
+                   f"{', '.join(sorted(variants))}) nor one of its jobs (--dry-run lists them)")
+    refuse_unknown("--tasks", tasks, {j["teacher"] for j in jobs}, f"not a teacher of {config.config} ("
+                   f"{', '.join(sorted({j['teacher'] for j in jobs}))})")
     if order:
         jobs = [j for j in jobs if j["variant"] in order or j["dir"] in order]
     if tasks:
@@ -83,6 +89,13 @@ def run(config: ExperimentConfig) -> list[dict]:
                 finally:
                     release(again)
     return write_results(grid, out)
+
+
+def refuse_unknown(option: str, names: list[str] | None, known: set[str], why: str) -> None:
+    """A name the grid does not have would select no job, and the run would end at once having done nothing."""
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise UserError(f"{option} {','.join(unknown)}: {why}")
 
 
 def run_job(grid: dict, job: dict, folder: Path, grid_file: str) -> None:
