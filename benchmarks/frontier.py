@@ -70,7 +70,10 @@ def points_of_folders(teacher: str, students: list[str]) -> list[dict]:
     from sparsebert.data import model_data_settings
     from sparsebert.loading import load_config
 
-    task = get_task(model_data_settings(load_config(teacher)).get("task") or "mrpc").name.lower()
+    recorded = model_data_settings(load_config(teacher)).get("task")
+    if not recorded:  # scored on a task it never saw, its points would say nothing
+        sys.exit(f"--teacher {teacher}: the model records no task it was fine-tuned on (sparsebert finetune records it)")
+    task = get_task(recorded).name.lower()
     models = [{"task": task, "model": Path(teacher).name, "method": "teacher", "sparsity": 0.0, "pattern": "dense",
                "seed": 0, "folder": Path(teacher)}]
     for folder in map(Path, students):
