@@ -61,3 +61,9 @@ def test_pooled_comparison_weighs_each_task_the_same():
     assert pooled["mean"] == pytest.approx((0.01 + -0.01) / 2)
     assert pooled["verdict"] == "no resolved difference"
     assert pooled_comparison({"mrpc": [0.01] * 4, "cola": [0.02, 0.03, 0.01]})["verdict"] == "ahead"
+
+
+def test_a_p_value_below_a_thousandth_is_written_with_its_digits_not_as_zero():
+    from sparsebert.research.pairs import p_value
+
+    assert [p_value(p) for p in (0.031, 0.0078125, 2 / 2 ** 13)] == ["0.031", "0.008", "0.00024"]

@@ -10,6 +10,11 @@ from pathlib import Path
 from .stats import paired_comparison, pooled_comparison
 
 
+def p_value(p: float) -> str:
+    """Three decimals, or the first two significant digits below 0.001 (13 pairs of one sign give 0.00024, not 0)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+
+
 def arms(records: list[dict], variant: str, sparsity: float) -> dict[tuple, list[dict]]:
     """A variant's runs at a sparsity by what a pair matches on; a seed may have runs of several teachers."""
     runs: dict[tuple, list[dict]] = {}
@@ -93,14 +98,14 @@ def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[
                 interval = "–" if c["low"] is None else f"[{c['low']:+.3f}, {c['high']:+.3f}]"
                 lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {steps} | "
                              f"{pattern} | {c['n']} ({', '.join(str(k[3]) for k in keys)}) | {mine:.3f} | {base:.3f} | "
-                             f"{c['mean']:+.3f} | {interval} | {c['p']:.3f} | {c['verdict']} | "
+                             f"{c['mean']:+.3f} | {interval} | {p_value(c['p'])} | {c['verdict']} | "
                              f"{retention(mine, teacher, constant.get(task))} | "
                              f"{retention(base, teacher, constant.get(task))} |")
             if len(differences) > 1:
                 p = pooled_comparison(differences)
                 pooled_lines.append(f"- {pair['method']} against {pair['baseline']} at {pair['sparsity']:g}, {steps} "
                                     f"steps, {pattern}, across {', '.join(p['tasks'])} ({p['n']} pairs): mean of the "
-                                    f"tasks' mean differences {p['mean']:+.4f}, sign-flip p {p['p']:.3f}: "
+                                    f"tasks' mean differences {p['mean']:+.4f}, sign-flip p {p_value(p['p'])}: "
                                     f"{p['verdict']}.")
     rule = ("Decision rule (fixed before the runs): an exact two-sided sign-flip test of the per-seed differences, "
             "p < 0.05, which needs at least 6 pairs to be able to resolve anything; the interval is the paired t "
