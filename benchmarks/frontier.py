@@ -32,7 +32,7 @@ from sparsebert.data import encode, eval_batches
 from sparsebert.loading import load_sparse
 from sparsebert.metrics import compute_metrics
 from sparsebert.models import load_classifier, load_tokenizer
-from sparsebert.research.grid import expand, load_config
+from sparsebert.research.grid import expand, load_grid
 from sparsebert.research.reports import job_settings
 from sparsebert.output_folders import read_json, write_json
 from sparsebert.sparse.calibration import instruction_sets, processor
@@ -351,10 +351,10 @@ def main(argv=None):
             parser.error("--teacher needs --out")
         entries = points_of_folders(args.teacher, args.students.split(",") if args.students else [])
     elif args.config:
-        entries = points_of(load_config(args.config), args.tasks.split(",") if args.tasks else None)
+        entries = points_of(load_grid(args.config), args.tasks.split(",") if args.tasks else None)
     else:
         parser.error("give an experiment config, --teacher DIR [--students DIRS], or --collect FILE")
-    out = Path(args.out or load_config(args.config)["output"])
+    out = Path(args.out or load_grid(args.config)["output"])
     points = measure(entries, args.threads, args.rounds, args.seq_length)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "frontier.json", points)

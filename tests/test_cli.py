@@ -97,6 +97,10 @@ def test_prune_end_to_end_on_a_tiny_model(tiny_model, tiny_teacher, tmp_path):
     assert len(sparsity["per_matrix"]) == 12 and set(sparsity) >= {"targets", "encoder", "model"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"final", "best", "teacher"} and "f1" in metrics["final"]
+    # metrics.json, by which a grid counts a job as done, comes after everything else the run leaves
+    written = {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file() and f.name != "metrics.json"}
+    assert {"masks.safetensors", "sparsity.json", "README.md", "model.safetensors"} <= set(written)
+    assert (out / "metrics.json").stat().st_mtime_ns >= max(written.values())
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
     assert {"attention", "hidden", "prediction", "sparsity", "lr"} <= set(steps[-1])

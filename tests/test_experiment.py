@@ -263,8 +263,8 @@ def test_the_comparison_states_the_claims_from_the_records(tmp_path):
     assert lines[7] == ("- kap at 0.95 keeps 95.6% of the teacher's score on average over mrpc, rte (goal 97%); "
                         "missing: cola.")
     # one seed of each: a paired test cannot resolve anything, whatever the means say
-    assert lines[8] == "- kap against no-teacher, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.080, p 1.00); rte undecided: 1 pair, the test needs 6 (-0.010, p 1.00)."
-    assert lines[9] == "- kap against small-dense, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.030, p 1.00)."
+    assert lines[8] == "- kap against no-teacher, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.080, p 1.000); rte undecided: 1 pair, the test needs 6 (-0.010, p 1.000)."
+    assert lines[9] == "- kap against small-dense, seed against seed: mrpc undecided: 1 pair, the test needs 6 (+0.030, p 1.000)."
 
 
 def test_the_comparison_pairs_a_seed_only_under_one_teacher(tmp_path):
@@ -279,7 +279,7 @@ def test_the_comparison_pairs_a_seed_only_under_one_teacher(tmp_path):
                "keep": 0.97}
     write_comparison(tmp_path / "c.md", records, ["mrpc"], compare, "method")
     assert (tmp_path / "c.md").read_text().splitlines()[-1] == (
-        "- kap against prune-teacher, seed against seed: mrpc undecided: 2 pairs, the test needs 6 (+0.070, p 0.50).")
+        "- kap against prune-teacher, seed against seed: mrpc undecided: 2 pairs, the test needs 6 (+0.070, p 0.500).")
 
 
 def test_a_grid_with_a_bad_job_stops_before_running_anything(tmp_path):
@@ -508,7 +508,7 @@ def test_the_arms_of_a_pair_draw_the_same_dropout_masks(tiny_teacher, tmp_path, 
 
 
 def test_a_bad_paired_section_stops_the_grid(tmp_path):
-    from sparsebert.research.grid import load_config
+    from sparsebert.research.grid import load_grid
 
     base = {"name": "g", "output": str(tmp_path / "o"), "runs_dir": str(tmp_path / "r"),
             "teachers": {"mrpc": {"task": "mrpc"}}, "jobs": [{"variant": "kap", "teacher": "mrpc"}]}
@@ -518,7 +518,7 @@ def test_a_bad_paired_section_stops_the_grid(tmp_path):
         path = tmp_path / "grid.yaml"
         path.write_text(yaml.safe_dump({**base, "paired": paired}))
         with pytest.raises(UserError, match=words):
-            load_config(str(path))
+            load_grid(str(path))
 
 
 def test_the_product_never_imports_the_research_tools():

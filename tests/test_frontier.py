@@ -77,7 +77,7 @@ def test_the_frontier_of_a_tiny_grid_measures_each_engine_on_the_dev_set(tiny_mo
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(config))
     assert run_cli("experiment", str(path)).returncode == 0
-    points = frontier.measure(frontier.points_of(frontier.load_config(str(path)), None), threads=1, rounds=1,
+    points = frontier.measure(frontier.points_of(frontier.load_grid(str(path)), None), threads=1, rounds=1,
                               seq_length=16)
     engines = {(p["method"], p["engine"]) for p in points}
     assert engines == {("teacher", "pytorch-fp32"), ("teacher", "pytorch-int8"), ("teacher", "onnxruntime-int8"),

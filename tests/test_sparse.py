@@ -358,9 +358,10 @@ def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
                      "--batch-sizes", "2", "--seq-length", "16", "--threads", "1", "--repeats", "1", "--warmup", "1",
                      "--dev-task", "none", "--json", str(tmp_path / "bench.json"))
     assert result.returncode == 0, result.stderr
-    timed = {r["engine"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
-    assert timed["sparsebert-fp32"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
-    assert timed["sparsebert-fp32"]["max_logit_diff"] < 1e-4
+    records = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["engine"] for r in records} == {"pytorch-fp32", "sparsebert-fp32"}
+    # the export's own model, once: not the embedded MiniLM pruned to each of --sparsities
+    assert [r["sparsity"] for r in records if r["engine"] == "sparsebert-fp32"] == [pytest.approx(0.9, abs=1e-3)]
 
     (tmp_path / "in.jsonl").write_text('{"text_a": "a cat", "text_b": "a dog"}\n\n{"sentence1": "hello", "sentence2": "hi"}\n')
     result = run_cli("predict", str(tmp_path / "exp"), "--input", str(tmp_path / "in.jsonl"))

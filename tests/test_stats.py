@@ -64,6 +64,7 @@ def test_pooled_comparison_weighs_each_task_the_same():
 
 
 def test_a_p_value_below_a_thousandth_is_written_with_its_digits_not_as_zero():
-    from sparsebert.research.pairs import p_value
+    from sparsebert.research.pairs import format_p
 
-    assert [p_value(p) for p in (0.031, 0.0078125, 2 / 2 ** 13)] == ["0.031", "0.008", "0.00024"]
+    assert [format_p(p) for p in (0.031, 0.0078125, 2 / 2 ** 13, 2 / 2 ** 17)] == ["0.031", "0.008", "0.00024",
+                                                                                  "0.000015"]

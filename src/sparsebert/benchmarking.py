@@ -130,26 +130,26 @@ def dev_batches(task_name: str, tokenizer, length: int, batch_size: int = 32) ->
     return [{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for b in eval_batches(dev, batch_size)]
 
 
-def time_engine(name, fn, reference, sparsity, threads, batch_sizes, args, dev) -> list[dict]:
+def time_engine(name, fn, reference, sparsity, threads, batch_sizes, config, dev) -> list[dict]:
     import torch
 
     records = []
     with torch.inference_mode():
         for batch in batch_sizes:
-            inputs = synthetic_inputs(reference.config.vocab_size, batch, args.seq_length)
-            ms = median_ms(lambda: fn(inputs), args.repeats, args.warmup)
+            inputs = synthetic_inputs(reference.config.vocab_size, batch, config.seq_length)
+            ms = median_ms(lambda: fn(inputs), config.repeats, config.warmup)
             diff = float((fn(inputs) - reference(**inputs).logits).abs().max())
             records.append({"engine": name, "sparsity": sparsity, "threads": threads, "batch_size": batch,
-                            "seq_length": args.seq_length, "ms": round(ms, 2), "max_logit_diff": diff})
+                            "seq_length": config.seq_length, "ms": round(ms, 2), "max_logit_diff": diff})
             print(f"{threads} thr  sparsity {sparsity if sparsity is not None else 'any':>4}  batch {batch:3d}  "
                   f"{name:18s} {ms:9.1f} ms")
         if dev:
-            seconds = min(_run_all(fn, dev) for _ in range(max(1, args.repeats // 5)))
+            seconds = min(_run_all(fn, dev) for _ in range(max(1, config.repeats // 5)))
             examples = sum(len(b["input_ids"]) for b in dev)
-            records.append({"engine": name, "sparsity": sparsity, "threads": threads, "dataset": args.dev_task,
+            records.append({"engine": name, "sparsity": sparsity, "threads": threads, "dataset": config.dev_task,
                             "examples": examples, "seconds": round(seconds, 3),
                             "examples_per_second": round(examples / seconds, 1)})
-            print(f"{threads} thr  {args.dev_task} dev  {name:18s} {examples / seconds:9.1f} examples/s")
+            print(f"{threads} thr  {config.dev_task} dev  {name:18s} {examples / seconds:9.1f} examples/s")
     return records
 
 

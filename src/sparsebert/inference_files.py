@@ -1,5 +1,5 @@
-"""The files of the inference jobs (predict, embed): their input texts, read a row at a time with the header and
-columns checked at once, and their output, written whole or not at all.
+"""Files of texts read a row at a time, the header and columns checked at once (the input of predict and embed,
+and the sentences prune-embedder learns from), and an output file written whole or not at all.
 
 Input: CSV or TSV with a header naming the text columns, JSON lines objects with those keys (or `text_a`, `text`,
 `sentence`, `sentence1`, and `text_b`, `sentence2`), or plain TSV lines `text` or `text_a<TAB>text_b`.
@@ -103,9 +103,9 @@ def plain_rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None]]]:
 
 
 def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
-    """Before anything is read or written: predictions never replace their input, nor another file unasked."""
+    """Before anything is read or written: the output never replaces the input, nor another file unasked."""
     if output.resolve() == input_path.resolve():
-        raise UserError(f"--output {output} is the input file; write the predictions to another file")
+        raise UserError(f"--output {output} is the input file; write the output to another file")
     check_output_file(output, "--output")
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; give another file or --overwrite to replace it")

@@ -13,13 +13,13 @@ from .output_folders import write_json
 
 def save_trained(model, tokenizer, out: Path, task, max_seq_length: int | None, result: dict, *, job: str,
                  summary: str, evaluations: list, sparsity: float | None = None) -> dict:
-    """The model, `result` as metrics.json and the model card: `summary` says what was done, `job` (the command
+    """The model, its model card and `result` as metrics.json: `summary` says what was done, `job` (the command
     that ran, with the run's config.yaml) how to do it again; returns `result`. metrics.json comes after the
-    model, so a folder that has it holds a finished run."""
+    model and its card, so a folder that has it holds a finished run."""
     save_model(model, tokenizer, out, task, max_seq_length)
-    write_json(out / "metrics.json", result)
     write_model_card(out, summary=summary, made_by=f"sparsebert {job} --config {out / 'config.yaml'} --output NEW-FOLDER",
                      metrics=evaluations, sparsity=sparsity)
+    write_json(out / "metrics.json", result)
     return result
 
 

@@ -22,7 +22,7 @@ from ..output_folders import check_output_file, write_json
 ALL_ENGINES = ",".join(BENCH_ENGINES)
 
 
-def check_args(config):
+def parsed_settings(config):
     """The settings as lists (BenchConfig.check has checked their values); ONNX Runtime's engines dropped where
     it is not installed, unless asked for by name."""
     batch_sizes = whole_numbers(config.batch_sizes, "--batch-sizes")
@@ -78,7 +78,7 @@ def run(config: BenchConfig) -> list[dict]:
             raise UserError(f"--json {json_path}: no such file to collect from")
         return write_reports(read_json(json_path), json_path, config.plot)
     check_output_file(json_path, "--json")
-    batch_sizes, thread_counts, engines, sparsities = check_args(config)
+    batch_sizes, thread_counts, engines, sparsities = parsed_settings(config)
     if json_path.is_dir() or not json_path.parent.is_dir():
         raise UserError(f"--json {json_path}: give a file in an existing folder")
     if config.model:

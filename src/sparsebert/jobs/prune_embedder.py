@@ -105,10 +105,10 @@ def run(config: EmbedderConfig) -> dict:
     report = training.finish()
     result = {}
     if report is not None:
+        copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
         result = save_pruned(student, tokenizer, out, pruner, None, report, teacher_metrics, "sts_b_spearman",
                              "prune-embedder", f"Sentence embeddings: `{path}` pruned to {config.sparsity:.0%} "
                              f"sparsity while distilling from its dense self on {len(train)} unlabelled sentences",
                              training.state.metrics, sentences=len(train))
-        copy_sentence_transformers_files(Path(path), out)  # SentenceTransformer(out) pools as the model did
     distributed.finish(processes)
     return result

@@ -107,12 +107,12 @@ def run_or_resume(job, settings, resume: bool) -> dict:
 
 
 def run(config: RunConfig) -> dict:
-    out, teacher_args, prune_args = resumed_jobs(config) if config.resume else new_jobs(config)
+    out, teacher_config, prune_config = resumed_jobs(config) if config.resume else new_jobs(config)
     task = get_task(config.task)
 
     started = time.time()
-    teacher_result = run_or_resume(finetune, teacher_args, config.resume)
-    prune_result = run_or_resume(prune, prune_args, config.resume)
+    teacher_result = run_or_resume(finetune, teacher_config, config.resume)
+    prune_result = run_or_resume(prune, prune_config, config.resume)
     wall = time.time() - started
 
     metric = task.main_metric

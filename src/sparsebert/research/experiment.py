@@ -34,13 +34,13 @@ from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfi
 from ..errors import UserError
 from ..jobs import augment, finetune, prune
 from ..jobs.run import run_to_the_end
-from .grid import claim, expand, fingerprint, load_config, made_once, release
+from .grid import claim, expand, fingerprint, load_grid, made_once, release
 from .pairs import partners_to_run_again
 from .reports import committed_records, write_results
 
 
 def run(config: ExperimentConfig) -> list[dict]:
-    grid = load_config(config.config)
+    grid = load_grid(config.config)
     runs = Path(grid["runs_dir"])
     out = Path(grid["output"])
     if config.collect:

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..output_folders import read_yaml_mapping
 
 
-def load_config(path: str) -> dict:
+def load_grid(path: str) -> dict:
     if not Path(path).is_file():
         raise UserError(f"{path}: experiment config not found")
     config = read_yaml_mapping(path, "an experiment config")

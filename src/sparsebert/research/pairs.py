@@ -7,12 +7,15 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from .stats import paired_comparison, pooled_comparison
 
 
-def p_value(p: float) -> str:
-    """Three decimals, or the first two significant digits below 0.001 (13 pairs of one sign give 0.00024, not 0)."""
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+def format_p(p: float) -> str:
+    """A p value as a table shows it: three decimals, or below 0.001 its first two significant digits (13 pairs of
+    one sign give 0.00024, not 0.000), never in exponent notation."""
+    return f"{p:.3f}" if p >= 0.001 else np.format_float_positional(p, precision=2, unique=False, fractional=False)
 
 
 def arms(records: list[dict], variant: str, sparsity: float) -> dict[tuple, list[dict]]:
@@ -98,14 +101,14 @@ def write_paired(path: Path, records: list[dict], tasks: list[str], pairs: list[
                 interval = "–" if c["low"] is None else f"[{c['low']:+.3f}, {c['high']:+.3f}]"
                 lines.append(f"| {task} | {pair['method']} | {pair['baseline']} | {pair['sparsity']:g} | {steps} | "
                              f"{pattern} | {c['n']} ({', '.join(str(k[3]) for k in keys)}) | {mine:.3f} | {base:.3f} | "
-                             f"{c['mean']:+.3f} | {interval} | {p_value(c['p'])} | {c['verdict']} | "
+                             f"{c['mean']:+.3f} | {interval} | {format_p(c['p'])} | {c['verdict']} | "
                              f"{retention(mine, teacher, constant.get(task))} | "
                              f"{retention(base, teacher, constant.get(task))} |")
             if len(differences) > 1:
                 p = pooled_comparison(differences)
                 pooled_lines.append(f"- {pair['method']} against {pair['baseline']} at {pair['sparsity']:g}, {steps} "
                                     f"steps, {pattern}, across {', '.join(p['tasks'])} ({p['n']} pairs): mean of the "
-                                    f"tasks' mean differences {p['mean']:+.4f}, sign-flip p {p_value(p['p'])}: "
+                                    f"tasks' mean differences {p['mean']:+.4f}, sign-flip p {format_p(p['p'])}: "
                                     f"{p['verdict']}.")
     rule = ("Decision rule (fixed before the runs): an exact two-sided sign-flip test of the per-seed differences, "
             "p < 0.05, which needs at least 6 pairs to be able to resolve anything; the interval is the paired t "

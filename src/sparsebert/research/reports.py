@@ -15,7 +15,7 @@ from ..output_folders import read_json, write_json
 from ..tasks import get_task, load_split
 from .grid import expand, fingerprint
 from .plots import eval_trajectory, plot_curves, plot_trajectories
-from .pairs import pair_of, write_paired
+from .pairs import format_p, pair_of, write_paired
 from .stats import paired_comparison
 
 
@@ -214,7 +214,7 @@ def write_comparison(path: Path, records: list[dict], tasks: list[str], compare:
             matched = [m for m in (pair_of(ours[s], theirs[s]) for s in sorted(ours.keys() & theirs.keys())) if m]
             if matched:
                 c = paired_comparison([m["score"] for m, _ in matched], [b["score"] for _, b in matched])
-                verdicts.append(f"{t} {c['verdict']} ({c['mean']:+.3f}, p {c['p']:.2f})")
+                verdicts.append(f"{t} {c['verdict']} ({c['mean']:+.3f}, p {format_p(c['p'])})")
         lines.append(f"- {method} against {baseline}, seed against seed: {'; '.join(verdicts) or 'no pairs yet'}.")
     path.write_text("\n".join(lines) + "\n")
 
