@@ -354,6 +354,9 @@ def test_export_load_sparse_predict_round_trip(tiny_model, tmp_path):
     result = run_cli("export", str(tmp_path / "exp"), str(tmp_path / "again"))
     assert result.returncode == 2 and "already a compressed export" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "again").exists()
+    result = run_cli("finetune", "--model", str(tmp_path / "exp"), "--output", str(tmp_path / "tuned"))
+    assert result.returncode == 2 and "a compressed export is for inference; train from a Hugging Face folder" in \
+        result.stderr and not (tmp_path / "tuned").exists()
     result = run_cli("bench", "--model", str(tmp_path / "exp"), "--engines", "pytorch-fp32,sparsebert-fp32",
                      "--batch-sizes", "2", "--seq-length", "16", "--threads", "1", "--repeats", "1", "--warmup", "1",
                      "--dev-task", "none", "--json", str(tmp_path / "bench.json"))

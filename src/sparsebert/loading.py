@@ -31,9 +31,11 @@ def load_config(path: str):
     return read_config(path)
 
 
-def refuse_export(path: str) -> None:
+def refuse_export(path: str,
+                  why: str = "a compressed export is for inference; train from a Hugging Face folder") -> None:
+    """An export where a job needs the Hugging Face folder: `why` says what to give instead."""
     if is_exported(path):
-        raise UserError(f"{path}: a compressed export is for inference; train from a Hugging Face folder")
+        raise UserError(f"{path}: {why}")
 
 
 def load_model(name_or_path: str | None, task: Task, *, new_head: bool):
@@ -63,8 +65,7 @@ def load_to_export(path: str):
     """A resolved Hugging Face folder to export: its classifier, or its encoder alone (a sentence-embedding model);
     an export is refused, being one already."""
     refuse_unfinished_export(path)
-    if is_exported(path):
-        raise UserError(f"{path}: already a compressed export; export the Hugging Face folder it was made from")
+    refuse_export(path, "already a compressed export; export the Hugging Face folder it was made from")
     return load_for_inference(path)
 
 
@@ -73,8 +74,7 @@ def load_word_sources(path: str):
     the checkpoint has no such head) and its input embeddings; an export, whose embeddings are compressed, is
     refused."""
     refuse_unfinished_export(path)
-    if is_exported(path):
-        raise UserError(f"{path}: a compressed export; augment reads the Hugging Face folder it was made from")
+    refuse_export(path, "a compressed export; augment reads the Hugging Face folder it was made from")
     mlm = load_masked_lm(path)
     return mlm, mlm.get_input_embeddings().weight.detach() if mlm is not None else load_input_embeddings(path)
 
