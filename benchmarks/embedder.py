@@ -31,9 +31,8 @@ from sparsebert.loading import load_encoder, load_sparse
 from sparsebert.metrics import accuracy, f1, spearman
 from sparsebert.models import load_tokenizer, resolve_model_path
 from sparsebert.output_folders import write_json
-from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.engine import position_count
-from sparsebert.sparse.kernels import KERNEL
 from sparsebert.tasks import get_task, load_split
 
 
@@ -163,8 +162,7 @@ def main(argv=None):
                     fn(texts, batch)
                     times[label][batch].append(len(texts) / (time.perf_counter() - start))
             print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
-    machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL,
-               "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__}
+    run = {**machine(), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__}
     out = list(records.values())
     reference = out[0]
     for label, record in records.items():
@@ -177,12 +175,12 @@ def main(argv=None):
         for batch in (1, 32):
             record[f"speedup_b{batch}"] = round(record[f"sentences_per_second_b{batch}"]
                                                 / reference[f"sentences_per_second_b{batch}"], 2)
-        record["machine"] = machine
+        record["machine"] = run
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "embedder.json", out)
-    (folder / "embedder.md").write_text(f"Reference: {reference['model']}. {processor()}, "
-                                        f"{', '.join(instruction_sets())}, {args.threads} threads.\n\n" + table(out))
+    (folder / "embedder.md").write_text(f"Reference: {reference['model']}. {run['processor']}, "
+                                        f"{', '.join(run['instruction_sets'])}, {args.threads} threads.\n\n" + table(out))
     plot(out, folder / "embedder.png")
     print(table(out))
 

@@ -19,9 +19,8 @@ from sparsebert.benchmarking import timed
 from sparsebert.embedding import sts_b_pairs
 from sparsebert.loading import load_sparse
 from sparsebert.sparse import engine as engine_module
-from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.engine import EngineLinear, SparseModel
-from sparsebert.sparse.kernels import KERNEL
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("model")
@@ -51,7 +50,7 @@ record = {"model": args.model, "threads": args.threads, "sentences": len(sentenc
           "ms_per_sentence_timed": round(wrapped / len(sentences) * 1e3, 3), "parts_ms": parts,
           "forward_ms": round(ms["forward"], 3), "forward_rest_ms": round(ms["forward"] - sum(parts.values()), 3),
           "encode_rest_ms": round((wrapped / len(sentences) * 1e3) - ms["forward"], 3),
-          "machine": {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}}
+          "machine": machine()}
 print(json.dumps(record, indent=2))
 if args.out:
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -35,9 +35,8 @@ from sparsebert.models import load_classifier, load_tokenizer
 from sparsebert.research.grid import expand, load_grid
 from sparsebert.research.reports import job_settings
 from sparsebert.output_folders import read_json, write_json
-from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.format import export_model
-from sparsebert.sparse.kernels import KERNEL
 from sparsebert.tasks import get_task, load_split
 
 BATCHES = (1, 32)
@@ -164,9 +163,8 @@ def measure(entries: list[dict], threads: int, rounds: int, seq_length: int) -> 
                                   f"ms_b{b}_max": round(max(ms), 2)})
                 point["dev_examples_per_second"] = round(statistics.median(times[id(fn)]["dev"]), 1)
                 points.append(point)
-    machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL,
-               "threads": threads, "seq_length": seq_length, "rounds": rounds}
-    return [{**p, "machine": machine} for p in points]
+    run = {**machine(), "threads": threads, "seq_length": seq_length, "rounds": rounds}
+    return [{**p, "machine": run} for p in points]
 
 
 def on_front(points: list[dict], key: str) -> set[int]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sparsebert.benchmarking import median_ms
-from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.kernels import ISAS, KERNEL, CsrMatrix, spmm, use_kernel
 
 SHAPES = {"qkv": (1152, 384), "ffn_up": (1536, 384), "ffn_down": (384, 1536)}
@@ -62,7 +62,7 @@ def main():
                           "threads": args.threads,
                           **{f"{k}_gflops": round(useful / t / 1e6, 2) for k, t in times.items()},  # t in ms
                           "speedup_over_dense": round(times["mkl_dense"] / times[f"{widths[0]}_fp32"], 2),
-                          "processor": processor(), "instruction_sets": instruction_sets()}
+                          **machine()}
                 records.append(record)
                 print(json.dumps(record))
     if args.json:

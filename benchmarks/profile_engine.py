@@ -16,9 +16,8 @@ import torch
 
 from sparsebert.benchmarking import magnitude_pruned, median_ms, timed
 from sparsebert.sparse import engine as engine_module
-from sparsebert.sparse.calibration import instruction_sets, processor
+from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.engine import EngineLinear, from_hf_model
-from sparsebert.sparse.kernels import KERNEL
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("results/bench")
@@ -53,7 +52,7 @@ for values, batch in ((v, b) for v in engines for b in (1, 32)):
     records.append({"batch_size": batch, "seq_length": 128, "threads": threads, "sparsity": 0.95, "values": values,
                     "engine_ms": round(whole, 2), "parts_ms": per_part,
                     "rest_ms": round(whole - sum(per_part.values()), 2),
-                    "machine": {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}})
+                    "machine": machine()})
     print(json.dumps(records[-1]))
 out.mkdir(parents=True, exist_ok=True)
 (out / f"profile_{threads}thread.json").write_text(json.dumps(records, indent=2) + "\n")

@@ -271,6 +271,20 @@ def test_calibration_runs_each_matrix_the_way_that_was_faster(monkeypatch):
     assert calibration.measure(matrix, repeats=2)  # the dense product slower: sparse
 
 
+def test_calibration_tells_apart_processors_that_share_a_model_name(monkeypatch, tmp_path):
+    """ "AMD EPYC" names Zen 4 and Zen 5 alike: an answer measured on one must not be reused on the other."""
+    zen = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: {}\nmodel name\t: AMD EPYC\n\n"
+    matrix = CsrMatrix.from_dense(np.eye(64, dtype=np.float32))
+    keys = []
+    for family, model in ((25, 17), (26, 2)):
+        (tmp_path / "cpuinfo").write_text(zen.format(family, model))
+        monkeypatch.setattr(calibration, "CPUINFO", tmp_path / "cpuinfo")
+        calibration.processor.cache_clear()
+        keys.append(calibration.key(matrix))
+    calibration.processor.cache_clear()
+    assert keys[0] != keys[1] and all("AMD EPYC" in k for k in keys)
+
+
 @pytest.fixture
 def one_thread():
     """Timings that a second thread would make depend on what else the machine is doing."""

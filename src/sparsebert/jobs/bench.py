@@ -67,8 +67,7 @@ def run(config: BenchConfig) -> list[dict]:
 
     from ..loading import load_dense
     from ..models import load_tokenizer, resolve_model_path
-    from ..sparse.calibration import instruction_sets, processor
-    from ..sparse.kernels import KERNEL
+    from ..sparse.calibration import machine
 
     json_path = Path(config.json)
     if config.collect:
@@ -115,8 +114,7 @@ def run(config: BenchConfig) -> list[dict]:
         finally:
             torch.set_num_threads(caller_threads)
     add_speedups(records)
-    machine = {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": KERNEL}
-    records = [{**r, "machine": machine} for r in records]
+    records = [{**r, "machine": machine()} for r in records]
     write_json(json_path, records)
     return write_reports(records, json_path, config.plot)
 

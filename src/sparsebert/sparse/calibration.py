@@ -21,16 +21,25 @@ from . import kernels
 from .kernels import CsrMatrix, kernel_build, spmm
 
 CALIBRATION_TOKENS = 256
+CPUINFO = Path("/proc/cpuinfo")
 SPARSE_MARGIN = 0.9  # sparse only when clearly faster: a tie within timing noise goes to the dense product
 _answers: dict[str, bool] = {}
 
 
 @cache
 def processor() -> str:
+    """The model name, with the family, model and stepping where the name alone is generic: "AMD EPYC" names
+    Zen 4 and Zen 5 alike, two processors with different vector units (and different timings)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields: dict[str, str] = {}
+        for line in CPUINFO.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first processor is enough
+            fields.setdefault(name.strip(), value.strip())
+        if "model name" in fields:
+            ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+            return f"{fields['model name']} ({', '.join(ids)})" if ids else fields["model name"]
     except OSError:
         pass
     import platform
@@ -43,11 +52,16 @@ def instruction_sets() -> list[str]:
     """The vector extensions that decide which kernels the dense libraries run (MKL, oneDNN, ONNX Runtime
     use AVX-512 and VNNI where present, as do sparsebert's kernels, else AVX2 and FMA)."""
     try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next((line.split(":", 1)[1].split() for line in CPUINFO.read_text().splitlines()
                       if line.startswith("flags")), [])
     except OSError:
         return []
     return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8") if f in flags]
+
+
+def machine() -> dict:
+    """What a timing record says about where it ran."""
+    return {"processor": processor(), "instruction_sets": instruction_sets(), "kernel": kernels.KERNEL}
 
 
 def cache_file() -> Path | None:
