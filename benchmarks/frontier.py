@@ -22,12 +22,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from sparsebert.benchmarking import build_engine, median_ms, onnx_files, synthetic_inputs
+from sparsebert.benchmarking import (build_engine, interleaved_rounds, median_ms, onnx_files, seconds_for,
+                                     synthetic_inputs)
 from sparsebert.data import encode, eval_batches
 from sparsebert.loading import load_sparse
 from sparsebert.metrics import compute_metrics
@@ -145,17 +145,13 @@ def measure(entries: list[dict], threads: int, rounds: int, seq_length: int) -> 
                     runs.append(({**{k: v for k, v in entry.items() if k != "folder"}, "engine": engine,
                                   "metric": task.main_metric, "score": metrics[task.main_metric], **metrics}, fn))
             shapes = {b: synthetic_inputs(tokenizer.vocab_size, b, seq_length) for b in BATCHES}
-            times = {id(fn): {b: [] for b in (*BATCHES, "dev")} for _, fn in runs}
+            measures = [(id(fn), {**{b: (lambda fn=fn, inputs=inputs: median_ms(lambda: fn(inputs), 10 if b == 1 else 3, 1))
+                                     for b, inputs in shapes.items()},
+                                  "dev": lambda fn=fn: len(dev) / seconds_for(fn, dev_batches)})
+                        for _, fn in runs]
+            print(f"{task_name}: timing {rounds} rounds", flush=True)
             with torch.inference_mode():
-                for round_ in range(rounds):  # every engine once per round: drift hits them all alike
-                    print(f"{task_name}: timing round {round_ + 1} of {rounds}", flush=True)
-                    for _, fn in runs:
-                        for b, inputs in shapes.items():
-                            times[id(fn)][b].append(median_ms(lambda: fn(inputs), 10 if b == 1 else 3, 1))
-                        start = time.perf_counter()
-                        for batch in dev_batches:
-                            fn(batch)
-                        times[id(fn)]["dev"].append(len(dev) / (time.perf_counter() - start))
+                times = interleaved_rounds(measures, rounds)
             for point, fn in runs:
                 for b in BATCHES:
                     ms = times[id(fn)][b]

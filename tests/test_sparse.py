@@ -422,10 +422,11 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
     model.save_pretrained(tmp_path / "pruned")
     load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
     result = run_cli("bench", "--model", str(tmp_path / "pruned"), "--batch-sizes", "1,2", "--seq-length", "16",
-                     "--threads", "1", "--repeats", "2", "--warmup", "1", "--dev-task", "none",
+                     "--threads", "1", "--rounds", "3", "--repeats", "2", "--warmup", "1", "--dev-task", "none",
                      "--json", str(tmp_path / "bench.json"))
     assert result.returncode == 0, result.stderr
     records = json.loads((tmp_path / "bench.json").read_text())
+    assert all(r["rounds"] == 3 and r["ms_min"] <= r["ms"] <= r["ms_max"] for r in records)
     engines = {r["engine"] for r in records}
     assert engines == {"pytorch-fp32", "pytorch-int8", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-fused",
                        "sparsebert-fp32", "sparsebert-int8"}
@@ -440,6 +441,28 @@ def test_bench_times_every_engine_in_one_run(tiny_model, tmp_path):
     assert "avx2" in records[0]["machine"]["instruction_sets"] or records[0]["machine"]["kernel"] == "numba"
     table = (tmp_path / "bench.md").read_text()
     assert table.count("| sparsebert-fp32 | 0.9") == 1 and "| pytorch-fp32 | any |" in table
+    assert "x int8)" in table  # the sparse engines against the fastest int8 engine
+
+
+def test_bench_rounds_take_every_engine_in_turn_and_compare_with_the_fastest_int8():
+    """A machine that slows down half-way slows every engine alike when they take turns; the int8 ratio is
+    against whichever int8 engine was fastest at that batch."""
+    from sparsebert.benchmarking import add_speedups, interleaved_rounds
+
+    calls = []
+    runs = [(name, {"b1": lambda name=name: calls.append(name) or len(calls)}) for name in ("a", "b")]
+    figures = interleaved_rounds(runs, 3)
+    assert calls == ["a", "b"] * 3 and figures == {"a": {"b1": [1, 3, 5]}, "b": {"b1": [2, 4, 6]}}
+
+    def record(engine, ms):
+        return {"engine": engine, "threads": 2, "batch_size": 32, "ms": ms}
+
+    records = [record("pytorch-fp32", 600), record("pytorch-int8", 240), record("onnxruntime-int8", 160),
+               record("onnxruntime-int8-fused", 200), record("sparsebert-int8", 80)]
+    add_speedups(records)
+    sparse = records[-1]
+    assert (sparse["speedup_vs_pytorch_fp32"], sparse["speedup_vs_fastest_int8"], sparse["fastest_int8"]) == \
+        (7.5, 2.0, "onnxruntime-int8")
 
 
 def test_bench_as_the_readme_runs_it_prunes_the_embedded_minilm_and_times_the_mrpc_dev_set(tmp_path):

@@ -1,7 +1,9 @@
 """The timing harness behind `sparsebert bench` and the benchmarks: each engine a user could pick (dense PyTorch
 fp32, PyTorch dynamic int8, ONNX Runtime fp32 and dynamic int8, the sparse engine with fp32 or int8 values) as one
-function of the inputs, timed alike (median of repeats after warm-up), on synthetic batches or a real dev set,
-with its speed-up over dense PyTorch fp32 measured beside it; a table and a plot of the records.
+function of the inputs, timed alike on synthetic batches or a real dev set in rounds, every engine once a round
+(so that the machine's drift, 15-40% over minutes on the shared 2-core machines, falls on all of them alike),
+each figure the median of the rounds with their min and max; its speed-ups over dense PyTorch fp32 and over the
+fastest int8 engine measured beside it; a table and a plot of the records.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .config import BENCH_ENGINES
 # sparsebert-int8-1x4: the embedded model pruned in 1x4 blocks at the same sparsity (int8 block kernel)
 SPARSE_ENGINES = tuple(e for e in BENCH_ENGINES if e.startswith("sparsebert"))
 DENSE_ENGINES = tuple(e for e in BENCH_ENGINES if e not in SPARSE_ENGINES)
+INT8_ENGINES = ("pytorch-int8", "onnxruntime-int8", "onnxruntime-int8-fused")  # a user's one-line alternatives
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
@@ -130,30 +133,58 @@ def dev_batches(task_name: str, tokenizer, length: int, batch_size: int = 32) ->
     return [{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for b in eval_batches(dev, batch_size)]
 
 
-def time_engine(name, fn, reference, sparsity, threads, batch_sizes, config, dev) -> list[dict]:
+def interleaved_rounds(runs: list[tuple[object, dict]], rounds: int) -> dict:
+    """runs: (key, {measurement name: a function returning one figure}). Each measurement `rounds` times, every
+    run's in turn within a round: {key: {name: [figure per round]}}."""
+    figures = {key: {name: [] for name in measures} for key, measures in runs}
+    for round_ in range(rounds):
+        for key, measures in runs:
+            for name, measure in measures.items():
+                figures[key][name].append(measure())
+    return figures
+
+
+def time_engines(engines: list[tuple[str, float | None, object, object]], threads: int, batch_sizes: list[int],
+                 config, dev: list[dict] | None, dev_sparsity: float | None) -> list[dict]:
+    """engines: (name, sparsity, function of the inputs, the model its logits are compared with); dev: batches
+    of config.dev_task's dev set, timed for the engines whose sparsity is None or dev_sparsity. One record per
+    engine and batch size (ms: the median of config.rounds rounds, each the median of config.repeats calls after
+    config.warmup) and per dev set (one pass a round)."""
     import torch
 
-    records = []
+    shapes = {b: synthetic_inputs(engines[0][3].config.vocab_size, b, config.seq_length) for b in batch_sizes}
+    runs = []
+    for name, sparsity, fn, _ in engines:
+        measures = {b: (lambda fn=fn, inputs=inputs: median_ms(lambda: fn(inputs), config.repeats, config.warmup))
+                    for b, inputs in shapes.items()}
+        if dev and sparsity in (None, dev_sparsity):
+            measures["dev"] = lambda fn=fn: seconds_for(fn, dev)
+        runs.append(((name, sparsity), measures))
     with torch.inference_mode():
-        for batch in batch_sizes:
-            inputs = synthetic_inputs(reference.config.vocab_size, batch, config.seq_length)
-            ms = median_ms(lambda: fn(inputs), config.repeats, config.warmup)
-            diff = float((fn(inputs) - reference(**inputs).logits).abs().max())
-            records.append({"engine": name, "sparsity": sparsity, "threads": threads, "batch_size": batch,
-                            "seq_length": config.seq_length, "ms": round(ms, 2), "max_logit_diff": diff})
-            print(f"{threads} thr  sparsity {sparsity if sparsity is not None else 'any':>4}  batch {batch:3d}  "
-                  f"{name:18s} {ms:9.1f} ms")
-        if dev:
-            seconds = min(_run_all(fn, dev) for _ in range(max(1, config.repeats // 5)))
+        figures = interleaved_rounds(runs, config.rounds)
+    records = []
+    for name, sparsity, fn, reference in engines:
+        mine = figures[(name, sparsity)]
+        with torch.inference_mode():
+            for b, inputs in shapes.items():
+                ms = mine[b]
+                diff = float((fn(inputs) - reference(**inputs).logits).abs().max())
+                records.append({"engine": name, "sparsity": sparsity, "threads": threads, "batch_size": b,
+                                "seq_length": config.seq_length, "ms": round(statistics.median(ms), 2),
+                                "ms_min": round(min(ms), 2), "ms_max": round(max(ms), 2), "rounds": len(ms),
+                                "max_logit_diff": diff})
+        if "dev" in mine:
             examples = sum(len(b["input_ids"]) for b in dev)
+            rates = [examples / seconds for seconds in mine["dev"]]
             records.append({"engine": name, "sparsity": sparsity, "threads": threads, "dataset": config.dev_task,
-                            "examples": examples, "seconds": round(seconds, 3),
-                            "examples_per_second": round(examples / seconds, 1)})
-            print(f"{threads} thr  {config.dev_task} dev  {name:18s} {examples / seconds:9.1f} examples/s")
+                            "examples": examples, "examples_per_second": round(statistics.median(rates), 1),
+                            "examples_per_second_min": round(min(rates), 1),
+                            "examples_per_second_max": round(max(rates), 1), "rounds": len(rates)})
     return records
 
 
-def _run_all(fn, batches) -> float:
+def seconds_for(fn, batches) -> float:
+    """Seconds to run fn on every batch, one after another."""
     start = time.perf_counter()
     for b in batches:
         fn(b)
@@ -161,14 +192,25 @@ def _run_all(fn, batches) -> float:
 
 
 def add_speedups(records: list[dict]) -> None:
-    """Each record's speed-up over dense PyTorch fp32 measured with the same threads and batch."""
-    base = {(r["threads"], r.get("batch_size"), r.get("dataset")): r for r in records if r["engine"] == "pytorch-fp32"}
+    """Each record's speed-up over dense PyTorch fp32 and over the fastest int8 engine of the dense model (a
+    user's one-line alternative), measured with the same threads and batch."""
+    def where(r):
+        return r["threads"], r.get("batch_size"), r.get("dataset")
+
+    def speed(r):
+        return 1 / r["ms"] if "ms" in r else r["examples_per_second"]
+
+    dense = {where(r): r for r in records if r["engine"] == "pytorch-fp32"}
+    fastest_int8 = {}
     for r in records:
-        b = base.get((r["threads"], r.get("batch_size"), r.get("dataset")))
-        if b and "ms" in r:
-            r["speedup_vs_pytorch_fp32"] = round(b["ms"] / r["ms"], 2)
-        elif b:
-            r["speedup_vs_pytorch_fp32"] = round(r["examples_per_second"] / b["examples_per_second"], 2)
+        if r["engine"] in INT8_ENGINES and speed(r) > speed(fastest_int8.get(where(r), {"examples_per_second": 0})):
+            fastest_int8[where(r)] = r
+    for r in records:
+        if where(r) in dense:
+            r["speedup_vs_pytorch_fp32"] = round(speed(r) / speed(dense[where(r)]), 2)
+        if where(r) in fastest_int8:
+            r["speedup_vs_fastest_int8"] = round(speed(r) / speed(fastest_int8[where(r)]), 2)
+            r["fastest_int8"] = fastest_int8[where(r)]["engine"]
 
 
 def speed_table(records: list[dict]) -> str:
@@ -192,10 +234,17 @@ def speed_table(records: list[dict]) -> str:
                 r = next((r for r in mine if (r["engine"], r["sparsity"]) == (engine, sparsity) and r.get(key) == value),
                          None)
                 figure = "–" if r is None else (f"{r['ms']:.1f} ms" if "ms" in r else f"{r['examples_per_second']:.0f}")
-                cells.append(figure if r is None or engine == "pytorch-fp32"
-                             else f"{figure} ({r['speedup_vs_pytorch_fp32']:.2f}x)")
+                if r is not None and engine != "pytorch-fp32":
+                    versus_int8 = ("" if engine in INT8_ENGINES or "speedup_vs_fastest_int8" not in r
+                                   else f"; {r['speedup_vs_fastest_int8']:.2f}x int8")
+                    figure += f" ({r['speedup_vs_pytorch_fp32']:.2f}x{versus_int8})"
+                cells.append(figure)
             lines.append(f"| {engine} | {'any' if sparsity is None else sparsity} | " + " | ".join(cells) + " |")
         lines.append("")
+    rounds = max((r.get("rounds", 1) for r in records), default=1)
+    lines += [f"Medians of {rounds} round{'s' * (rounds > 1)}" + (", every engine once a round" if rounds > 1 else "")
+              + " (min and max in the JSON). In brackets: the speed-up over dense PyTorch fp32 and, for the sparse "
+              "engines, over the fastest int8 engine of the dense model at the same batch (x int8).", ""]
     return "\n".join(lines)
 
 

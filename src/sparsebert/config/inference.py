@@ -66,7 +66,9 @@ class BenchConfig(JobConfig):
     dev_task: str | None = setting(None, "also time this task's dev set at its own lengths, at the sparsity "
                                          "nearest 0.95 ('none': skip; default: with --model, the task it was "
                                          "trained on, at its length; else MRPC)", "engine")
-    repeats: int = setting(10, "timed calls per measurement", "engine")
+    rounds: int = setting(5, "rounds, every engine timed once a round (1: each engine in one block, ONNX Runtime's "
+                             "threads left spinning between runs, its default)", "engine")
+    repeats: int = setting(5, "timed calls per measurement (the median is the round's figure)", "engine")
     warmup: int = setting(2, "untimed calls first", "engine")
     json: str = setting("bench.json", "the records; the table (.md) and the plot go beside it", "output")
     plot: str | None = setting(None, "PNG of latency against sparsity (default: beside --json)", "output")
@@ -75,8 +77,8 @@ class BenchConfig(JobConfig):
     def check(self) -> None:
         whole_numbers(self.batch_sizes, "--batch-sizes")
         whole_numbers(self.threads, "--threads")
-        if self.seq_length < 2 or self.repeats < 1 or self.warmup < 0:
-            raise UserError("--seq-length must be at least 2, --repeats at least 1, --warmup at least 0")
+        if self.seq_length < 2 or self.rounds < 1 or self.repeats < 1 or self.warmup < 0:
+            raise UserError("--seq-length must be at least 2, --rounds and --repeats at least 1, --warmup at least 0")
         unknown = [e for e in self.engines.split(",") if e not in BENCH_ENGINES]
         if unknown:
             raise UserError(f"--engines: unknown '{unknown[0]}'; choose from {', '.join(BENCH_ENGINES)}")

@@ -3,9 +3,11 @@
 Engines: dense PyTorch fp32, PyTorch dynamic int8 (`torch.ao.quantization.quantize_dynamic`), ONNX Runtime
 fp32 and dynamic int8 (where onnxruntime is installed: `pip install 'sparsebert[onnx]'`), and the sparse
 engine with fp32 and int8 values. Each is timed with the same inputs and threads, at batch sizes of
-`--seq-length` tokens and on a real dev set (its own lengths, examples per second). The dense engines' speed
-does not depend on how many weights are zero, so they are timed once per thread count, on the first model;
-the sparse engine at every sparsity. Writes JSON and a plot of latency against sparsity.
+`--seq-length` tokens and on a real dev set (its own lengths, examples per second), in `--rounds` rounds that
+take every engine in turn (medians, with min and max). The dense engines' speed does not depend on how many
+weights are zero, so they are timed once per thread count, on the first model; the sparse engine at every
+sparsity. Writes JSON, a table with the speed-ups over dense PyTorch fp32 and over the fastest int8 engine, and
+a plot of latency against sparsity.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..benchmarking import (DENSE_ENGINES, SPARSE_ENGINES, add_speedups, build_engine, dev_batches,
-                            magnitude_pruned, onnx_files, plot_latency, speed_table, target_sparsity, time_engine)
+                            magnitude_pruned, onnx_files, plot_latency, speed_table, target_sparsity, time_engines)
 from ..config import BENCH_ENGINES, BenchConfig, fractions, whole_numbers
 from ..errors import UserError
 from ..output_folders import check_output_file, write_json
@@ -77,7 +79,7 @@ def run(config: BenchConfig) -> list[dict]:
             raise UserError(f"--json {json_path}: no such file to collect from")
         return write_reports(read_json(json_path), json_path, config.plot)
     check_output_file(json_path, "--json")
-    batch_sizes, thread_counts, engines, sparsities = parsed_settings(config)
+    batch_sizes, thread_counts, engines_asked, sparsities = parsed_settings(config)
     if json_path.is_dir() or not json_path.parent.is_dir():
         raise UserError(f"--json {json_path}: give a file in an existing folder")
     if config.model:
@@ -85,11 +87,11 @@ def run(config: BenchConfig) -> list[dict]:
         model = load_dense(path)
         tokenizer = load_tokenizer(path)
         models = {target_sparsity(model): {"unstructured": model}}
-        if "sparsebert-int8-1x4" in engines:  # the model's own pattern decides: sparsebert-int8 runs it
-            engines.remove("sparsebert-int8-1x4")
+        if "sparsebert-int8-1x4" in engines_asked:  # the model's own pattern decides: sparsebert-int8 runs it
+            engines_asked.remove("sparsebert-int8-1x4")
     else:
         tokenizer = load_tokenizer(resolve_model_path(None))
-        patterns = ["unstructured"] + (["1x4"] if "sparsebert-int8-1x4" in engines else [])
+        patterns = ["unstructured"] + (["1x4"] if "sparsebert-int8-1x4" in engines_asked else [])
         models = {s: {p: magnitude_pruned(s, p) for p in patterns} for s in sparsities}
     dev_at = min(models, key=lambda s: abs(s - 0.95))
     task, length = dev_timing(config, model.config if config.model else None)
@@ -99,18 +101,21 @@ def run(config: BenchConfig) -> list[dict]:
     caller_threads = torch.get_num_threads()  # given back: a Python caller's later work runs as before
     with tempfile.TemporaryDirectory() as tmp:
         first = next(iter(models.values()))["unstructured"]
-        onnx = onnx_files(first, tokenizer, Path(tmp)) if any(e.startswith("onnx") for e in engines) else {}
+        onnx = onnx_files(first, tokenizer, Path(tmp)) if any(e.startswith("onnx") for e in engines_asked) else {}
+        spinning = config.rounds == 1  # engines taking turns need ONNX Runtime's threads asleep after a run
         try:
             for threads in thread_counts:
                 torch.set_num_threads(threads)
-                for name in [e for e in engines if e in DENSE_ENGINES]:
-                    records += time_engine(name, build_engine(name, first, threads, onnx), first, None, threads,
-                                           batch_sizes, config, dev)
+                engines = [(name, None, build_engine(name, first, threads, onnx, spinning), first)
+                           for name in engines_asked if name in DENSE_ENGINES]
                 for sparsity, by_pattern in models.items():
-                    for name in [e for e in engines if e in SPARSE_ENGINES]:
+                    for name in [e for e in engines_asked if e in SPARSE_ENGINES]:
                         model = by_pattern["1x4" if name.endswith("1x4") else "unstructured"]
-                        records += time_engine(name, build_engine(name, model, threads, onnx), model, sparsity,
-                                               threads, batch_sizes, config, dev if sparsity == dev_at else None)
+                        engines.append((name, sparsity, build_engine(name, model, threads, onnx), model))
+                print(f"{threads} thread{'s' * (threads > 1)}: {len(engines)} engines, {config.rounds} rounds",
+                      flush=True)
+                records += time_engines(engines, threads, batch_sizes, config, dev, dev_at)
+                del engines
         finally:
             torch.set_num_threads(caller_threads)
     add_speedups(records)
