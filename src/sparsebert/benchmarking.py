@@ -235,8 +235,8 @@ def speed_table(records: list[dict]) -> str:
                          None)
                 figure = "–" if r is None else (f"{r['ms']:.1f} ms" if "ms" in r else f"{r['examples_per_second']:.0f}")
                 if r is not None and engine != "pytorch-fp32":
-                    versus_int8 = ("" if engine in INT8_ENGINES or "speedup_vs_fastest_int8" not in r
-                                   else f"; {r['speedup_vs_fastest_int8']:.2f}x int8")
+                    versus_int8 = (f"; {r['speedup_vs_fastest_int8']:.2f}x int8"
+                                   if engine in SPARSE_ENGINES and "speedup_vs_fastest_int8" in r else "")
                     figure += f" ({r['speedup_vs_pytorch_fp32']:.2f}x{versus_int8})"
                 cells.append(figure)
             lines.append(f"| {engine} | {'any' if sparsity is None else sparsity} | " + " | ".join(cells) + " |")
