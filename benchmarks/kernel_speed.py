@@ -5,8 +5,9 @@ random sparsity, at batch 32 x 128 tokens and at 128 tokens: CSR with fp32 and i
 blocks (a matrix of the same sparsity pruned in blocks),
 every alternative timed in the same process with the same threads, the C kernel in each width the processor
 has (AVX-512 with VNNI, AVX2). "Useful" counts 2 FLOPs per non-zero
-per token (the dense product is credited with the same, so its figure is its speed on this layer's work).
-    python benchmarks/kernel_speed.py [--threads N] [--json results/bench/kernels.json]
+per token (the dense product is credited with the same, so its figure is its speed on this layer's work); each
+record also holds the times, so that sparsity 1.0 (an empty matrix) gives the kernel's fixed cost per row and strip.
+    python benchmarks/kernel_speed.py [--threads N] [--sparsities 0.9,0.95,1.0] [--json results/bench/kernels.json]
 """
 
 import argparse
@@ -60,6 +61,7 @@ def main():
                             times[f"{width}_{values}"] = median_ms(lambda: spmm(x, m, out=out), 15, 3)
                 record = {"matrix": name, "shape": [out_f, in_f], "sparsity": sparsity, "tokens": tokens,
                           "threads": args.threads,
+                          "nnz": fp32.nnz, **{f"{k}_ms": round(t, 4) for k, t in times.items()},
                           **{f"{k}_gflops": round(useful / t / 1e6, 2) for k, t in times.items()},  # t in ms
                           "speedup_over_dense": round(times["mkl_dense"] / times[f"{widths[0]}_fp32"], 2),
                           **machine()}
