@@ -280,8 +280,11 @@ def test_calibration_tells_apart_processors_that_share_a_model_name(monkeypatch,
         (tmp_path / "cpuinfo").write_text(zen.format(family, model))
         monkeypatch.setattr(calibration, "CPUINFO", tmp_path / "cpuinfo")
         calibration.processor.cache_clear()
+        calibration.instruction_sets.cache_clear()
         keys.append(calibration.key(matrix))
+    monkeypatch.undo()  # the real /proc/cpuinfo again, and nothing cached from the fake one
     calibration.processor.cache_clear()
+    calibration.instruction_sets.cache_clear()
     assert keys[0] != keys[1] and all("AMD EPYC" in k for k in keys)
 
 
