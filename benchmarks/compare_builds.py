@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from sparsebert.benchmarking import magnitude_pruned
+from sparsebert.benchmarking import interleaved_rounds, magnitude_pruned
 from sparsebert.sparse import kernels
 from sparsebert.sparse.calibration import machine
 from sparsebert.sparse.engine import from_hf_model
@@ -57,22 +57,29 @@ libraries = {path: library(path) for path in paths}
 engine = from_hf_model(magnitude_pruned(args.sparsity), values=args.values)
 generator = torch.Generator().manual_seed(0)
 inputs = {shape: torch.randint(1000, 30000, size, generator=generator) for shape, size in SHAPES.items()}
-times = {(path, shape): [] for path in paths for shape in SHAPES}
 logits = {}
+
+
+def timed(path: str, lib, shape: str, ids: torch.Tensor):
+    """ms per call of the engine on the library `lib` built at `path` (the mean of a few calls after one untimed);
+    keeps the logits."""
+    def measure() -> float:
+        kernels._C = lib  # the engine calls the kernels through this module attribute
+        mask, calls = torch.ones_like(ids), 20 if ids.shape[0] == 1 else 3
+        engine(input_ids=ids, attention_mask=mask)
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = engine(input_ids=ids, attention_mask=mask)
+        logits[path, shape] = out.logits
+        return (time.perf_counter() - start) / calls * 1e3
+    return measure
+
+
 with torch.inference_mode():
-    for _ in range(args.rounds):
-        for path, lib in libraries.items():
-            kernels._C = lib  # the engine calls the kernels through this module attribute
-            for shape, ids in inputs.items():
-                mask, calls = torch.ones_like(ids), 20 if ids.shape[0] == 1 else 3
-                engine(input_ids=ids, attention_mask=mask)
-                start = time.perf_counter()
-                for _ in range(calls):
-                    out = engine(input_ids=ids, attention_mask=mask)
-                times[path, shape].append((time.perf_counter() - start) / calls * 1e3)
-                logits[path, shape] = out.logits
-records = [{"library": path, "shape": shape, "ms": round(statistics.median(times[path, shape]), 3),
-            "ms_min": round(min(times[path, shape]), 3), "ms_max": round(max(times[path, shape]), 3),
+    times = interleaved_rounds([(path, {shape: timed(path, lib, shape, ids) for shape, ids in inputs.items()})
+                                for path, lib in libraries.items()], args.rounds)
+records = [{"library": path, "shape": shape, "ms": round(statistics.median(times[path][shape]), 3),
+            "ms_min": round(min(times[path][shape]), 3), "ms_max": round(max(times[path][shape]), 3),
             "max_logit_diff_from_first": float((logits[path, shape] - logits[paths[0], shape]).abs().max()),
             "sparsity": args.sparsity, "values": args.values, "threads": args.threads, "rounds": args.rounds,
             "machine": machine()} for path in paths for shape in SHAPES]

@@ -137,7 +137,7 @@ def interleaved_rounds(runs: list[tuple[object, dict]], rounds: int) -> dict:
     """runs: (key, {measurement name: a function returning one figure}). Each measurement `rounds` times, every
     run's in turn within a round: {key: {name: [figure per round]}}."""
     figures = {key: {name: [] for name in measures} for key, measures in runs}
-    for round_ in range(rounds):
+    for _ in range(rounds):
         for key, measures in runs:
             for name, measure in measures.items():
                 figures[key][name].append(measure())
@@ -203,7 +203,8 @@ def add_speedups(records: list[dict]) -> None:
     dense = {where(r): r for r in records if r["engine"] == "pytorch-fp32"}
     fastest_int8 = {}
     for r in records:
-        if r["engine"] in INT8_ENGINES and speed(r) > speed(fastest_int8.get(where(r), {"examples_per_second": 0})):
+        best = fastest_int8.get(where(r))
+        if r["engine"] in INT8_ENGINES and (best is None or speed(r) > speed(best)):
             fastest_int8[where(r)] = r
     for r in records:
         if where(r) in dense:

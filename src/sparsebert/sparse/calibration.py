@@ -28,8 +28,8 @@ _answers: dict[str, bool] = {}
 
 @cache
 def processor() -> str:
-    """The model name, with the family, model and stepping where the name alone is generic: "AMD EPYC" names
-    Zen 4 and Zen 5 alike, two processors with different vector units (and different timings)."""
+    """The model name, with the family, model and stepping where /proc/cpuinfo gives them: a name can be generic
+    ("AMD EPYC" names Zen 4 and Zen 5 alike, two processors with different vector units and timings)."""
     try:
         fields: dict[str, str] = {}
         for line in CPUINFO.read_text().splitlines():
