@@ -32,12 +32,17 @@ static int strip_tokens = STRIP_AVX2;
 
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define AVX512_BF16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
 
 /* The widest instruction set both the processor and the caller allow: 2 AVX-512 (F, BW, VL, DQ) with VNNI,
  * 1 AVX2 with FMA, 0 neither (the caller then uses its fall-back). Every width computes the same sums in
- * the same order, lane for lane, so the answers do not depend on which one runs. */
+ * the same order, lane for lane, so the answers do not depend on which one runs (attention in bfloat16 alone
+ * sums in pairs where AVX-512 BF16 runs it: the same within fp32 rounding). */
 enum { ISA_NONE, ISA_AVX2, ISA_AVX512 };
 static int isa = ISA_AVX2;
+/* Whether attention in bfloat16 runs on the processor's own dot products (AVX-512 BF16) rather than on fp32
+ * products of the same rounded values. */
+static int bf16_dot = 0;
 
 int sb_cpu_isa(void) {
     __builtin_cpu_init();
@@ -53,6 +58,7 @@ int sb_use_isa(int wanted) {
     const int best = sb_cpu_isa();
     isa = wanted < best ? wanted : best;
     strip_tokens = isa == ISA_AVX512 ? STRIP_AVX512 : STRIP_AVX2;
+    bf16_dot = isa == ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
     return isa;
 }
 
@@ -591,32 +597,55 @@ size_t sb_attention_work(int max_length, int head_dim) {
     return (size_t)omp_get_max_threads() * (3 * lp * head_dim + 4 * lp);
 }
 
-/* Q * scale and V into [row][dim] and K into [dim][key] (zero past length), 8 x 8 blocks at a time: rows
- * of qkv lie 3 x hidden floats apart, a stride that maps V's rows onto a few L1 sets, so P V read them
- * from L2 where it read them in place. */
+/* Attention in bfloat16 (an int8 model's: its tolerance has room for it) has one definition: Q * scale, K, V
+ * and the softmax's exponentials rounded to bfloat16 (to nearest, ties to even), their products summed in fp32,
+ * and the softmax's sum taken before rounding. With AVX-512 BF16 vdpbf16ps sums the products two at a time;
+ * elsewhere the fp32 kernels below run on the rounded values, the same sums in another order. */
+AVX2 static inline __m256 round_bf16(__m256 x) {
+    const __m256i i = _mm256_castps_si256(x);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(i, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(i, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+AVX512 static inline __m512 round_bf16_512(__m512 x) {
+    const __m512i i = _mm512_castps_si512(x);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(i, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(i, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* Q * scale and V into [row][dim] and K into [dim][key] (zero past length), 8 x 8 blocks at a time, rounded
+ * to bfloat16 where `bf16`: rows of qkv lie 3 x hidden floats apart, a stride that maps V's rows onto a few
+ * L1 sets, so P V read them from L2 where it read them in place. */
 AVX2 static void copy_head(int length, int lp, int head_dim, const float *q, const float *k, const float *v, int ld,
-                           float scale, float *qs, float *kt, float *vs) {
+                           float scale, int bf16, float *qs, float *kt, float *vs) {
     const __m256 sc = _mm256_set1_ps(scale);
     for (int i = 0; i < lp; i++)
         for (int c = 0; c < head_dim; c += 8) {
             const int real = i < length;
-            _mm256_storeu_ps(qs + (size_t)i * head_dim + c,
-                             real ? _mm256_mul_ps(_mm256_loadu_ps(q + (size_t)i * ld + c), sc) : _mm256_setzero_ps());
-            if (real) _mm256_storeu_ps(vs + (size_t)i * head_dim + c, _mm256_loadu_ps(v + (size_t)i * ld + c));
+            __m256 qv = real ? _mm256_mul_ps(_mm256_loadu_ps(q + (size_t)i * ld + c), sc) : _mm256_setzero_ps();
+            _mm256_storeu_ps(qs + (size_t)i * head_dim + c, bf16 ? round_bf16(qv) : qv);
+            if (real) {
+                const __m256 vv = _mm256_loadu_ps(v + (size_t)i * ld + c);
+                _mm256_storeu_ps(vs + (size_t)i * head_dim + c, bf16 ? round_bf16(vv) : vv);
+            }
         }
     for (int i0 = 0; i0 < lp; i0 += 8)
         for (int c = 0; c < head_dim; c += 8) {
             __m256 r[8];
-            for (int i = 0; i < 8; i++)
+            for (int i = 0; i < 8; i++) {
                 r[i] = i0 + i < length ? _mm256_loadu_ps(k + (size_t)(i0 + i) * ld + c) : _mm256_setzero_ps();
+                if (bf16) r[i] = round_bf16(r[i]);
+            }
             transpose8(r);
             for (int d = 0; d < 8; d++) _mm256_storeu_ps(kt + (size_t)(c + d) * lp + i0, r[d]);
         }
 }
 
-/* exp(row - max) in place; returns 1 / the sum, which P V applies to its output rows instead of a pass
- * over the row here. */
-AVX2 static float softmax_row(float *row, int length, int lp) {
+/* exp(row - max) in place (rounded to bfloat16 where `bf16`); returns 1 / the sum, which P V applies to its
+ * output rows instead of a pass over the row here. */
+AVX2 static float softmax_row(float *row, int length, int lp, int bf16) {
     for (int j = length; j < lp; j++) row[j] = -INFINITY;
     __m256 m = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < lp; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + j));
@@ -626,13 +655,13 @@ AVX2 static float softmax_row(float *row, int length, int lp) {
     __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(peak);
     for (int j = 0; j < lp; j += 8) {
         __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(row + j), mx));
-        _mm256_storeu_ps(row + j, e);
+        _mm256_storeu_ps(row + j, bf16 ? round_bf16(e) : e);
         sum = _mm256_add_ps(sum, e);
     }
     return 1.0f / sum_lanes(sum);  /* the same order in both widths */
 }
 
-AVX512 static float softmax_row512(float *row, int length, int lp) {
+AVX512 static float softmax_row512(float *row, int length, int lp, int bf16) {
     for (int j = length; j < lp; j++) row[j] = -INFINITY;
     __m512 m = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < lp; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
@@ -640,7 +669,7 @@ AVX512 static float softmax_row512(float *row, int length, int lp) {
     __m256 sum = _mm256_setzero_ps();
     for (int j = 0; j < lp; j += 16) {
         __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(row + j), mx));
-        _mm512_storeu_ps(row + j, e);
+        _mm512_storeu_ps(row + j, bf16 ? round_bf16_512(e) : e);
         sum = _mm256_add_ps(_mm256_add_ps(sum, _mm512_castps512_ps256(e)), _mm512_extractf32x8_ps(e, 1));
     }
     return 1.0f / sum_lanes(sum);  /* the same order in both widths */
@@ -761,38 +790,140 @@ AVX512 static void scores_avx512(const float *qr, const float *kt, int lp, int h
 }
 
 /* Softmax of `rows` score rows and their outputs (rows of out, ldo apart) = P V. */
-AVX2 static void softmax_pv_avx2(float *sc, int lp, int rows, int length, int head_dim, const float *vs, float *out,
-                                 int ldo) {
+AVX2 static void softmax_pv_avx2(float *sc, int lp, int rows, int length, int head_dim, int bf16, const float *vs,
+                                 float *out, int ldo) {
     float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp);
+    for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp, bf16);
     for (int r = 0; r < rows; r += 2)
         pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, inv[r], inv[r + 1], r + 1 < rows, length, head_dim,
                 vs, head_dim, out + (size_t)r * ldo, ldo);
 }
 
-AVX512 static void softmax_pv_avx512(float *sc, int lp, int rows, int length, int head_dim, const float *vs,
+AVX512 static void softmax_pv_avx512(float *sc, int lp, int rows, int length, int head_dim, int bf16, const float *vs,
                                      float *out, int ldo) {
     float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int r = 0; r < rows; r++) inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp);
+    for (int r = 0; r < rows; r++) inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp, bf16);
     pv_rows512(sc, lp, inv, rows, length, head_dim, vs, out, ldo);
+}
+
+/* The bfloat16 layouts vdpbf16ps pairs up: Q * scale as [row][dim]; K as [dim pair][key] words, each the
+ * key's dims 2c and 2c + 1 (the rows rounded into `rows`, then transposed as 8 x 8 blocks of words); V as
+ * [key pair][dim] words, each the dim of keys 2j and 2j + 1. Zero past length. */
+AVX512_BF16 static void copy_head_bf16(int length, int lp, int head_dim, const float *q, const float *k,
+                                       const float *v, int ld, float scale, uint16_t *qs, uint32_t *kt, uint32_t *vs,
+                                       uint16_t *rows) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < lp; i++)
+        for (int c = 0; c < head_dim; c += 16) {
+            const int real = i < length;
+            const __m512 qv = real ? _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)i * ld + c), sc) : _mm512_setzero_ps();
+            const __m512 kv = real ? _mm512_loadu_ps(k + (size_t)i * ld + c) : _mm512_setzero_ps();
+            _mm256_storeu_si256((__m256i *)(qs + (size_t)i * head_dim + c), (__m256i)_mm512_cvtneps_pbh(qv));
+            _mm256_storeu_si256((__m256i *)(rows + (size_t)i * head_dim + c), (__m256i)_mm512_cvtneps_pbh(kv));
+        }
+    for (int i0 = 0; i0 < lp; i0 += 8)
+        for (int w = 0; w < head_dim / 2; w += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(rows + (size_t)(i0 + i) * head_dim) + w);
+            transpose8(r);
+            for (int d = 0; d < 8; d++) _mm256_storeu_ps((float *)(kt + (size_t)(w + d) * lp + i0), r[d]);
+        }
+    for (int j = 0; j < lp; j += 2)
+        for (int c = 0; c < head_dim; c += 16) {
+            const __m512 a = j < length ? _mm512_loadu_ps(v + (size_t)j * ld + c) : _mm512_setzero_ps();
+            const __m512 b = j + 1 < length ? _mm512_loadu_ps(v + (size_t)(j + 1) * ld + c) : _mm512_setzero_ps();
+            const __m512i first = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+            const __m512i second = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b)), 16);
+            _mm512_storeu_si512(vs + (size_t)(j / 2) * head_dim + c, _mm512_or_si512(first, second));
+        }
+}
+
+/* Scores of 4 query rows (qr, rows head_dim apart) against every key, two dims per vdpbf16ps. */
+AVX512_BF16 static void scores_bf16(const uint16_t *qr, const uint32_t *kt, int lp, int head_dim, float *sc) {
+    const int words = head_dim / 2;
+    const uint32_t *q = (const uint32_t *)qr;
+    for (int j = 0; j < lp; j += 32) {
+        __m512 s[4][2];
+        for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
+        for (int c = 0; c < words; c++) {
+            const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt + (size_t)c * lp + j);
+            const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt + (size_t)c * lp + j + 16);
+            for (int r = 0; r < 4; r++) {
+                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)q[(size_t)r * words + c]);
+                s[r][0] = _mm512_dpbf16_ps(s[r][0], x, k0);
+                s[r][1] = _mm512_dpbf16_ps(s[r][1], x, k1);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            _mm512_storeu_ps(sc + (size_t)r * lp + j, s[r][0]);
+            _mm512_storeu_ps(sc + (size_t)r * lp + j + 16, s[r][1]);
+        }
+    }
+}
+
+/* Softmax of `rows` score rows, the exponentials rounded into p (bf16, lp apart), and their outputs (rows of
+ * out, ldo apart) = P V, two keys per vdpbf16ps, 32 dims at a time. */
+AVX512_BF16 static void softmax_pv_bf16(float *sc, uint16_t *p, int lp, int rows, int length, int head_dim,
+                                        const uint32_t *vs, float *out, int ldo) {
+    float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = 0; r < rows; r++) {
+        inv[r] = softmax_row512(sc + (size_t)r * lp, length, lp, 0);
+        for (int j = 0; j < lp; j += 16)
+            _mm256_storeu_si256((__m256i *)(p + (size_t)r * lp + j),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(sc + (size_t)r * lp + j)));
+    }
+    const int pairs = (length + 1) / 2;  /* past length the exponentials are ~0 and V is 0 */
+    for (int c = 0; c < head_dim; c += 32) {
+        __m512 a[4][2];
+        for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        for (int j = 0; j < pairs; j++) {
+            const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vs + (size_t)j * head_dim + c);
+            const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vs + (size_t)j * head_dim + c + 16);
+            for (int r = 0; r < 4; r++) {
+                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)((const uint32_t *)(p + (size_t)r * lp))[j]);
+                a[r][0] = _mm512_dpbf16_ps(a[r][0], x, v0);
+                a[r][1] = _mm512_dpbf16_ps(a[r][1], x, v1);
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            const __m512 s = _mm512_set1_ps(inv[r]);
+            _mm512_storeu_ps(out + (size_t)r * ldo + c, _mm512_mul_ps(a[r][0], s));
+            _mm512_storeu_ps(out + (size_t)r * ldo + c + 16, _mm512_mul_ps(a[r][1], s));
+        }
+    }
 }
 
 /* One head of one sequence, four query rows at a time (their scores stay in L1). */
 static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
-                           float scale, float *out, int ldo, float *work) {
+                           float scale, int bf16, float *out, int ldo, float *work) {
     const int wide = isa == ISA_AVX512, lp = round_up(length, wide ? KEYS : 16);
-    float *qs = work, *kt = qs + (size_t)lp * head_dim, *vs = kt + (size_t)lp * head_dim;
-    float *sc = vs + (size_t)lp * head_dim;
-    copy_head(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs);
+    const size_t block = (size_t)lp * head_dim;
+    if (bf16 && bf16_dot && head_dim % 32 == 0) {  /* within the fp32 path's scratch: half-size values */
+        uint16_t *qs = (uint16_t *)work, *rows = qs + block, *p = rows + block;
+        uint32_t *kt = (uint32_t *)(p + 4 * (size_t)lp), *vs = kt + block / 2;
+        float *sc = (float *)(vs + block / 2);
+        copy_head_bf16(length, lp, head_dim, q, k, v, ld, scale, qs, kt, vs, rows);
+        for (int i = 0; i < length; i += 4) {
+            scores_bf16(qs + (size_t)i * head_dim, kt, lp, head_dim, sc);
+            softmax_pv_bf16(sc, p, lp, length - i < 4 ? length - i : 4, length, head_dim, vs, out + (size_t)i * ldo,
+                            ldo);
+        }
+        return;
+    }
+    float *qs = work, *kt = qs + block, *vs = kt + block, *sc = vs + block;
+    copy_head(length, lp, head_dim, q, k, v, ld, scale, bf16, qs, kt, vs);
     for (int i = 0; i < length; i += 4) {
         const int rows = length - i < 4 ? length - i : 4;
         (wide ? scores_avx512 : scores_avx2)(qs + (size_t)i * head_dim, kt, lp, head_dim, sc);
-        (wide ? softmax_pv_avx512 : softmax_pv_avx2)(sc, lp, rows, length, head_dim, vs, out + (size_t)i * ldo, ldo);
+        (wide ? softmax_pv_avx512 : softmax_pv_avx2)(sc, lp, rows, length, head_dim, bf16, vs, out + (size_t)i * ldo,
+                                                     ldo);
     }
 }
 
+/* Softmax attention of packed sequences (sequence b: rows starts[b]..starts[b + 1] of qkv), in fp32 or, where
+ * `bf16`, in bfloat16 as defined above. */
 AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim, const float *qkv, int ld,
-                       float scale, float *out, int ldo, float *work) {
+                       float scale, int bf16, float *out, int ldo, float *work) {
     const int hidden = heads * head_dim;
     int max_length = 0;
     for (int b = 0; b < batch; b++)
@@ -802,7 +933,7 @@ AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim
     for (int task = 0; task < batch * heads; task++) {
         const int b = task / heads, h = task % heads, start = starts[b];
         const float *q = qkv + (size_t)start * ld + h * head_dim;
-        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale,
+        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale, bf16,
                        out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
     }
 }

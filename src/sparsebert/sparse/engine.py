@@ -24,7 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..errors import UserError
 from . import kernels
 from .calibration import runs_faster_sparse
-from .kernels import (CsrMatrix, add_layernorm, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
+from .kernels import (CsrMatrix, add_layernorm, bf16_attention, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
                       to_matrices)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
@@ -160,13 +160,17 @@ class SparseModel(torch.nn.Module):
         self.max_seq_length = position_count(config)  # a sentence model's loader sets its own
         self.encode_refusal = None  # why `encode` must refuse: set by the loader of a folder that pools no sentences
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
+        # Attention in bfloat16 where the weights are int8: its error is of the same order as theirs (within the
+        # int8 model's tolerance), and it is the engine's largest part that pruning does not shrink.
+        self.attention_bf16 = any(m.scales is not None or m.block == 4 for m in matrices.values())
         self.eval()
 
     def summary(self) -> dict:
         linears = [lin for layer in self.layers
                    for lin in (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)]
         sparse = [lin for lin in linears if lin.sparse]
-        return {"kernel": kernels.KERNEL, "matrices": len(linears), "sparse_matrices": len(sparse),
+        return {"kernel": kernels.KERNEL, "attention": "bf16" if self.attention_bf16 else "fp32",
+                "matrices": len(linears), "sparse_matrices": len(sparse),
                 "dense_matrices": len(linears) - len(sparse),
                 "int8_block_matrices": sum(lin.matrix.block == 4 for lin in sparse),
                 "threads": torch.get_num_threads()}
@@ -174,8 +178,9 @@ class SparseModel(torch.nn.Module):
     def describe(self) -> str:
         s = self.summary()
         blocks = f" ({s['int8_block_matrices']} in int8 1x4 blocks)" if s["int8_block_matrices"] else ""
-        return (f"sparse engine ({s['kernel']} kernel, {s['threads']} threads): {s['sparse_matrices']} of "
-                f"{s['matrices']} matrices run sparse{blocks}, {s['dense_matrices']} dense (measured faster here)")
+        return (f"sparse engine ({s['kernel']} kernel, {s['threads']} threads, attention in {s['attention']}): "
+                f"{s['sparse_matrices']} of {s['matrices']} matrices run sparse{blocks}, {s['dense_matrices']} dense "
+                f"(measured faster here)")
 
     def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
         """Output buffers reused across layers and calls of one thread (allocated again only for a bigger batch)."""
@@ -195,7 +200,7 @@ class SparseModel(torch.nn.Module):
             qkv = spread
         q, k, v = qkv.view(batch, length, 3, self.heads, self.hidden // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        context = (bf16_attention if self.attention_bf16 else F.scaled_dot_product_attention)(q, k, v, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(batch * length, self.hidden)
         return out.copy_(context if index is None else context[index])
 
@@ -279,8 +284,8 @@ class SparseModel(torch.nn.Module):
         states = [h] if output_hidden_states else None
         for layer in self.layers:
             qkv = layer.qkv(h, qkv_out)
-            if not (right_padded and packed_attention(qkv, attention_starts, self.heads, context_out, longest)
-                    is not None):
+            if not (right_padded and packed_attention(qkv, attention_starts, self.heads, context_out, longest,
+                                                      self.attention_bf16) is not None):
                 self._padded_attention(qkv, mask, index, context_out)
             attended = layer.attention_out(context_out, attention_out)
             a = add_layernorm(attended, h, *layer.attention_norm, self.eps, attended_out)

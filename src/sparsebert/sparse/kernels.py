@@ -189,7 +189,7 @@ def _load_c_kernel():
     lib.sb_gelu.restype = None
     lib.sb_add_layernorm.argtypes = [i, i, p, p, p, p, ctypes.c_float, p]
     lib.sb_add_layernorm.restype = None
-    lib.sb_attention.argtypes = [i, p, i, i, p, i, ctypes.c_float, p, i, p]
+    lib.sb_attention.argtypes = [i, p, i, i, p, i, ctypes.c_float, i, p, i, p]
     lib.sb_attention.restype = None
     lib.sb_attention_work.argtypes = [i, i]
     lib.sb_attention_work.restype = s
@@ -204,7 +204,8 @@ KERNEL = "numba"
 def use_kernel(name: str) -> str:
     """Runs the C kernel in the width `name` ("avx512" or "avx2"), or the narrower one the processor has;
     returns the one now in use. Every width computes the same sums in the same order (bit for bit the same
-    answers), so this changes speed only."""
+    answers), so this changes speed only; attention in bfloat16 alone sums its products in pairs where AVX-512
+    BF16 runs it, the same answers within fp32 rounding."""
     global KERNEL
     if name not in ISAS:
         raise ValueError(f"kernel {name!r}: the C kernel runs {' or '.join(ISAS)}")
@@ -301,11 +302,12 @@ def add_layernorm(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: 
 
 
 def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: torch.Tensor,
-                     max_length: int | None = None) -> torch.Tensor | None:
+                     max_length: int | None = None, bf16: bool = False) -> torch.Tensor | None:
     """Softmax attention of packed sequences (sequence b: rows starts[b]..starts[b+1] of qkv, whose columns
     are Q, K and V, each heads x head_dim); writes (tokens, heads x head_dim) into out. None where the C kernel
     is not in use or head_dim is not a multiple of 8. `max_length`, the longest sequence, where the caller
-    knows it (the encoder, once for all its layers): the kernel's scratch is sized by it, so never less."""
+    knows it (the encoder, once for all its layers): the kernel's scratch is sized by it, so never less.
+    `bf16`: attention in bfloat16 as `bf16_attention` defines it."""
     hidden = qkv.shape[1] // 3
     head_dim = hidden // heads
     if _C is None or head_dim % 8 or qkv.stride(1) != 1 or out.stride(1) != 1:
@@ -316,8 +318,23 @@ def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: t
         max_length = int((starts[1:] - starts[:-1]).max())
     work = _work(_C.sb_attention_work(max_length, head_dim))
     _C.sb_attention(len(starts) - 1, starts.data_ptr(), heads, head_dim, qkv.data_ptr(), qkv.stride(0),
-                    head_dim ** -0.5, out.data_ptr(), out.stride(0), work.data_ptr())
+                    head_dim ** -0.5, int(bf16), out.data_ptr(), out.stride(0), work.data_ptr())
     return out
+
+
+def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None):
+    """Attention in bfloat16 as the C kernel defines it: Q * scale, K, V and the softmax's exponentials rounded
+    to bfloat16 (to nearest, ties to even), their products summed in fp32, the softmax's sum taken before
+    rounding. (batch, heads, length, head_dim) tensors, the mask True where a key is attended."""
+    def rounded(x):
+        return x.to(torch.bfloat16).float()
+
+    scores = rounded(q * q.shape[-1] ** -0.5) @ rounded(k).transpose(-1, -2)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, -torch.inf)
+    peak = scores.amax(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).min)  # a row with no key: all zero
+    e = torch.exp(scores - peak)
+    return (rounded(e) @ rounded(v)) / e.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
