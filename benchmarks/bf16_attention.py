@@ -1,12 +1,14 @@
-"""How far attention in bfloat16 moves a model with int8 weights: the sparse engine with fp32 attention and with
-bfloat16 attention, each against the model in dense PyTorch fp32, on a task's dev set at its real lengths.
+"""What attention in bfloat16 moves and what it saves, for a model with int8 weights: the sparse engine with fp32
+attention and with bfloat16 attention, each against the model in dense PyTorch fp32 on a task's dev set at its
+real lengths, and each timed on random batches (sequence 128, batch 1 and 32), taking turns round by round.
 
-For each: the largest logit difference, the predictions that change, the dev metric, and the last hidden state's
-relative error (its norm over the dense one's). MODEL is a fine-tuned Hugging Face classifier folder (pruned or
-not; `--sparsity` prunes it by magnitude first); without one, the embedded MiniLM magnitude-pruned with a new,
-random head (its logits are small, so only the hidden states say much). Records the CPU features beside them.
-    python benchmarks/attention_precision.py --model runs/frontier/prune-teacher-mrpc-s0.9-seed1/student \\
-        --task mrpc --json results/export/attention_precision.json
+Per attention: the largest logit difference, the predictions that change, the dev metric, the last hidden
+state's relative error (its norm over the dense one's), and the median ms (min and max) of each batch. MODEL is
+a fine-tuned Hugging Face classifier folder (pruned or not; `--sparsity` prunes it by magnitude first); without
+one, the embedded MiniLM magnitude-pruned to 95% with a new, random head (its logits are small, so only the
+hidden states say much). Records the CPU features beside them.
+    python benchmarks/bf16_attention.py --model runs/frontier/prune-teacher-mrpc-s0.9-seed1 --task mrpc \
+        --json results/export/bf16_attention.json
 """
 
 import argparse
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sparsebert.benchmarking import magnitude_pruned
+from sparsebert.benchmarking import interleaved_rounds, magnitude_pruned, median_ms
 from sparsebert.data import encode, eval_batches
 from sparsebert.loading import load_model
 from sparsebert.metrics import compute_metrics
@@ -29,6 +31,7 @@ parser.add_argument("--model", default=None)
 parser.add_argument("--task", default="mrpc")
 parser.add_argument("--sparsity", type=float, default=None, help="prune MODEL by magnitude first (default: as it is)")
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--rounds", type=int, default=5)
 parser.add_argument("--json", default=None, help="write the record here (default: print only)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
@@ -75,6 +78,26 @@ for attention in ("fp32", "bf16"):
         "max_logit_diff": float((logits - dense_logits).abs().max()),
         "changed_predictions": None if task.is_regression else int((predictions(logits) != predictions(dense_logits)).sum()),
         "last_hidden_relative_error": float((hidden - dense_hidden).norm() / dense_hidden.norm())}
+
+
+def timing(bf16: bool, inputs: dict):
+    def measure():
+        engine.attention_bf16 = bf16
+        return median_ms(lambda: engine(**inputs), 5, 1)
+    return measure
+
+
+random_batches = {}
+for batch in (1, 32):
+    ids = torch.randint(1000, 30000, (batch, 128), generator=torch.Generator().manual_seed(0))
+    random_batches[f"batch {batch} x 128"] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+figures = interleaved_rounds([(attention, {name: timing(attention == "bf16", inputs)
+                                           for name, inputs in random_batches.items()})
+                              for attention in ("fp32", "bf16")], args.rounds)
+for attention, measures in figures.items():
+    record[f"int8 weights, {attention} attention"]["ms"] = {
+        name: {"median": round(sorted(ms)[len(ms) // 2], 2), "min": round(min(ms), 2), "max": round(max(ms), 2)}
+        for name, ms in measures.items()}
 print(json.dumps(record, indent=1))
 if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
