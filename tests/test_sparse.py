@@ -153,6 +153,34 @@ def test_attention_in_bf16_is_one_definition_on_every_kernel_and_the_fall_back(h
         np.testing.assert_allclose(answer.numpy(), expected, atol=2e-6, rtol=1e-5, err_msg=name)
 
 
+def test_attention_in_bf16_rounds_to_nearest_even_on_every_kernel_and_the_fall_back():
+    """A sequence of one token attends only to itself, so its output is its V rounded to bfloat16: the rounding
+    itself, checked bit for bit on values of every magnitude and on exact ties (the low 16 bits 0x8000, either
+    parity), which round to even."""
+    rng = np.random.default_rng(0)
+    heads, head_dim, tokens = 2, 32, 512
+    v = (rng.standard_normal(tokens * heads * head_dim) * 10.0 ** rng.integers(-20, 20, tokens * heads * head_dim))
+    bits = v.astype(np.float32).view(np.uint32)
+    bits[::3] = (bits[::3] & 0xFFFF0000) | 0x8000  # ties
+    v = bits.view(np.float32).reshape(tokens, heads * head_dim)
+    qkv = torch.from_numpy(np.concatenate([np.ones_like(v), np.ones_like(v), v], axis=1))
+    starts = torch.arange(tokens + 1)  # every sequence one token long
+    expected = rounded_to_bf16(v).astype(np.float32)
+    outputs = {}
+    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
+    try:
+        for width in widths:
+            kernels.use_kernel(width)
+            outputs[width] = packed_attention(qkv, starts, heads, torch.empty(tokens, heads * head_dim), bf16=True)
+    finally:
+        if KERNEL != "numba":
+            kernels.use_kernel(KERNEL)
+    q = torch.ones(tokens, heads, 1, head_dim)
+    outputs["pytorch"] = kernels.bf16_attention(q, q, torch.from_numpy(v).view(tokens, heads, 1, head_dim))
+    for name, out in outputs.items():
+        np.testing.assert_array_equal(out.reshape(tokens, -1).numpy(), expected, err_msg=name)
+
+
 def test_fused_kernels_match_pytorch():
     rng = torch.Generator().manual_seed(0)
     a, b = torch.randn(300, 384, generator=rng) * 3, torch.randn(300, 384, generator=rng)

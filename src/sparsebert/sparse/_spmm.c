@@ -602,8 +602,8 @@ size_t sb_attention_work(int max_length, int head_dim) {
  * and the softmax's sum taken before rounding. With AVX-512 BF16 vdpbf16ps sums the products two at a time;
  * elsewhere the fp32 kernels below run on the rounded values, the same sums in another order. */
 /* Rounded by Veltkamp's split (g = x (2^16 + 1), x_hi = g - (g - x)): three operations where the bits take five,
- * and the same value as vcvtneps2bf16 for every finite x below 2^111 (checked for all x of 2^-30 to 2^11). g is
- * an explicit FMA so that the compiler cannot contract g - x into one. */
+ * the same value as vcvtneps2bf16 for normal x below 2^111, ties included (a test checks it bit for bit). g is an
+ * explicit FMA so that the compiler cannot contract g - x into one. */
 AVX2 static inline __m256 round_bf16(__m256 x) {
     const __m256 g = _mm256_fmadd_ps(x, _mm256_set1_ps(65537.0f), _mm256_setzero_ps());
     return _mm256_sub_ps(g, _mm256_sub_ps(g, x));
