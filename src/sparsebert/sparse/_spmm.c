@@ -837,22 +837,27 @@ AVX512_BF16 static void copy_head_bf16(int length, int lp, int head_dim, const f
         }
 }
 
-/* Scores of 4 query rows (qr, rows head_dim apart) against every key, two dims per vdpbf16ps. */
+/* acc[r][0..1] (4 rows x 32 columns) = sum over t < steps of the pairs x[r * x_row + t] times the 32 columns'
+ * pairs y[t * y_step ..][32]: 8 vdpbf16ps a step, each summing two products per column. */
+AVX512_BF16 ALWAYS_INLINE void dot_4x32_bf16(const uint32_t *x, size_t x_row, const uint32_t *y, size_t y_step,
+                                             int steps, __m512 acc[4][2]) {
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int t = 0; t < steps; t++) {
+        const __m512bh y0 = (__m512bh)_mm512_loadu_si512(y + (size_t)t * y_step);
+        const __m512bh y1 = (__m512bh)_mm512_loadu_si512(y + (size_t)t * y_step + 16);
+        for (int r = 0; r < 4; r++) {
+            const __m512bh pair = (__m512bh)_mm512_set1_epi32((int)x[(size_t)r * x_row + t]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pair, y0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pair, y1);
+        }
+    }
+}
+
+/* Scores of 4 query rows (qr, rows head_dim apart) against every key, two dims per product pair. */
 AVX512_BF16 static void scores_bf16(const uint16_t *qr, const uint32_t *kt, int lp, int head_dim, float *sc) {
-    const int words = head_dim / 2;
-    const uint32_t *q = (const uint32_t *)qr;
     for (int j = 0; j < lp; j += 32) {
         __m512 s[4][2];
-        for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
-        for (int c = 0; c < words; c++) {
-            const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt + (size_t)c * lp + j);
-            const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt + (size_t)c * lp + j + 16);
-            for (int r = 0; r < 4; r++) {
-                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)q[(size_t)r * words + c]);
-                s[r][0] = _mm512_dpbf16_ps(s[r][0], x, k0);
-                s[r][1] = _mm512_dpbf16_ps(s[r][1], x, k1);
-            }
-        }
+        dot_4x32_bf16((const uint32_t *)qr, head_dim / 2, kt + j, lp, head_dim / 2, s);
         for (int r = 0; r < 4; r++) {
             _mm512_storeu_ps(sc + (size_t)r * lp + j, s[r][0]);
             _mm512_storeu_ps(sc + (size_t)r * lp + j + 16, s[r][1]);
@@ -874,16 +879,7 @@ AVX512_BF16 static void softmax_pv_bf16(float *sc, uint16_t *p, int lp, int rows
     const int pairs = (length + 1) / 2;  /* past length the exponentials are ~0 and V is 0 */
     for (int c = 0; c < head_dim; c += 32) {
         __m512 a[4][2];
-        for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
-        for (int j = 0; j < pairs; j++) {
-            const __m512bh v0 = (__m512bh)_mm512_loadu_si512(vs + (size_t)j * head_dim + c);
-            const __m512bh v1 = (__m512bh)_mm512_loadu_si512(vs + (size_t)j * head_dim + c + 16);
-            for (int r = 0; r < 4; r++) {
-                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)((const uint32_t *)(p + (size_t)r * lp))[j]);
-                a[r][0] = _mm512_dpbf16_ps(a[r][0], x, v0);
-                a[r][1] = _mm512_dpbf16_ps(a[r][1], x, v1);
-            }
-        }
+        dot_4x32_bf16((const uint32_t *)p, lp / 2, vs + c, head_dim, pairs, a);
         for (int r = 0; r < rows; r++) {
             const __m512 s = _mm512_set1_ps(inv[r]);
             _mm512_storeu_ps(out + (size_t)r * ldo + c, _mm512_mul_ps(a[r][0], s));
