@@ -69,6 +69,7 @@ dense_logits, dense_hidden = run(lambda b: model(**b, output_hidden_states=True)
 engine = from_hf_model(model, values="int8")
 record = {"model": args.model or "embedded MiniLM, new head", "task": task.name, "sparsity": args.sparsity,
           "examples": len(labels), "dense": compute_metrics(task, labels.numpy(), predictions(dense_logits).numpy()),
+          "dense_max_abs_logit": float(dense_logits.abs().max()),
           "machine": machine()}
 for attention in ("fp32", "bf16"):
     engine.attention_bf16 = attention == "bf16"
