@@ -13,6 +13,7 @@ hidden states say much). Records the CPU features beside them.
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -77,7 +78,8 @@ for attention in ("fp32", "bf16"):
     record[f"int8 weights, {attention} attention"] = {
         "metrics": compute_metrics(task, labels.numpy(), predictions(logits).numpy()),
         "max_logit_diff": float((logits - dense_logits).abs().max()),
-        "changed_predictions": None if task.is_regression else int((predictions(logits) != predictions(dense_logits)).sum()),
+        "changed_predictions": (None if task.is_regression
+                                else int((predictions(logits) != predictions(dense_logits)).sum())),
         "last_hidden_relative_error": float((hidden - dense_hidden).norm() / dense_hidden.norm())}
 
 
@@ -97,7 +99,7 @@ figures = interleaved_rounds([(attention, {name: timing(attention == "bf16", inp
                               for attention in ("fp32", "bf16")], args.rounds)
 for attention, measures in figures.items():
     record[f"int8 weights, {attention} attention"]["ms"] = {
-        name: {"median": round(sorted(ms)[len(ms) // 2], 2), "min": round(min(ms), 2), "max": round(max(ms), 2)}
+        name: {"median": round(statistics.median(ms), 2), "min": round(min(ms), 2), "max": round(max(ms), 2)}
         for name, ms in measures.items()}
 print(json.dumps(record, indent=1))
 if args.json:

@@ -24,8 +24,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..errors import UserError
 from . import kernels
 from .calibration import runs_faster_sparse
-from .kernels import (CsrMatrix, add_layernorm, bf16_attention, fused_ffn, gelu_, packed_attention, quantize_activations, spmm,
-                      to_matrices)
+from .kernels import (CsrMatrix, add_layernorm, bf16_attention, fused_ffn, gelu_, packed_attention,
+                      quantize_activations, spmm, to_matrices)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
 SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
@@ -200,7 +200,8 @@ class SparseModel(torch.nn.Module):
             qkv = spread
         q, k, v = qkv.view(batch, length, 3, self.heads, self.hidden // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if bool(mask.all()) else mask[:, None, None, :]
-        context = (bf16_attention if self.attention_bf16 else F.scaled_dot_product_attention)(q, k, v, attn_mask=attn_mask)
+        attend = bf16_attention if self.attention_bf16 else F.scaled_dot_product_attention
+        context = attend(q, k, v, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(batch * length, self.hidden)
         return out.copy_(context if index is None else context[index])
 
