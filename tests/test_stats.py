@@ -17,6 +17,15 @@ def test_sign_flip_p_is_scipys_exact_paired_permutation_test():
         assert sign_flip_p(method - baseline) == pytest.approx(theirs)
 
 
+def test_a_sampled_sign_flip_p_is_never_zero():
+    """Past the exact limit the sign patterns are sampled and may all fall short of the observed one: the p
+    then counts the observed pattern, as scipy's sampled permutation test does, rather than saying 0."""
+    d = np.full(24, 0.01)  # every pair one way: 2 in 2^24 patterns reach it, likely none of a sample
+    p = sign_flip_p(d)
+    assert 0 < p < 1e-4
+    assert pooled_comparison({"mrpc": list(d[:12]), "cola": list(d[12:])})["p"] == pytest.approx(p)
+
+
 def test_t_interval_is_scipys():
     d = np.array([0.01, -0.004, 0.02, 0.013, 0.0, 0.007])
     theirs = stats.ttest_1samp(d, 0).confidence_interval(0.95)
