@@ -150,7 +150,42 @@ def test_attention_in_bf16_is_one_definition_on_every_kernel_and_the_fall_back(h
         got.setdefault("pytorch", torch.empty(len(x), heads * head_dim))[s:e] = (
             kernels.bf16_attention(q, k, v).transpose(0, 1).reshape(e - s, -1))
     for name, answer in got.items():
-        np.testing.assert_allclose(answer.numpy(), expected, atol=2e-6, rtol=1e-5, err_msg=name)
+        error = np.abs(answer.numpy() - expected)
+        # fp32 rounding, but where a score's last bits move an exponential across a bfloat16 rounding boundary
+        # (rare; the order of a path's sums decides it): that weight then moves by 2^-8 of itself
+        assert np.mean(error <= 2e-6 + 1e-5 * np.abs(expected)) > 0.99, name
+        assert error.max() < 1e-2, name
+
+
+def test_attention_in_bf16_runs_on_vdpbf16ps_where_the_processor_has_it():
+    if KERNEL != "avx512" or "avx512_bf16" not in calibration.instruction_sets():
+        pytest.skip("no AVX-512 BF16 here")
+    assert kernels.bf16_products(32) == kernels.bf16_products(64) == "vdpbf16ps"
+    assert kernels.bf16_products(40) == "fp32 products"  # the kernel's pairs of 32 columns do not fit
+    try:
+        kernels.use_kernel("avx2")
+        assert kernels.bf16_products(32) == "fp32 products"
+    finally:
+        kernels.use_kernel(KERNEL)
+
+
+def test_an_int8_model_attends_alike_in_the_kernel_and_in_pytorchs_fall_back(tiny_model, monkeypatch):
+    """Left padding (or no C library) sends attention to PyTorch: an int8 model attends in bfloat16 there too."""
+    from sparsebert.sparse import engine as engine_module
+
+    engine = from_hf_model(pruned_tiny(tiny_model), values="int8", engine="sparse")
+    assert engine.summary()["attention"].startswith("bf16")
+    inputs = batch_of_mixed_lengths()
+    kernel = engine(**inputs, output_hidden_states=True).hidden_states[-1]
+    monkeypatch.setattr(engine_module, "packed_attention", lambda *args, **kwargs: None)
+    fall_back = engine(**inputs, output_hidden_states=True).hidden_states[-1]
+    # the same but where an exponential crosses a bfloat16 rounding boundary (see bf16_attention): one head of
+    # one token then moves by about 1e-3
+    error = (fall_back - kernel).abs()
+    assert float((error <= 1e-4).float().mean()) > 0.98 and float(error.max()) < 1e-2
+    engine.attention_bf16 = False  # and the rounding shows: fp32 attention is further away
+    fp32 = engine(**inputs, output_hidden_states=True).hidden_states[-1]
+    assert float(((fp32 - kernel).abs() > 1e-4).float().mean()) > 0.1
 
 
 def test_attention_in_bf16_rounds_to_nearest_even_on_every_kernel_and_the_fall_back():

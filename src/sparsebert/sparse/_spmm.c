@@ -33,11 +33,18 @@ static int strip_tokens = STRIP_AVX2;
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AVX512_BF16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
+/* Whether this compiler knows vdpbf16ps (GCC 10, clang 9): an older one builds the rest, and attention in
+ * bfloat16 then runs on fp32 products everywhere. */
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10)
+#define HAVE_AVX512_BF16 1
+#else
+#define HAVE_AVX512_BF16 0
+#endif
 
 /* The widest instruction set both the processor and the caller allow: 2 AVX-512 (F, BW, VL, DQ) with VNNI,
  * 1 AVX2 with FMA, 0 neither (the caller then uses its fall-back). Every width computes the same sums in
  * the same order, lane for lane, so the answers do not depend on which one runs (attention in bfloat16 alone
- * sums in pairs where AVX-512 BF16 runs it: the same within fp32 rounding). */
+ * sums in pairs where AVX-512 BF16 runs it: see its definition). */
 enum { ISA_NONE, ISA_AVX2, ISA_AVX512 };
 static int isa = ISA_AVX2;
 /* Whether attention in bfloat16 runs on the processor's own dot products (AVX-512 BF16) rather than on fp32
@@ -58,11 +65,16 @@ int sb_use_isa(int wanted) {
     const int best = sb_cpu_isa();
     isa = wanted < best ? wanted : best;
     strip_tokens = isa == ISA_AVX512 ? STRIP_AVX512 : STRIP_AVX2;
+#if HAVE_AVX512_BF16
     bf16_dot = isa == ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+#endif
     return isa;
 }
 
 int sb_max_threads(void) { return omp_get_max_threads(); }
+
+/* Whether attention in bfloat16 runs on vdpbf16ps (for head sizes that are a multiple of 32). */
+int sb_bf16_dot(void) { return bf16_dot; }
 
 /* exp(x) for x <= 0 (Cephes' single-precision polynomial, relative error ~1e-7) and GELU with erf (BERT's
  * "gelu": 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7),
@@ -600,10 +612,13 @@ size_t sb_attention_work(int max_length, int head_dim) {
 /* Attention in bfloat16 (an int8 model's: its tolerance has room for it) has one definition: Q * scale, K, V
  * and the softmax's exponentials rounded to bfloat16 (to nearest, ties to even), their products summed in fp32,
  * and the softmax's sum taken before rounding. With AVX-512 BF16 vdpbf16ps sums the products two at a time;
- * elsewhere the fp32 kernels below run on the rounded values, the same sums in another order. */
+ * elsewhere the fp32 kernels below run on the rounded values, the same sums in another order. So the paths
+ * agree to fp32 rounding, except where a score's last bits move an exponential across a bfloat16 rounding
+ * boundary: that weight then differs by one bfloat16 step (2^-8 of it), and vdpbf16ps flushes subnormals. */
 /* Rounded by Veltkamp's split (g = x (2^16 + 1), x_hi = g - (g - x)): three operations where the bits take five,
- * the same value as vcvtneps2bf16 for normal x below 2^111, ties included (a test checks it bit for bit). g is an
- * explicit FMA so that the compiler cannot contract g - x into one. */
+ * the same value as vcvtneps2bf16 for normal x below 2^111, ties included (a test checks it bit for bit); -0
+ * gives +0, infinities NaN, subnormals 8 significant bits (none matters here). g is an explicit FMA so that the
+ * compiler cannot contract g - x into one. */
 AVX2 static inline __m256 round_bf16(__m256 x) {
     const __m256 g = _mm256_fmadd_ps(x, _mm256_set1_ps(65537.0f), _mm256_setzero_ps());
     return _mm256_sub_ps(g, _mm256_sub_ps(g, x));
@@ -805,6 +820,7 @@ AVX512 static void softmax_pv_avx512(float *sc, int lp, int rows, int length, in
     pv_rows512(sc, lp, inv, rows, length, head_dim, vs, out, ldo);
 }
 
+#if HAVE_AVX512_BF16
 /* The bfloat16 layouts vdpbf16ps pairs up: Q * scale as [row][dim]; K as [dim pair][key] words, each the
  * key's dims 2c and 2c + 1 (the rows rounded into `rows`, then transposed as 8 x 8 blocks of words); V as
  * [key pair][dim] words, each the dim of keys 2j and 2j + 1. Zero past length. */
@@ -888,12 +904,17 @@ AVX512_BF16 static void softmax_pv_bf16(float *sc, uint16_t *p, int lp, int rows
     }
 }
 
-/* One head of one sequence, four query rows at a time (their scores stay in L1). */
+#endif
+
+/* One head of one sequence, four query rows at a time (their scores stay in L1). `wide`: the AVX-512 kernels;
+ * `bf16`: 0 fp32, 1 bfloat16 on fp32 products, 2 bfloat16 on vdpbf16ps (chosen once a call, so that a width
+ * changed meanwhile cannot mix them). */
 static void attention_head(int length, int head_dim, const float *q, const float *k, const float *v, int ld,
-                           float scale, int bf16, float *out, int ldo, float *work) {
-    const int wide = isa == ISA_AVX512, lp = round_up(length, wide ? KEYS : 16);
+                           float scale, int wide, int bf16, float *out, int ldo, float *work) {
+    const int lp = round_up(length, wide ? KEYS : 16);
     const size_t block = (size_t)lp * head_dim;
-    if (bf16 && bf16_dot && head_dim % 32 == 0) {  /* within the fp32 path's scratch: half-size values */
+#if HAVE_AVX512_BF16
+    if (bf16 == 2) {  /* within the fp32 path's scratch: half-size values */
         uint16_t *qs = (uint16_t *)work, *rows = qs + block, *p = rows + block;
         uint32_t *kt = (uint32_t *)(p + 4 * (size_t)lp), *vs = kt + block / 2;
         float *sc = (float *)(vs + block / 2);
@@ -905,6 +926,7 @@ static void attention_head(int length, int head_dim, const float *q, const float
         }
         return;
     }
+#endif
     float *qs = work, *kt = qs + block, *vs = kt + block, *sc = vs + block;
     copy_head(length, lp, head_dim, q, k, v, ld, scale, bf16, qs, kt, vs);
     for (int i = 0; i < length; i += 4) {
@@ -924,11 +946,12 @@ AVX2 void sb_attention(int batch, const int32_t *starts, int heads, int head_dim
     for (int b = 0; b < batch; b++)
         if (starts[b + 1] - starts[b] > max_length) max_length = starts[b + 1] - starts[b];
     const size_t lp = (size_t)round_up(max_length, KEYS), per_thread = 3 * lp * head_dim + 4 * lp;
+    const int wide = isa == ISA_AVX512, mode = bf16 ? (wide && bf16_dot && head_dim % 32 == 0 ? 2 : 1) : 0;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < batch * heads; task++) {
         const int b = task / heads, h = task % heads, start = starts[b];
         const float *q = qkv + (size_t)start * ld + h * head_dim;
-        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale, bf16,
+        attention_head(starts[b + 1] - start, head_dim, q, q + hidden, q + 2 * hidden, ld, scale, wide, mode,
                        out + (size_t)start * ldo + h * head_dim, ldo, work + omp_get_thread_num() * per_thread);
     }
 }

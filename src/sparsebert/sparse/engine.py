@@ -169,7 +169,8 @@ class SparseModel(torch.nn.Module):
         linears = [lin for layer in self.layers
                    for lin in (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)]
         sparse = [lin for lin in linears if lin.sparse]
-        return {"kernel": kernels.KERNEL, "attention": "bf16" if self.attention_bf16 else "fp32",
+        attention = f"bf16 on {kernels.bf16_products(self.hidden // self.heads)}" if self.attention_bf16 else "fp32"
+        return {"kernel": kernels.KERNEL, "attention": attention,
                 "matrices": len(linears), "sparse_matrices": len(sparse),
                 "dense_matrices": len(linears) - len(sparse),
                 "int8_block_matrices": sum(lin.matrix.block == 4 for lin in sparse),

@@ -193,6 +193,8 @@ def _load_c_kernel():
     lib.sb_attention.restype = None
     lib.sb_attention_work.argtypes = [i, i]
     lib.sb_attention_work.restype = s
+    lib.sb_bf16_dot.argtypes = []
+    lib.sb_bf16_dot.restype = i
     return lib
 
 
@@ -205,7 +207,7 @@ def use_kernel(name: str) -> str:
     """Runs the C kernel in the width `name` ("avx512" or "avx2"), or the narrower one the processor has;
     returns the one now in use. Every width computes the same sums in the same order (bit for bit the same
     answers), so this changes speed only; attention in bfloat16 alone sums its products in pairs where AVX-512
-    BF16 runs it, the same answers within fp32 rounding."""
+    BF16 runs it (`bf16_products`), the same answers to rounding (see `bf16_attention`)."""
     global KERNEL
     if name not in ISAS:
         raise ValueError(f"kernel {name!r}: the C kernel runs {' or '.join(ISAS)}")
@@ -322,10 +324,18 @@ def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: t
     return out
 
 
+def bf16_products(head_dim: int) -> str:
+    """What attention in bfloat16 multiplies on here, for heads of head_dim: "vdpbf16ps" (the C kernel on a
+    processor with AVX-512 BF16, head sizes a multiple of 32) or "fp32 products" (of the same rounded values)."""
+    return "vdpbf16ps" if _C is not None and _C.sb_bf16_dot() and head_dim % 32 == 0 else "fp32 products"
+
+
 def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None):
     """Attention in bfloat16 as the C kernel defines it: Q * scale, K, V and the softmax's exponentials rounded
     to bfloat16 (to nearest, ties to even), their products summed in fp32, the softmax's sum taken before
-    rounding. (batch, heads, length, head_dim) tensors, the mask True where a key is attended."""
+    rounding. (batch, heads, length, head_dim) tensors, the mask True where a key is attended. Every path gives
+    the same to fp32 rounding, except that a score's last bits may move an exponential across a bfloat16
+    rounding boundary (that weight then differs by 2^-8 of itself); a query with no key gives 0."""
     def rounded(x):
         return x.to(torch.bfloat16).float()
 
