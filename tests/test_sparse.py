@@ -107,6 +107,21 @@ def test_the_fused_block_of_two_kinds_of_matrix_gives_its_two_products(up_kind, 
 
 
 
+def on_every_width(run) -> dict:
+    """{width: run()} for each width of the C kernel this processor has (none without the C library), the
+    kernel in use restored after."""
+    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
+    answers = {}
+    try:
+        for width in widths:
+            kernels.use_kernel(width)
+            answers[width] = run()
+        return answers
+    finally:
+        if KERNEL != "numba":
+            kernels.use_kernel(KERNEL)
+
+
 def rounded_to_bf16(x: np.ndarray) -> np.ndarray:
     """fp32 to the nearest bfloat16, ties to even, by its bits (independent of the engine's conversions)."""
     bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
@@ -135,16 +150,8 @@ def test_attention_in_bf16_is_one_definition_on_every_kernel_and_the_fall_back(h
         fp32[s:e] = (exact / exact.sum(-1, keepdims=True) @ v).transpose(1, 0, 2).reshape(e - s, -1)
     assert np.abs(expected - fp32).max() > 1e-3  # the rounding is there to be seen
     x = torch.from_numpy(qkv)
-    got = {}
-    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
-    try:
-        for width in widths:
-            kernels.use_kernel(width)
-            got[width] = packed_attention(x, torch.tensor(starts), heads, torch.empty(len(x), heads * head_dim),
-                                          bf16=True)
-    finally:
-        if KERNEL != "numba":
-            kernels.use_kernel(KERNEL)
+    got = on_every_width(lambda: packed_attention(x, torch.tensor(starts), heads,
+                                                  torch.empty(len(x), heads * head_dim), bf16=True))
     for s, e in zip(starts[:-1], starts[1:]):  # the fall-back, one sequence at a time
         q, k, v = x[s:e].view(e - s, 3, heads, head_dim).permute(1, 2, 0, 3)
         got.setdefault("pytorch", torch.empty(len(x), heads * head_dim))[s:e] = (
@@ -201,15 +208,8 @@ def test_attention_in_bf16_rounds_to_nearest_even_on_every_kernel_and_the_fall_b
     qkv = torch.from_numpy(np.concatenate([np.ones_like(v), np.ones_like(v), v], axis=1))
     starts = torch.arange(tokens + 1)  # every sequence one token long
     expected = rounded_to_bf16(v).astype(np.float32)
-    outputs = {}
-    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
-    try:
-        for width in widths:
-            kernels.use_kernel(width)
-            outputs[width] = packed_attention(qkv, starts, heads, torch.empty(tokens, heads * head_dim), bf16=True)
-    finally:
-        if KERNEL != "numba":
-            kernels.use_kernel(KERNEL)
+    outputs = on_every_width(lambda: packed_attention(qkv, starts, heads, torch.empty(tokens, heads * head_dim),
+                                                      bf16=True))
     q = torch.ones(tokens, heads, 1, head_dim)
     outputs["pytorch"] = kernels.bf16_attention(q, q, torch.from_numpy(v).view(tokens, heads, 1, head_dim))
     for name, out in outputs.items():
@@ -305,15 +305,11 @@ def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_ev
     ids = torch.randint(5, 500, (len(lengths), 512), generator=torch.Generator().manual_seed(1))
     mask = (torch.arange(512)[None, :] < torch.tensor(lengths)[:, None]).long()
     inputs = {"input_ids": ids.masked_fill(mask == 0, config.pad_token_id), "attention_mask": mask}
-    widths = [w for w in ("avx512", "avx2") if KERNEL != "numba" and kernels.use_kernel(w) == w]
-    try:
-        for width in widths:
-            kernels.use_kernel(width)
-            for engine in ("sparse", "auto"):  # auto: each matrix timed both ways first, as load_sparse runs
-                assert_same_as_dense(model, from_hf_model(model, engine=engine), inputs, 2e-4)
-    finally:
-        if KERNEL != "numba":
-            kernels.use_kernel(KERNEL)
+    def every_engine():
+        for engine in ("sparse", "auto"):  # auto: each matrix timed both ways first, as load_sparse runs
+            assert_same_as_dense(model, from_hf_model(model, engine=engine), inputs, 2e-4)
+
+    on_every_width(every_engine)
     monkeypatch.setattr(kernels, "_C", None)
     assert_same_as_dense(model, from_hf_model(model, engine="sparse"), inputs, 2e-4)
 
