@@ -78,9 +78,13 @@ int sb_bf16_dot(void) { return bf16_dot; }
 
 /* exp(x) for x <= 0 (Cephes' single-precision polynomial, relative error ~1e-7) and GELU with erf (BERT's
  * "gelu": 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7),
- * written once for both widths: V the vector type, VI its integer type, P the intrinsics' prefix, B the bits.
- * Each width runs the same operations lane for lane, so both give the same values. */
-#define DEFINE_EXP_GELU(TARGET, V, VI, P, B, SUFFIX)                                                               \
+ * and x rounded to bfloat16 by Veltkamp's split (g = x (2^16 + 1), x_hi = g - (g - x)): three operations where the
+ * bits take five, the same value as vcvtneps2bf16 for normal x below 2^111, ties included (a test checks it bit
+ * for bit); -0 gives +0, infinities NaN, subnormals 8 significant bits (none matters in attention); g is an
+ * explicit FMA so that the compiler cannot contract g - x into one. Written once for both widths: V the vector
+ * type, VI its integer type, P the intrinsics' prefix, B the bits. Each width runs the same operations lane for
+ * lane, so both give the same values. */
+#define DEFINE_VECTOR_MATH(TARGET, V, VI, P, B, SUFFIX)                                                            \
 TARGET static inline V exp_neg##SUFFIX(V x) {                                                                      \
     x = P##_max_ps(x, P##_set1_ps(-87.0f));                                                                        \
     V fx = P##_floor_ps(P##_fmadd_ps(x, P##_set1_ps(1.44269504088896341f), P##_set1_ps(0.5f)));                    \
@@ -111,9 +115,13 @@ TARGET static inline V gelu##SUFFIX(V x) {                                      
                               P##_set1_ps(1.0f));                                                                  \
     V erf = P##_or_ps(erf_abs, P##_and_ps(z, sign_mask));                                                          \
     return P##_mul_ps(P##_mul_ps(P##_set1_ps(0.5f), x), P##_add_ps(P##_set1_ps(1.0f), erf));                       \
+}                                                                                                                  \
+TARGET static inline V round_bf16##SUFFIX(V x) {                                                                   \
+    const V g = P##_fmadd_ps(x, P##_set1_ps(65537.0f), P##_setzero_ps());                                          \
+    return P##_sub_ps(g, P##_sub_ps(g, x));                                                                        \
 }
-DEFINE_EXP_GELU(AVX2, __m256, __m256i, _mm256, 256, )
-DEFINE_EXP_GELU(AVX512, __m512, __m512i, _mm512, 512, 512)
+DEFINE_VECTOR_MATH(AVX2, __m256, __m256i, _mm256, 256, )
+DEFINE_VECTOR_MATH(AVX512, __m512, __m512i, _mm512, 512, 512)
 
 /* An 8 x 8 block of floats transposed in registers: r[i] holds row i on entry and column i on return. */
 AVX2 static inline void transpose8(__m256 r[8]) {
@@ -614,20 +622,8 @@ size_t sb_attention_work(int max_length, int head_dim) {
  * and the softmax's sum taken before rounding. With AVX-512 BF16 vdpbf16ps sums the products two at a time;
  * elsewhere the fp32 kernels below run on the rounded values, the same sums in another order. So the paths
  * agree to fp32 rounding, except where a score's last bits move an exponential across a bfloat16 rounding
- * boundary: that weight then differs by one bfloat16 step (2^-8 of it), and vdpbf16ps flushes subnormals. */
-/* Rounded by Veltkamp's split (g = x (2^16 + 1), x_hi = g - (g - x)): three operations where the bits take five,
- * the same value as vcvtneps2bf16 for normal x below 2^111, ties included (a test checks it bit for bit); -0
- * gives +0, infinities NaN, subnormals 8 significant bits (none matters here). g is an explicit FMA so that the
- * compiler cannot contract g - x into one. */
-AVX2 static inline __m256 round_bf16(__m256 x) {
-    const __m256 g = _mm256_fmadd_ps(x, _mm256_set1_ps(65537.0f), _mm256_setzero_ps());
-    return _mm256_sub_ps(g, _mm256_sub_ps(g, x));
-}
-
-AVX512 static inline __m512 round_bf16_512(__m512 x) {
-    const __m512 g = _mm512_fmadd_ps(x, _mm512_set1_ps(65537.0f), _mm512_setzero_ps());
-    return _mm512_sub_ps(g, _mm512_sub_ps(g, x));
-}
+ * boundary: that weight then differs by one bfloat16 step (2^-8 of it), and vdpbf16ps flushes subnormals. The
+ * fp32 kernels round with round_bf16 (above). */
 
 /* Q * scale and V into [row][dim] and K into [dim][key] (zero past length), 8 x 8 blocks at a time, rounded
  * to bfloat16 where `bf16`: rows of qkv lie 3 x hidden floats apart, a stride that maps V's rows onto a few
@@ -683,7 +679,7 @@ AVX512 static float softmax_row512(float *row, int length, int lp, int bf16) {
     __m256 sum = _mm256_setzero_ps();
     for (int j = 0; j < lp; j += 16) {
         __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(row + j), mx));
-        _mm512_storeu_ps(row + j, bf16 ? round_bf16_512(e) : e);
+        _mm512_storeu_ps(row + j, bf16 ? round_bf16512(e) : e);
         sum = _mm256_add_ps(_mm256_add_ps(sum, _mm512_castps512_ps256(e)), _mm512_extractf32x8_ps(e, 1));
     }
     return 1.0f / sum_lanes(sum);  /* the same order in both widths */
