@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sparsebert.benchmarking import interleaved_rounds, magnitude_pruned, median_ms
+from sparsebert.benchmarking import interleaved_rounds, magnitude_pruned, median_ms, synthetic_inputs
 from sparsebert.data import encode, eval_batches
 from sparsebert.loading import load_model
 from sparsebert.metrics import compute_metrics
@@ -90,10 +90,7 @@ def timing(bf16: bool, inputs: dict):
     return measure
 
 
-random_batches = {}
-for batch in (1, 32):
-    ids = torch.randint(1000, 30000, (batch, 128), generator=torch.Generator().manual_seed(0))
-    random_batches[f"batch {batch} x 128"] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+random_batches = {f"batch {batch} x 128": synthetic_inputs(model.config.vocab_size, batch, 128) for batch in (1, 32)}
 figures = interleaved_rounds([(attention, {name: timing(attention == "bf16", inputs)
                                            for name, inputs in random_batches.items()})
                               for attention in ("fp32", "bf16")], args.rounds)
