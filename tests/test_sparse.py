@@ -288,6 +288,21 @@ def test_engine_hidden_states_match_the_dense_model(tiny_model, mode, left_padde
     assert_same_as_dense(model, engine, single, 1e-4)
 
 
+@pytest.mark.parametrize("values", ["fp32", "int8"])
+def test_a_layer_in_one_call_gives_the_hidden_states_of_a_call_per_step_bit_for_bit(tiny_model, values):
+    """A layer whose matrices all run sparse runs in one C call: the same kernels in the same order as the
+    engine's call per step, so the same hidden states, in a batch of mixed lengths and in a batch of one."""
+    engine = from_hf_model(pruned_tiny(tiny_model), values=values, engine="sparse")
+    assert all(layer.one_call is not None for layer in engine.layers)
+    batches = [batch_of_mixed_lengths(), {k: v[:1, :7] for k, v in batch_of_mixed_lengths().items()}]
+    one_call = [engine(**inputs, output_hidden_states=True).hidden_states for inputs in batches]
+    for layer in engine.layers:
+        layer.one_call = None
+    for inputs, expected in zip(batches, one_call):
+        got = engine(**inputs, output_hidden_states=True).hidden_states
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
 @pytest.mark.parametrize("model_type,head_dim", [("bert", 64), ("roberta", 32), ("xlm-roberta", 64), ("electra", 32)])
 def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_every_kernel(model_type, head_dim,
                                                                                            monkeypatch):

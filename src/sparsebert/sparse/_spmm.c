@@ -514,10 +514,15 @@ size_t sb_product_work(int tokens, const Matrix *m1, const Matrix *m2) {
     return (strips > threads ? strips : threads) * strip_floats(m1, NULL);
 }
 
+/* Whether a product runs strip by strip, each thread on whole strips (else its rows are shared out). */
+static int streams(int tokens, const Matrix *m1, const Matrix *m2) {
+    return whole_strips(strips_of(tokens), threads_for(tokens, m1, m2));
+}
+
 int sb_product(int tokens, const float *x, int ldx, const Matrix *m1, int act, const Matrix *m2, float *out, int ldo,
                float *work) {
     const int strips = strips_of(tokens), threads = threads_for(tokens, m1, m2);
-    const int streaming = whole_strips(strips, threads);
+    const int streaming = streams(tokens, m1, m2);
     const Matrix *last = m2 ? m2 : m1;
     const size_t per_strip = strip_floats(m1, m2);
     if (m2 && !streaming) return 0;
@@ -957,6 +962,52 @@ AVX2 void sb_gelu(float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n / 8; i++) _mm256_storeu_ps(x + 8 * i, gelu(_mm256_loadu_ps(x + 8 * i)));
     for (size_t i = n / 8 * 8; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+/* ---- One encoder layer in one call ----
+ * A layer whose four matrices run sparse, with erf GELU, on right-padded (packed) sequences: the engine's calls
+ * for it made from here, the same kernels in the same order as the engine makes them one by one (so the same
+ * answers, bit for bit), without a return to Python between them, which for one short sentence costs more than
+ * its products. */
+typedef struct {
+    Matrix qkv, attention_out, up, down;
+    const float *attention_norm_weight, *attention_norm_bias, *output_norm_weight, *output_norm_bias;
+} Layer;
+
+static size_t aligned(size_t floats) { return (floats + 15) & ~(size_t)15; } /* 64 bytes */
+
+static size_t larger(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Scratch floats for sb_layer: the layer's intermediate results, then the kernels' own work. */
+size_t sb_layer_work(int tokens, const Layer *l, int max_length, int heads) {
+    const size_t t = (size_t)tokens, hidden = (size_t)l->attention_out.out_f;
+    const size_t up = streams(tokens, &l->up, &l->down) ? 0 : t * l->up.out_f;
+    size_t work = sb_attention_work(max_length, (int)hidden / heads);
+    work = larger(work, sb_product_work(tokens, &l->qkv, NULL));
+    work = larger(work, sb_product_work(tokens, &l->attention_out, NULL));
+    work = larger(work, up ? larger(sb_product_work(tokens, &l->up, NULL), sb_product_work(tokens, &l->down, NULL))
+                           : sb_product_work(tokens, &l->up, &l->down));
+    return aligned(t * 3 * hidden) + 3 * aligned(t * hidden) + aligned(up) + work;
+}
+
+/* out = the layer applied to h (tokens, hidden), both token-major; out may be h. Sequence b holds the rows
+ * [starts[b], starts[b + 1]); work: sb_layer_work() floats, 64-byte aligned. */
+void sb_layer(int tokens, const float *h, const Layer *l, int sequences, const int32_t *starts, int heads,
+              float scale, int bf16, float eps, float *out, float *work) {
+    const int hidden = l->attention_out.out_f, inter = l->up.out_f;
+    const size_t t = (size_t)tokens;
+    float *qkv = work, *context = qkv + aligned(t * 3 * hidden), *attended = context + aligned(t * hidden);
+    float *down = attended + aligned(t * hidden), *up = down + aligned(t * hidden);
+    float *scratch = up + (streams(tokens, &l->up, &l->down) ? 0 : aligned(t * inter));
+    sb_product(tokens, h, hidden, &l->qkv, 0, NULL, qkv, 3 * hidden, scratch);
+    sb_attention(sequences, starts, heads, hidden / heads, qkv, 3 * hidden, scale, bf16, context, hidden, scratch);
+    sb_product(tokens, context, hidden, &l->attention_out, 0, NULL, attended, hidden, scratch);
+    sb_add_layernorm(tokens, hidden, attended, h, l->attention_norm_weight, l->attention_norm_bias, eps, attended);
+    if (!sb_product(tokens, attended, hidden, &l->up, 1, &l->down, down, hidden, scratch)) {
+        sb_product(tokens, attended, hidden, &l->up, 1, NULL, up, inter, scratch);
+        sb_product(tokens, up, inter, &l->down, 0, NULL, down, hidden, scratch);
+    }
+    sb_add_layernorm(tokens, hidden, down, attended, l->output_norm_weight, l->output_norm_bias, eps, out);
 }
 
 /* A module object, so that the install builds and finds this file like any extension; the functions

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..errors import UserError
 from . import kernels
 from .calibration import runs_faster_sparse
-from .kernels import (CsrMatrix, add_layernorm, bf16_attention, fused_ffn, gelu_, packed_attention,
-                      quantize_activations, spmm, to_matrices)
+from .kernels import (CsrMatrix, add_layernorm, bf16_attention, c_layer, encoder_layer, fused_ffn, gelu_,
+                      packed_attention, quantize_activations, spmm, to_matrices)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions counted from padding_idx + 1
 SUPPORTED = ("bert", "electra", *ROBERTA_LIKE)
@@ -84,6 +85,11 @@ class EngineLayer:
     ffn_up: EngineLinear
     ffn_down: EngineLinear
     output_norm: tuple[torch.Tensor, torch.Tensor]
+    one_call: kernels.CLayer | None = None  # the whole layer in one C call, where it can run so
+
+    def __post_init__(self):
+        self.attention_norm = tuple(t.float().contiguous() for t in self.attention_norm)
+        self.output_norm = tuple(t.float().contiguous() for t in self.output_norm)
 
 
 def concat_rows(matrices: list[CsrMatrix]) -> CsrMatrix:
@@ -149,6 +155,12 @@ class SparseModel(torch.nn.Module):
                 ffn_up=linear([p + "intermediate.dense"], (config.intermediate_size, hidden)),
                 ffn_down=linear([p + "output.dense"], (hidden, config.intermediate_size)),
                 output_norm=(tensors[p + "output.LayerNorm.weight"], tensors[p + "output.LayerNorm.bias"])))
+        if self.activation is None and (hidden // self.heads) % 8 == 0:  # erf GELU, heads the C attention takes
+            for layer in self.layers:
+                linears = (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)
+                if all(lin.sparse for lin in linears):
+                    layer.one_call = c_layer(*(lin.matrix for lin in linears), layer.attention_norm,
+                                             layer.output_norm)
         dense_name, self.head_activation, out_name = HEADS[config.model_type]
         if config.model_type == "bert":
             dense_name = f"{prefix}.{dense_name}"
@@ -206,6 +218,25 @@ class SparseModel(torch.nn.Module):
         context = context.transpose(1, 2).reshape(batch * length, self.hidden)
         return out.copy_(context if index is None else context[index])
 
+    def _layer_in_steps(self, layer: EngineLayer, h: torch.Tensor, attend, out: torch.Tensor) -> torch.Tensor:
+        """One encoder layer, a call per step (where a matrix runs dense, the activation is not erf GELU or the
+        attention is PyTorch's): the same steps as `encoder_layer` takes in one call."""
+        tokens, hidden = h.shape
+        qkv_out, context_out, attention_out, attended_out, down = (
+            self._buffer(name, tokens, width) for name, width in (
+                ("qkv", 3 * hidden), ("context", hidden), ("attention_out", hidden), ("attended", hidden),
+                ("ffn_down", hidden)))
+        attended = layer.attention_out(attend(layer.qkv(h, qkv_out), context_out), attention_out)
+        a = add_layernorm(attended, h, *layer.attention_norm, self.eps, attended_out)
+        erf_gelu = self.activation is None  # fused into the kernels
+        if not (erf_gelu and layer.ffn_up.sparse and layer.ffn_down.sparse
+                and fused_ffn(a, layer.ffn_up.matrix, layer.ffn_down.matrix, down) is not None):
+            up = layer.ffn_up(a, self._buffer("ffn_up", tokens, layer.ffn_up.out_features), gelu=erf_gelu)
+            if not erf_gelu:
+                self.activation(up)
+            layer.ffn_down(up, down)
+        return add_layernorm(down, a, *layer.output_norm, self.eps, out)
+
     def _embeddings(self, ids, token_types, positions) -> torch.Tensor:
         # into the reused buffers: on some machines fresh tensors of this size cost more in page faults than
         # the gathers themselves; summed as Hugging Face sums them, (word + token type) + position
@@ -236,20 +267,35 @@ class SparseModel(torch.nn.Module):
             raise UserError("encode needs the model's tokenizer: load the model with sparsebert.load_sparse(FOLDER)")
         if isinstance(sentences, str):
             raise TypeError("encode takes a list of sentences; for one, give [sentence]")
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # like lengths together: less padding
         out = np.empty((len(sentences), self.hidden), np.float32)
         for start in range(0, len(sentences), batch_size):
-            rows = order[start:start + batch_size]
-            enc = self.tokenizer([sentences[i] for i in rows], padding=True, truncation=True,
-                                 max_length=self.max_seq_length, return_tensors="pt")
+            batch = sentences[start:start + batch_size]
+            # unpadded: the sentences' tokens go into the engine packed, as the tokenizer gives them
+            enc = self.tokenizer(batch, truncation=True, max_length=self.max_seq_length, return_token_type_ids=True,
+                                 return_attention_mask=False)
+            lengths = np.fromiter(map(len, enc["input_ids"]), np.int64, len(batch))
+            starts = np.zeros(len(batch) + 1, np.int32)
+            np.cumsum(lengths, out=starts[1:])
+            tokens = int(starts[-1])
+
+            def packed(lists):
+                return torch.from_numpy(np.fromiter(chain.from_iterable(lists), np.int64, tokens))
+
+            first = self.padding_idx + 1 if self.padding_idx is not None else 0  # RoBERTa's positions
+            positions = np.arange(first, first + tokens) - np.repeat(starts[:-1], lengths)
             with torch.inference_mode():
-                pooled = self._forward(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), False,
-                                       pooling="mean")
-            out[rows] = (F.normalize(pooled, dim=-1) if normalize else pooled).numpy()
+                h, _ = self._encoder(packed(enc["input_ids"]), packed(enc["token_type_ids"]),
+                                     torch.from_numpy(positions), torch.from_numpy(starts), None, False)
+            pooled = np.add.reduceat(h.numpy(), starts[:-1], axis=0) / lengths[:, None].astype(np.float32)
+            if normalize:  # as torch.nn.functional.normalize
+                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[start:start + len(batch)] = pooled
         return out
 
-    def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states, pooling="first"):
-        if pooling == "first" and self.head_out is None:
+    def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states):
+        """A Hugging Face classifier's forward: the batch's tokens packed (padding left out), then the encoder and
+        the head on each sequence's first token."""
+        if self.head_out is None:
             raise UserError("this model has no task head: it gives sentence embeddings (model.encode(sentences) or "
                             "sparsebert embed), not labels")
         batch, length = input_ids.shape
@@ -271,41 +317,12 @@ class SparseModel(torch.nn.Module):
         def pack(t):
             return t.flatten()[index] if padded else t.flatten()
 
-        h = self._embeddings(pack(input_ids), pack(token_type_ids), pack(positions))
-        tokens, hidden = h.shape[0], self.hidden
-        lengths = keep.sum(1)
-        # Sequences whose real tokens come first (right padding) are attended packed, as they are stored.
-        starts = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+        # Sequences whose real tokens come first (right padding) are attended packed, as they are stored; others
+        # (left padding) spread out to the padded batch.
         right_padded = bool((mask == keep).all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
-        attention_starts, longest = starts.to(torch.int32).contiguous(), int(lengths.max())
-        # every layer writes into the same buffers: each layer's input has been read before they are written
-        qkv_out, context_out, attention_out, attended_out, down, hidden_out = (
-            self._buffer(name, tokens, width) for name, width in (
-                ("qkv", 3 * hidden), ("context", hidden), ("attention_out", hidden), ("attended", hidden),
-                ("ffn_down", hidden), ("hidden", hidden)))
-        states = [h] if output_hidden_states else None
-        for layer in self.layers:
-            qkv = layer.qkv(h, qkv_out)
-            if not (right_padded and packed_attention(qkv, attention_starts, self.heads, context_out, longest,
-                                                      self.attention_bf16) is not None):
-                self._padded_attention(qkv, mask, index, context_out)
-            attended = layer.attention_out(context_out, attention_out)
-            a = add_layernorm(attended, h, *layer.attention_norm, self.eps, attended_out)
-            erf_gelu = self.activation is None  # fused into the kernels
-            if not (erf_gelu and layer.ffn_up.sparse and layer.ffn_down.sparse
-                    and fused_ffn(a, layer.ffn_up.matrix, layer.ffn_down.matrix, down) is not None):
-                up = layer.ffn_up(a, self._buffer("ffn_up", tokens, layer.ffn_up.out_features), gelu=erf_gelu)
-                if not erf_gelu:
-                    self.activation(up)
-                layer.ffn_down(up, down)
-            h = add_layernorm(down, a, *layer.output_norm, self.eps, hidden_out)
-            if states is not None:
-                states.append(h.clone())
-        if pooling == "mean":  # over each sequence's real tokens (the first is kept even where it is padding)
-            real = pack(mask).to(h.dtype)
-            sums = h.new_zeros(batch, hidden).index_add_(0, torch.repeat_interleave(torch.arange(batch), lengths),
-                                                         h * real[:, None])
-            return sums / mask.sum(1, keepdim=True).clamp(min=1)
+        starts = torch.cat([keep.new_zeros(1, dtype=torch.int32), torch.cumsum(keep.sum(1), 0, dtype=torch.int32)])
+        h, states = self._encoder(pack(input_ids), pack(token_type_ids), pack(positions), starts,
+                                  None if right_padded else (mask, index), output_hidden_states)
         pooled = h[starts[:-1]]
         if self.head_dense is not None:
             pooled = self.head_activation(F.linear(pooled, *self.head_dense))
@@ -313,12 +330,46 @@ class SparseModel(torch.nn.Module):
         hidden_states = None
         if states is not None:
             def unpack(s):
-                full = s.new_zeros(batch * length, hidden)
+                full = s.new_zeros(batch * length, self.hidden)
                 full[index if padded else slice(None)] = s
-                return full.view(batch, length, hidden)
+                return full.view(batch, length, self.hidden)
 
             hidden_states = tuple(unpack(s) for s in states)
         return SequenceClassifierOutput(logits=logits, hidden_states=hidden_states)
+
+    def _encoder(self, ids, token_types, positions, starts, padding, output_hidden_states):
+        """The encoder on packed sequences (sequence b: rows starts[b] to starts[b + 1] of ids, token_types and
+        positions; starts int32); `padding` (mask, index of the packed tokens in the padded batch) where they must be
+        spread out to be attended, else None. Returns the last hidden state (tokens, hidden) and, if asked, every
+        layer's."""
+        h = self._embeddings(ids, token_types, positions)
+        lengths = starts[1:] - starts[:-1]
+        longest = int(lengths.max())
+
+        def attend(qkv, out):  # packed where the C kernel can, else PyTorch's on the padded batch
+            if padding is None and packed_attention(qkv, starts, self.heads, out, longest,
+                                                    self.attention_bf16) is not None:
+                return out
+            return self._padded_attention(qkv, *(padding or right_padding(lengths)), out)
+
+        # every layer writes into the same buffer: each layer's input has been read before it is written
+        hidden_out = self._buffer("hidden", h.shape[0], self.hidden)
+        states = [h] if output_hidden_states else None
+        for layer in self.layers:
+            if layer.one_call is not None and padding is None:
+                h = encoder_layer(h, layer.one_call, starts, longest, self.heads, self.attention_bf16, self.eps,
+                                  hidden_out)
+            else:
+                h = self._layer_in_steps(layer, h, attend, hidden_out)
+            if states is not None:
+                states.append(h.clone())
+        return h, states
+
+
+def right_padding(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, index of the packed tokens in the batch) for sequences of these lengths padded on the right."""
+    mask = torch.arange(int(lengths.max())) < lengths[:, None]
+    return mask, mask.flatten().nonzero().squeeze(1)
 
 
 def from_hf_model(model, tokenizer=None, values: str = "fp32", engine: str = "auto") -> SparseModel:

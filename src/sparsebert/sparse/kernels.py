@@ -170,6 +170,14 @@ class CMatrix(ctypes.Structure):
         (name, ctypes.c_void_p) for name in ("offsets", "cols", "f32", "i8", "scales", "row_sums", "bias")]
 
 
+class CLayer(ctypes.Structure):
+    """An encoder layer as the C kernel's `Layer` reads it: its four matrices (copies of their CMatrix views) and
+    its two LayerNorms."""
+    _fields_ = [(name, CMatrix) for name in ("qkv", "attention_out", "up", "down")] + [
+        (name, ctypes.c_void_p) for name in ("attention_norm_weight", "attention_norm_bias", "output_norm_weight",
+                                             "output_norm_bias")]
+
+
 def _load_c_kernel():
     try:
         from . import _spmm
@@ -195,6 +203,11 @@ def _load_c_kernel():
     lib.sb_attention_work.restype = s
     lib.sb_bf16_dot.argtypes = []
     lib.sb_bf16_dot.restype = i
+    layer = ctypes.POINTER(CLayer)
+    lib.sb_layer_work.argtypes = [i, layer, i, i]
+    lib.sb_layer_work.restype = s
+    lib.sb_layer.argtypes = [i, p, layer, i, p, i, ctypes.c_float, i, ctypes.c_float, p, p]
+    lib.sb_layer.restype = None
     return lib
 
 
@@ -321,6 +334,28 @@ def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, out: t
     work = _work(_C.sb_attention_work(max_length, head_dim))
     _C.sb_attention(len(starts) - 1, starts.data_ptr(), heads, head_dim, qkv.data_ptr(), qkv.stride(0),
                     head_dim ** -0.5, int(bf16), out.data_ptr(), out.stride(0), work.data_ptr())
+    return out
+
+
+def c_layer(qkv: CsrMatrix, attention_out: CsrMatrix, up: CsrMatrix, down: CsrMatrix,
+            attention_norm: tuple[torch.Tensor, torch.Tensor],
+            output_norm: tuple[torch.Tensor, torch.Tensor]) -> CLayer | None:
+    """An encoder layer for `encoder_layer`, its matrices with their biases set; None where the C kernel is not in
+    use. It points into these arrays and tensors (fp32, contiguous): they must outlive it, unchanged."""
+    if _C is None:
+        return None
+    norms = [t.data_ptr() for t in (*attention_norm, *output_norm)]
+    return CLayer(qkv.c_matrix, attention_out.c_matrix, up.c_matrix, down.c_matrix, *norms)
+
+
+def encoder_layer(h: torch.Tensor, layer: CLayer, starts: torch.Tensor, max_length: int, heads: int, bf16: bool,
+                  eps: float, out: torch.Tensor) -> torch.Tensor:
+    """One encoder layer in one C call (erf GELU; packed, right-padded sequences as `packed_attention` takes them,
+    `starts` int32): the same kernels in the same order as the engine's calls one by one, so the same answers."""
+    hidden = h.shape[1]
+    work = _work(_C.sb_layer_work(h.shape[0], layer, max_length, heads))
+    _C.sb_layer(h.shape[0], h.data_ptr(), layer, len(starts) - 1, starts.data_ptr(), heads,
+                (hidden // heads) ** -0.5, int(bf16), eps, out.data_ptr(), work.data_ptr())
     return out
 
 
