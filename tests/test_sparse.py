@@ -453,6 +453,23 @@ def test_export_round_trip(tiny_model, tmp_path, values):
     assert report["pruned_compressed_bytes"] == expected
 
 
+def test_export_says_when_int8_values_move_the_logits_past_their_tolerance(tiny_model, tmp_path):
+    model = pruned_tiny(tiny_model)
+    with torch.no_grad():  # a large weight in every row: its int8 steps are coarse for the others
+        for m in find_targets(model).values():
+            m.weight[:, 0] = m.weight.abs().max() * 1000
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    moved = {}
+    for values in ("int8", "fp32"):
+        result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / values), "--values", values)
+        assert result.returncode == 0, result.stderr
+        moved[values] = json.loads((tmp_path / values / "export_report.json").read_text())["max_logit_diff_vs_dense"]
+        noted = "note: int8 values move this model's logits" in result.stdout
+        assert noted == (moved[values] > 1e-2 and values == "int8"), (values, moved[values], result.stdout)
+    assert moved["int8"] > 1e-2 > moved["fp32"]
+
+
 def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_path):
     model = pruned_tiny(tiny_model)
     model.save_pretrained(tmp_path / "pruned")

@@ -17,6 +17,9 @@ from ..models import load_tokenizer, resolve_model_path, save_model
 from ..output_folders import prepare_output_dir, write_json
 from ..sparse.format import export_model, named_state, read_export
 
+# The largest logit difference from the dense model an int8 export should keep to; past it the export says so
+# (calibrated probabilities move with the logits, predictions rarely do).
+INT8_LOGIT_TOLERANCE = 1e-2
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
 
@@ -86,4 +89,8 @@ def run(config: ExportConfig) -> dict:
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "
           f"MiB ({report['folder_compression']}x); {agreement} of dense; "
           f"report: {out / 'export_report.json'}")
+    if classifier and config.values == "int8" and report["max_logit_diff_vs_dense"] > INT8_LOGIT_TOLERANCE:
+        print(f"note: int8 values move this model's logits by up to {report['max_logit_diff_vs_dense']:.2g} on the "
+              f"sample (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter (probabilities), "
+              "export with --values fp16")
     return report

@@ -155,12 +155,13 @@ def dense_to_csr(weight: np.ndarray):
 
 
 def quantize_rows(values: np.ndarray, row_offsets: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: value ~ scale[row] * q, q in [-levels, levels], scale = max |value| / levels."""
+    """Symmetric per row: value ~ scale[row] * q, q in [-levels, levels] (int8 up to 127 levels, else int16),
+    scale = max |value| / levels."""
     rows = np.repeat(np.arange(len(row_offsets) - 1), np.diff(row_offsets))
     peak = np.zeros(len(row_offsets) - 1, np.float32)
     np.maximum.at(peak, rows, np.abs(values).astype(np.float32))
     scales = np.where(peak > 0, peak / levels, 1).astype(np.float32)
-    q = np.clip(np.rint(values / scales[rows]), -levels, levels).astype(np.int8)
+    q = np.clip(np.rint(values / scales[rows]), -levels, levels).astype(np.int8 if levels <= 127 else np.int16)
     return q, scales
 
 
