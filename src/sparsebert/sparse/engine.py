@@ -20,6 +20,7 @@ from itertools import chain
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import UserError
@@ -172,6 +173,7 @@ class SparseModel(torch.nn.Module):
         self.max_seq_length = position_count(config)  # a sentence model's loader sets its own
         self.encode_refusal = None  # why `encode` must refuse: set by the loader of a folder that pools no sentences
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
+        self._sentence_tokenizer = None  # (max_seq_length, the tokenizer's Rust backend set to it), made by encode
         # Attention in bfloat16 where the weights are int8: its error is of the same order as theirs (within the
         # int8 model's tolerance), and it is the engine's largest part that pruning does not shrink.
         self.attention_bf16 = any(m.scales is not None or m.block == 4 for m in matrices.values())
@@ -271,9 +273,8 @@ class SparseModel(torch.nn.Module):
         for start in range(0, len(sentences), batch_size):
             batch = sentences[start:start + batch_size]
             # unpadded: the sentences' tokens go into the engine packed, as the tokenizer gives them
-            enc = self.tokenizer(batch, truncation=True, max_length=self.max_seq_length, return_token_type_ids=True,
-                                 return_attention_mask=False)
-            lengths = np.fromiter(map(len, enc["input_ids"]), np.int64, len(batch))
+            ids, token_types = self._sentence_tokens(batch)
+            lengths = np.fromiter(map(len, ids), np.int64, len(batch))
             starts = np.zeros(len(batch) + 1, np.int32)
             np.cumsum(lengths, out=starts[1:])
             tokens = int(starts[-1])
@@ -284,13 +285,30 @@ class SparseModel(torch.nn.Module):
             first = self.padding_idx + 1 if self.padding_idx is not None else 0  # RoBERTa's positions
             positions = np.arange(first, first + tokens) - np.repeat(starts[:-1], lengths)
             with torch.inference_mode():
-                h, _ = self._encoder(packed(enc["input_ids"]), packed(enc["token_type_ids"]),
+                h, _ = self._encoder(packed(ids), packed(token_types),
                                      torch.from_numpy(positions), torch.from_numpy(starts), None, False)
             pooled = np.add.reduceat(h.numpy(), starts[:-1], axis=0) / lengths[:, None].astype(np.float32)
             if normalize:  # as torch.nn.functional.normalize
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             out[start:start + len(batch)] = pooled
         return out
+
+    def _sentence_tokens(self, sentences: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """Each sentence's token ids and token type ids, truncated to `max_seq_length`, unpadded. A fast tokenizer's
+        Rust backend is called directly (a copy of it, set once: the Python wrapper's checks cost more than
+        tokenizing one short sentence); any other tokenizer through its wrapper."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            enc = self.tokenizer(sentences, truncation=True, max_length=self.max_seq_length,
+                                 return_token_type_ids=True, return_attention_mask=False)
+            return enc["input_ids"], enc["token_type_ids"]
+        if self._sentence_tokenizer is None or self._sentence_tokenizer[0] != self.max_seq_length:
+            copy = Tokenizer.from_str(backend.to_str())
+            copy.no_padding()
+            copy.enable_truncation(self.max_seq_length)
+            self._sentence_tokenizer = (self.max_seq_length, copy)
+        encodings = self._sentence_tokenizer[1].encode_batch(sentences)
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
     def _forward(self, input_ids, attention_mask, token_type_ids, output_hidden_states):
         """A Hugging Face classifier's forward: the batch's tokens packed (padding left out), then the encoder and
