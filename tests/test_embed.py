@@ -165,5 +165,8 @@ def test_a_sentence_model_that_pools_otherwise_or_records_a_bad_length_is_refuse
     (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12')
     with pytest.raises(sparsebert.UserError, match="sentence_bert_config.json: not valid JSON"):
         sparsebert.load_sparse(folder)
-    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12}')
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12, "do_lower_case": true}')
+    with pytest.raises(sparsebert.UserError, match="do_lower_case is true; the engine's encode gives the tokenizer"):
+        sparsebert.load_sparse(folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12, "do_lower_case": false}')
     assert sparsebert.load_sparse(folder).max_seq_length == 12

@@ -303,6 +303,36 @@ def test_a_layer_in_one_call_gives_the_hidden_states_of_a_call_per_step_bit_for_
         assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
+def test_a_layer_in_one_call_shares_a_short_batchs_rows_between_threads_as_the_steps_do(monkeypatch):
+    """A batch too short for a strip per thread, with products big enough for two: the layer's products share
+    their rows out between the threads and the FFN runs as two products (not fused), in one call as in steps."""
+    from sparsebert.sparse import engine as engine_module
+
+    config = AutoConfig.for_model("bert", vocab_size=500, hidden_size=256, num_attention_heads=4,
+                                  num_hidden_layers=2, intermediate_size=1024, num_labels=2)
+    model = scaled_with_biases(AutoModelForSequenceClassification.from_config(config).eval(), 2)
+    build_pruner(find_targets(model), 0.5, 0, 0, 1).step(0)
+    inputs = {k: v[:1, :20] for k, v in batch_of_mixed_lengths().items()}
+    inputs["input_ids"] = inputs["input_ids"] % 500
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine = from_hf_model(model, values="int8", engine="sparse")
+        calls = []
+        monkeypatch.setattr(engine_module, "encoder_layer", lambda *args: calls.append(1) or kernels.encoder_layer(*args))
+        one_call = engine(**inputs, output_hidden_states=True)
+        assert len(calls) == 2
+        for layer in engine.layers:
+            layer.one_call = None
+        in_steps = engine(**inputs, output_hidden_states=True)
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(a, b) for a, b in zip(one_call.hidden_states, in_steps.hidden_states))
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    torch.testing.assert_close(one_call.logits, expected, atol=2e-2 * float(expected.abs().max()), rtol=0)
+
+
 @pytest.mark.parametrize("model_type,head_dim", [("bert", 64), ("roberta", 32), ("xlm-roberta", 64), ("electra", 32)])
 def test_every_family_the_engine_accepts_gives_hugging_faces_hidden_states_on_every_kernel(model_type, head_dim,
                                                                                            monkeypatch):
@@ -465,7 +495,7 @@ def test_export_says_when_int8_values_move_the_logits_past_their_tolerance(tiny_
         result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / values), "--values", values)
         assert result.returncode == 0, result.stderr
         moved[values] = json.loads((tmp_path / values / "export_report.json").read_text())["max_logit_diff_vs_dense"]
-        noted = "note: int8 values move this model's logits" in result.stdout
+        noted = "note: this int8 export moves the model's logits" in result.stdout
         assert noted == (moved[values] > 1e-2 and values == "int8"), (values, moved[values], result.stdout)
     assert moved["int8"] > 1e-2 > moved["fp32"]
 

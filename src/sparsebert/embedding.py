@@ -114,6 +114,9 @@ def sentence_length(folder: Path, positions: int) -> int:
                             "embeddings are the mean over the tokens (pooling_mode_mean_tokens)")
     settings = folder / "sentence_bert_config.json"
     if settings.is_file():
+        if read_settings(settings).get("do_lower_case"):
+            raise UserError(f"{settings}: do_lower_case is true; the engine's encode gives the tokenizer the "
+                            "sentences as they are")
         length = read_settings(settings).get("max_seq_length")
         if not isinstance(length, int) or not 1 < length <= positions:
             raise UserError(f"{settings}: max_seq_length {length!r}; give a whole number from 2 to the model's "

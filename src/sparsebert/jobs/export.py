@@ -90,7 +90,7 @@ def run(config: ExportConfig) -> dict:
           f"MiB ({report['folder_compression']}x); {agreement} of dense; "
           f"report: {out / 'export_report.json'}")
     if classifier and config.values == "int8" and report["max_logit_diff_vs_dense"] > INT8_LOGIT_TOLERANCE:
-        print(f"note: int8 values move this model's logits by up to {report['max_logit_diff_vs_dense']:.2g} on the "
-              f"sample (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter (probabilities), "
-              "export with --values fp16")
+        print(f"note: this int8 export moves the model's logits by up to {report['max_logit_diff_vs_dense']:.2g} on "
+              f"the sample (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter (probabilities), "
+              "export with --values fp16 (and --embeddings fp16)")
     return report

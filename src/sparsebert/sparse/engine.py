@@ -173,7 +173,7 @@ class SparseModel(torch.nn.Module):
         self.max_seq_length = position_count(config)  # a sentence model's loader sets its own
         self.encode_refusal = None  # why `encode` must refuse: set by the loader of a folder that pools no sentences
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)
-        self._sentence_tokenizer = None  # (max_seq_length, the tokenizer's Rust backend set to it), made by encode
+        self._sentence_tokenizer = None  # ((backend, length, side), a copy of the backend set so), made by encode
         # Attention in bfloat16 where the weights are int8: its error is of the same order as theirs (within the
         # int8 model's tolerance), and it is the engine's largest part that pruning does not shrink.
         self.attention_bf16 = any(m.scales is not None or m.block == 4 for m in matrices.values())
@@ -273,8 +273,11 @@ class SparseModel(torch.nn.Module):
         for start in range(0, len(sentences), batch_size):
             batch = sentences[start:start + batch_size]
             # unpadded: the sentences' tokens go into the engine packed, as the tokenizer gives them
-            ids, token_types = self._sentence_tokens(batch)
+            ids, token_types = self._sentence_tokens([text.strip() for text in batch])  # as sentence-transformers
             lengths = np.fromiter(map(len, ids), np.int64, len(batch))
+            if not lengths.all():
+                raise UserError(f"sentence {start + int(np.argmin(lengths))} gives no tokens with this tokenizer "
+                                "(it adds no special tokens): it has no mean to embed; leave it out")
             starts = np.zeros(len(batch) + 1, np.int32)
             np.cumsum(lengths, out=starts[1:])
             tokens = int(starts[-1])
@@ -302,11 +305,12 @@ class SparseModel(torch.nn.Module):
             enc = self.tokenizer(sentences, truncation=True, max_length=self.max_seq_length,
                                  return_token_type_ids=True, return_attention_mask=False)
             return enc["input_ids"], enc["token_type_ids"]
-        if self._sentence_tokenizer is None or self._sentence_tokenizer[0] != self.max_seq_length:
+        setting = (backend, self.max_seq_length, self.tokenizer.truncation_side)
+        if self._sentence_tokenizer is None or self._sentence_tokenizer[0] != setting:
             copy = Tokenizer.from_str(backend.to_str())
             copy.no_padding()
-            copy.enable_truncation(self.max_seq_length)
-            self._sentence_tokenizer = (self.max_seq_length, copy)
+            copy.enable_truncation(self.max_seq_length, direction=self.tokenizer.truncation_side)
+            self._sentence_tokenizer = (setting, copy)
         encodings = self._sentence_tokenizer[1].encode_batch(sentences)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
@@ -374,11 +378,9 @@ class SparseModel(torch.nn.Module):
         hidden_out = self._buffer("hidden", h.shape[0], self.hidden)
         states = [h] if output_hidden_states else None
         for layer in self.layers:
-            if layer.one_call is not None and padding is None:
-                h = encoder_layer(h, layer.one_call, starts, longest, self.heads, self.attention_bf16, self.eps,
-                                  hidden_out)
-            else:
-                h = self._layer_in_steps(layer, h, attend, hidden_out)
+            in_one_call = layer.one_call is not None and padding is None and encoder_layer(
+                h, layer.one_call, starts, longest, self.heads, self.attention_bf16, self.eps, hidden_out) is not None
+            h = hidden_out if in_one_call else self._layer_in_steps(layer, h, attend, hidden_out)
             if states is not None:
                 states.append(h.clone())
         return h, states

@@ -345,14 +345,20 @@ def c_layer(qkv: CsrMatrix, attention_out: CsrMatrix, up: CsrMatrix, down: CsrMa
     use. It points into these arrays and tensors (fp32, contiguous): they must outlive it, unchanged."""
     if _C is None:
         return None
-    norms = [t.data_ptr() for t in (*attention_norm, *output_norm)]
-    return CLayer(qkv.c_matrix, attention_out.c_matrix, up.c_matrix, down.c_matrix, *norms)
+    matrices, norms = (qkv, attention_out, up, down), (*attention_norm, *output_norm)
+    layer = CLayer(*(m.c_matrix for m in matrices), *(t.data_ptr() for t in norms))
+    # the arrays it points into, held as long as it is (a matrix given a new array later keeps the old one alive)
+    layer.arrays = [(m.row_offsets, m.col_indices, m.values, m.scales, m.row_sums, m.bias) for m in matrices], norms
+    return layer
 
 
 def encoder_layer(h: torch.Tensor, layer: CLayer, starts: torch.Tensor, max_length: int, heads: int, bf16: bool,
-                  eps: float, out: torch.Tensor) -> torch.Tensor:
+                  eps: float, out: torch.Tensor) -> torch.Tensor | None:
     """One encoder layer in one C call (erf GELU; packed, right-padded sequences as `packed_attention` takes them,
-    `starts` int32): the same kernels in the same order as the engine's calls one by one, so the same answers."""
+    `starts` int32): the same kernels in the same order as the engine's calls one by one, so the same answers.
+    None where the C kernel is not in use."""
+    if _C is None:
+        return None
     hidden = h.shape[1]
     work = _work(_C.sb_layer_work(h.shape[0], layer, max_length, heads))
     _C.sb_layer(h.shape[0], h.data_ptr(), layer, len(starts) - 1, starts.data_ptr(), heads,
