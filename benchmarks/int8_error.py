@@ -54,7 +54,9 @@ def per_row(weight: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def outlier_inputs(count: int) -> dict[str, torch.Tensor]:
-    """Each matrix's `count` inputs with the largest activations on the first dev batches."""
+    """Each matrix's `count` inputs with the largest activations on the first dev batches, in fp32."""
+    for name, m in targets.items():
+        m.weight.data = original[name]
     peaks = {}
 
     def hook(name):
