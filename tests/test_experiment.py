@@ -4,6 +4,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from sparsebert.errors import UserError
 from sparsebert.research.grid import claim, release
 from sparsebert.research.reports import write_comparison
 from sparsebert.tasks import get_task, task_file
+from sparsebert.training import machine_of
 
 
 def default_train_file():
@@ -184,6 +186,44 @@ def test_a_grid_goes_on_in_a_fresh_clone_from_its_committed_results(tiny_model, 
     runs = {r["job"]: r for r in records if r["job"] != "teacher-mrpc"}
     assert runs["kap-mrpc-s0.5-seed2"] == second["kap-mrpc-s0.5-seed2"]  # earlier runs keep their record
     assert runs["kap-mrpc-s0.5-seed3"]["teacher_sha256"] == second["teacher-mrpc"]["teacher_sha256"]
+
+
+def test_until_starts_no_job_that_like_jobs_say_would_still_run_then(tiny_model, tmp_path):
+    def grid(seeds):
+        config = {
+            "name": "lane", "output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+            "teachers": {"mrpc": {"task": "mrpc", "model": str(tiny_model), "max_train_samples": 32, "epochs": 1,
+                                  "batch_size": 16}},
+            "prune_defaults": {"student": str(tiny_model), "max_train_samples": 32, "max_steps": 2, "batch_size": 16},
+            "jobs": [{"variant": "kap", "teacher": "mrpc", "seeds": seeds, "sparsities": [0.5]}],
+        }
+        path = tmp_path / "grid.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    assert run_cli("experiment", grid([1])).returncode == 0
+    results = tmp_path / "results" / "results.json"
+    # as if the committed runs had taken an hour here, and their teacher ten minutes; a run of the same job on a
+    # GPU took a minute (the estimate goes by this machine's records); a new session has no runs_dir
+    records = [{**r, "seconds": 600.0 if r["job"] == "teacher-mrpc" else 3600.0}
+               for r in json.loads(results.read_text())]
+    assert {r["machine"] for r in records} == {machine_of(torch.device("cpu"))}
+    kap = next(r for r in records if r["job"] == "kap-mrpc-s0.5-seed1")
+    elsewhere = {**kap, "job": "kap-mrpc-s0.5-seed9", "seed": 9, "seconds": 60.0, "machine": "NVIDIA H200"}
+    results.write_text(json.dumps(records + [elsewhere]))
+    shutil.rmtree(tmp_path / "runs")
+    clock = lambda minutes: (datetime.now() + timedelta(minutes=minutes)).strftime("%H:%M")
+    result = run_cli("experiment", grid([1, 2]), "--until", clock(65))
+    assert result.returncode == 0, result.stderr
+    assert "kap-mrpc-s0.5-seed2: not started: like jobs took 70 minutes" in result.stdout
+    assert ": running" not in result.stdout and not (tmp_path / "runs" / "teacher-mrpc").exists()
+    result = run_cli("experiment", grid([1, 2]), "--until", clock(75))
+    assert result.returncode == 0, result.stderr
+    assert "kap-mrpc-s0.5-seed2: running" in result.stdout
+    bad = run_cli("experiment", grid([1, 2]), "--until", "7pm")
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.strip().endswith("give the time of day after which no job may still run "
+                                                         "as HH:MM (24-hour clock, this machine's local time)")
 
 
 def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):

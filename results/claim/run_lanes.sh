@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The claim grid in LANES processes side by side (each takes the next unclaimed job), its variants in order of
 # priority: the claim's pairs first, seed by seed, then the baselines, the budget lever and the rate check.
-# With DEADLINE (seconds) every lane is stopped then (a job cut off goes on from its checkpoint next time);
-# the records are collected either way.
-#   LANES=2 DEADLINE=9000 bash results/claim/run_lanes.sh          # TASKS=mrpc,cola: only these teachers
+# With UNTIL (HH:MM) a lane starts no job that the records of like jobs say would still run then; with DEADLINE
+# (seconds) every lane is stopped then (a job cut off goes on from its checkpoint, in the same runs folder); the
+# records are collected either way.
+#   LANES=2 UNTIL=14:30 bash results/claim/run_lanes.sh          # TASKS=mrpc,cola: only these teachers
 set -u
 cd "$(dirname "$0")/../.."
 grid=src/sparsebert/research/experiments/claim.yaml
 python=${PYTHON:-python3}
 lanes=${LANES:-2}
 tasks=${TASKS:+--tasks $TASKS}
+until=${UNTIL:+--until $UNTIL}
 order=(kap-teacher-head,prune-teacher no-teacher-taylor kap-teacher-head-2000,prune-teacher-2000
        prune-teacher-lr1e-4 no-teacher)
 lane() {
     for only in "${order[@]}"; do
-        OMP_NUM_THREADS=1 $python -m sparsebert experiment $grid --only "$only" $tasks || return
+        OMP_NUM_THREADS=1 $python -m sparsebert experiment $grid --only "$only" $tasks $until || return
     done
 }
 for i in $(seq "$lanes"); do

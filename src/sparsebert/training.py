@@ -217,7 +217,21 @@ class TrainingRun:
             return None
         self.state.seconds = time.time() - self.started
         self.log.close()
-        return self.state.results(self.steps)
+        device = next(self.checkpointed["model"].parameters()).device
+        return {**self.state.results(self.steps), "machine": machine_of(device, self.processes.world)}
+
+
+def machine_of(device: torch.device, processes: int = 1) -> str:
+    """Where a run's seconds were measured: the GPU, or the processor (named by family and model: one name can
+    cover CPUs of different speeds) and its threads; and the processes, under torchrun."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        from .sparse.calibration import processor
+
+        threads = torch.get_num_threads()
+        where = f"{processor()}, {threads} thread{'s' if threads > 1 else ''}"
+    return where if processes == 1 else f"{where}, {processes} processes"
 
 
 def checkpoint_due(config, step: int, steps: int) -> bool:

@@ -327,5 +327,8 @@ class ExperimentConfig(JobConfig):
                                      "comma-separated): seed by seed, within a seed in this order", "grid")
     tasks: str | None = setting(None, "run only jobs of these teachers (comma-separated), in this order (with "
                                       "--only: within each seed)", "grid")
+    until: str | None = setting(None, "start no job that the committed records of like jobs say would "
+                                      "still run then (a lane's end; a job no record sizes is started)", "grid",
+                                  metavar="HH:MM")
     dry_run: bool = setting(False, "list the jobs and whether they are done", "grid")
     collect: bool = setting(False, "run nothing; gather finished jobs into the results", "grid")

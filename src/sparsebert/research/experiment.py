@@ -9,6 +9,8 @@ comes out different, on another kind of CPU, the grid goes on with it, and a pai
 runs taught by one teacher). Several processes can work through one grid side by side (each job is claimed by one
 of them). After every job the records are gathered into `<output>/results.json`, a markdown table of scores,
 one of each pruned model's sparsity per layer (`layers.md`), and plots.
+With `--until HH:MM` (the end of a lane's stretch of work) a job is started only when the committed records of
+like jobs (same variant, task and steps) say it ends by then, so that a lane stops between jobs.
 
 Config:
     name: recipe
@@ -28,18 +30,25 @@ Config:
 
 from __future__ import annotations
 
+import statistics
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfig, build
+from ..distributed import pick_device
 from ..errors import UserError
 from ..jobs import augment, finetune, prune
 from ..jobs.run import run_to_the_end
+from ..tasks import get_task
+from ..training import machine_of
 from .grid import claim, expand, fingerprint, load_grid, made_once, release
 from .pairs import partners_to_run_again
 from .reports import committed_records, write_results
 
 
 def run(config: ExperimentConfig) -> list[dict]:
+    deadline = deadline_of(config.until) if config.until else None
     grid = load_grid(config.config)
     runs = Path(grid["runs_dir"])
     out = Path(grid["output"])
@@ -69,7 +78,7 @@ def run(config: ExperimentConfig) -> list[dict]:
     every_job, teachers_of = expand(grid), taught_by(grid)
     for job in jobs:
         folder = runs / job["dir"]
-        if not is_done(grid, job["dir"]) and claim(folder):
+        if not is_done(grid, job["dir"]) and ends_in_time(grid, job, deadline, config.until) and claim(folder):
             try:
                 if not is_done(grid, job["dir"]):  # another process may have finished it since the check
                     print(f"{job['dir']}: running", flush=True)
@@ -79,7 +88,7 @@ def run(config: ExperimentConfig) -> list[dict]:
                 release(folder)
         for partner in partners_to_run_again(grid, every_job, job, teachers_of):
             again = runs / partner["dir"]
-            if claim(again):
+            if ends_in_time(grid, partner, deadline, config.until) and claim(again):
                 try:
                     if not (again / "metrics.json").is_file():
                         print(f"{partner['dir']}: running again, to pair with {job['dir']} under this teacher",
@@ -96,6 +105,49 @@ def refuse_unknown(option: str, names: list[str] | None, known: set[str], why: s
     unknown = [n for n in names or () if n not in known]
     if unknown:
         raise UserError(f"{option} {','.join(unknown)}: {why}")
+
+
+def deadline_of(until: str) -> float:
+    """--until HH:MM: the next time the clock reads it (today, or tomorrow when that has passed)."""
+    try:
+        clock = datetime.strptime(until, "%H:%M").time()
+    except ValueError:
+        raise UserError(f"--until {until}: give the time of day after which no job may still run as HH:MM "
+                        f"(24-hour clock, this machine's local time)") from None
+    now = datetime.now()
+    end = datetime.combine(now.date(), clock)
+    return (end if end > now else end + timedelta(days=1)).timestamp()
+
+
+def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | None) -> bool:
+    """With --until: whether the job is expected to end by then, from the committed records of like jobs (the
+    same variant, task and steps: the median of their wall times, of those made on this machine where there are
+    any), plus its teacher's where that is still to train here. A job no record sizes is started: nothing says
+    it will not fit."""
+    if deadline is None:
+        return True
+    task = get_task(job["task"]).name.lower()
+    records = committed_records(grid)
+    expected = median_seconds([r for r in records if r.get("variant") == job["variant"] and r["task"] == task
+                               and (not job["steps"] or r["steps"] == job["steps"])])
+    teacher = Path(grid["runs_dir"]) / f"teacher-{job['teacher']}"
+    if expected and not job.get("prune", {}).get("no_teacher") and not (teacher / "metrics.json").is_file():
+        expected += median_seconds([r for r in records if r["job"] == teacher.name]) or 0.0
+    left = deadline - time.time()
+    if expected is None or expected <= left:
+        return True
+    print(f"{job['dir']}: not started: like jobs took {expected / 60:.0f} minutes, {max(left, 0) / 60:.0f} are left "
+          f"before {until}", flush=True)
+    return False
+
+
+def median_seconds(records: list[dict]) -> float | None:
+    """The median wall time of these records, of those made on this machine where there are any (a job's time
+    varies several-fold between a GPU, a CPU with bf16 and one without)."""
+    here = machine_of(pick_device(None))
+    timed = [r for r in records if r.get("seconds")]
+    seconds = [r["seconds"] for r in [r for r in timed if r.get("machine") == here] or timed]
+    return statistics.median(seconds) if seconds else None
 
 
 def run_job(grid: dict, job: dict, folder: Path, grid_file: str) -> None:

@@ -27,7 +27,8 @@ def record(task_name: str, variant: str, sparsity: float, seed: int, result: dic
     return {"task": task.name.lower(), "variant": variant, "sparsity": sparsity, "seed": seed,
             "steps": result["steps"], "metric": task.main_metric, "score": final[task.main_metric],
             "accuracy": final.get("accuracy"), "f1": final.get("f1"), **final,
-            "best_score": best[task.main_metric] if best else None, "seconds": result["train_seconds"]}
+            "best_score": best[task.main_metric] if best else None, "seconds": result["train_seconds"],
+            **({"machine": result["machine"]} if "machine" in result else {})}
 
 
 def committed_records(config: dict) -> list[dict]:
