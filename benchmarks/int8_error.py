@@ -2,8 +2,11 @@
 (as `sparsebert export` stores them, dequantised back into the model: the error of the values alone, not of the
 engine), in PyTorch against the model itself in fp32 on a task's dev set. Rows: every matrix in int8; one kind of
 matrix at a time; one layer at a time; finer grids than int8 (255 and 1023 levels a side); fp16 and bfloat16
-values; int8 with the inputs of the largest activations (the outlier features) kept exact. For each: the largest
-logit difference and the predictions that change.
+values; int8 with the inputs of the largest activations (the outlier features) kept exact. Then the activations
+as the int8 1x4 kernel quantizes them (per token, uint8 with a zero point; `kernels.quantize_activations`), with
+fp32 weights: alone, with the largest-activation inputs kept exact, per group of 64 inputs instead of per token,
+and with the 1x4 kernel's 63-level weights (its whole arithmetic). For each: the largest logit difference and the
+predictions that change.
     python benchmarks/int8_error.py --model runs/frontier/prune-teacher-mrpc-s0.9-seed1 --task mrpc \
         --json results/export/int8_error.json
 """
@@ -17,7 +20,7 @@ import torch
 from sparsebert.data import encode, eval_batches
 from sparsebert.loading import load_model
 from sparsebert.pruning import find_targets
-from sparsebert.sparse.kernels import dense_to_csr, quantize_rows
+from sparsebert.sparse.kernels import dense_to_csr, quantize_activations, quantize_rows
 from sparsebert.tasks import get_task, load_split
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,12 +82,18 @@ predicted = reference.argmax(-1)
 records = []
 
 
-def measure(label: str, stored) -> None:
-    """stored(name, weight) -> the weight as run, or None to keep it in fp32."""
+def measure(label: str, stored, activations=None) -> None:
+    """stored(name, weight) -> the weight as run, or None to keep it in fp32; activations(name, x) -> each matrix's
+    input (tokens, in) as run."""
     for name, m in targets.items():
         w = stored(name, original[name])
         m.weight.data = original[name] if w is None else w
+    handles = [] if activations is None else [m.register_forward_pre_hook(
+        lambda module, inputs, name=name: (activations(name, inputs[0].flatten(0, -2)).view_as(inputs[0]),))
+        for name, m in targets.items()]
     got = logits()
+    for h in handles:
+        h.remove()
     changed = int((got.argmax(-1) != predicted).sum()) if not task.is_regression else None
     records.append({"values": label, "max_logit_diff": round(float((got - reference).abs().max()), 4),
                     "predictions_changed": changed})
@@ -114,6 +123,21 @@ for count in (4, 16):
         q[:, kept[n]] = w[:, kept[n]]
         return q
     measure(f"int8, the {count} largest-activation inputs exact", with_outliers_exact)
+
+fp32 = lambda n, w: None
+measure("activations uint8 per token, fp32 weights", fp32, lambda n, x: quantize_activations(x))
+for count in (1, 4, 16):
+    kept = outlier_inputs(count)
+
+    def outliers_exact(n, x, kept=kept):
+        q = quantize_activations(x.index_fill(1, kept[n], 0.0))
+        q[:, kept[n]] = x[:, kept[n]]
+        return q
+    measure(f"activations uint8, the {count} largest-activation inputs exact", fp32, outliers_exact)
+measure("activations uint8 per 64 inputs of a token, fp32 weights", fp32,
+        lambda n, x: quantize_activations(x.reshape(-1, 64)).view_as(x))
+measure("63 levels a side and uint8 activations (the 1x4 kernel's)", lambda n, w: per_row(w, 63),
+        lambda n, x: quantize_activations(x))
 
 if args.json:
     with open(args.json, "w") as f:
