@@ -3,10 +3,11 @@
 engine), in PyTorch against the model itself in fp32 on a task's dev set. Rows: every matrix in int8; one kind of
 matrix at a time; one layer at a time; finer grids than int8 (255 and 1023 levels a side); fp16 and bfloat16
 values; int8 with the inputs of the largest activations (the outlier features) kept exact. Then the activations
-as the int8 1x4 kernel quantizes them (per token, uint8 with a zero point; `kernels.quantize_activations`), with
-fp32 weights: alone, with the largest-activation inputs kept exact, per group of 64 inputs instead of per token,
-and with the 1x4 kernel's 63-level weights (its whole arithmetic). For each: the largest logit difference and the
-predictions that change.
+as the int8 1x4 kernel quantizes them (per token, 7 bits with a zero point; `kernels.quantize_activations`), with
+fp32 weights: alone, in 8 bits, with the largest-activation inputs kept exact, per group of 64 inputs instead of
+per token; and the 1x4 kernel's whole arithmetic (int8 weights, 7-bit activations), against its earlier one
+(63 steps a side for the weights, 8-bit activations). For each: the largest logit difference and the predictions
+that change.
     python benchmarks/int8_error.py --model runs/frontier/prune-teacher-mrpc-s0.9-seed1 --task mrpc \
         --json results/export/int8_error.json
 """
@@ -125,7 +126,8 @@ for count in (4, 16):
     measure(f"int8, the {count} largest-activation inputs exact", with_outliers_exact)
 
 fp32 = lambda n, w: None
-measure("activations uint8 per token, fp32 weights", fp32, lambda n, x: quantize_activations(x))
+measure("activations 7 bits per token (the 1x4 kernel's), fp32 weights", fp32, lambda n, x: quantize_activations(x))
+measure("activations 8 bits per token, fp32 weights", fp32, lambda n, x: quantize_activations(x, 255))
 for count in (1, 4, 16):
     kept = outlier_inputs(count)
 
@@ -133,11 +135,12 @@ for count in (1, 4, 16):
         q = quantize_activations(x.index_fill(1, kept[n], 0.0))
         q[:, kept[n]] = x[:, kept[n]]
         return q
-    measure(f"activations uint8, the {count} largest-activation inputs exact", fp32, outliers_exact)
-measure("activations uint8 per 64 inputs of a token, fp32 weights", fp32,
+    measure(f"activations 7 bits, the {count} largest-activation inputs exact", fp32, outliers_exact)
+measure("activations 7 bits per 64 inputs of a token, fp32 weights", fp32,
         lambda n, x: quantize_activations(x.reshape(-1, 64)).view_as(x))
-measure("63 levels a side and uint8 activations (the 1x4 kernel's)", lambda n, w: per_row(w, 63),
-        lambda n, x: quantize_activations(x))
+measure("int8 and 7-bit activations (the 1x4 kernel's)", lambda n, w: per_row(w, 127), lambda n, x: quantize_activations(x))
+measure("63 steps a side and 8-bit activations (its earlier form)", lambda n, w: per_row(w, 63),
+        lambda n, x: quantize_activations(x, 255))
 
 if args.json:
     with open(args.json, "w") as f:

@@ -59,7 +59,12 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
     processor lacks runs the narrower one."""
     rng = np.random.default_rng(tokens)
     x = torch.from_numpy(rng.standard_normal((tokens, 128)).astype(np.float32))
-    matrices = []
+    # Every token's largest activations and a row's largest weights meet in one block: the int8 1x4 kernel's
+    # integers at their extremes, which AVX2's 16-bit pair sums must hold as VNNI's 32-bit sums do.
+    x[:, :4] = 5.0
+    extreme = np.zeros((8, 128), np.float32)
+    extreme[:, :4] = 1.0
+    matrices = [CsrMatrix.from_dense(extreme, None, "int8", block=4)]
     for sparsity in (0.0, 0.9, 1.0):
         weight = rng.standard_normal((256, 128)).astype(np.float32)
         weight[rng.random(weight.shape) < sparsity] = 0
@@ -79,7 +84,7 @@ def test_every_kernel_width_gives_the_same_answers_bit_for_bit(tokens):
             in_use = kernels.use_kernel(width)
             assert in_use == width or (width == "avx512" and "avx512_vnni" not in calibration.instruction_sets())
             answers[width] = [spmm(x, m, gelu=gelu) for m in matrices for gelu in (False, True)]
-            answers[width] += [feed_forward(x, up, d) for up, d in ((matrices[3], down[0]), (matrices[5], down[1]))]
+            answers[width] += [feed_forward(x, up, d) for up, d in ((matrices[4], down[0]), (matrices[6], down[1]))]
             answers[width] += [packed_attention(q, starts, 4, torch.empty(len(q), q.shape[1] // 3)) for q in qkv.values()]
     finally:
         kernels.use_kernel(KERNEL)
@@ -678,12 +683,12 @@ def test_onnx_export_matches_pytorch(tiny_model, tmp_path):
 
 
 def emulated_int8_blocks(x: np.ndarray, m: CsrMatrix) -> np.ndarray:
-    """What the int8 1x4 kernel computes, in numpy: activations quantized per token to uint8 with a zero point
+    """What the int8 1x4 kernel computes, in numpy: activations quantized per token to 7 bits with a zero point
     (zero kept exact), times the int8 weights, rescaled."""
     lo, hi = np.minimum(x.min(1), 0), np.maximum(x.max(1), 0)
-    scale = np.where(hi > lo, (hi - lo) / 255, 1).astype(np.float32)
+    scale = np.where(hi > lo, (hi - lo) / 127, 1).astype(np.float32)
     zero = np.rint(-lo / scale)
-    q = np.clip(np.rint(x / scale[:, None] + zero[:, None]), 0, 255)
+    q = np.clip(np.rint(x / scale[:, None] + zero[:, None]), 0, 127)
     weights = (m.dense_weight().numpy() / m.scales[:, None]).round()  # the int8 values, in place
     return scale[:, None] * m.scales[None, :] * (q @ weights.T - zero[:, None] * weights.sum(1)[None, :]) + m.bias
 
@@ -696,7 +701,7 @@ def test_int8_block_kernel_matches_its_arithmetic_and_stays_near_fp32(tokens):
     weight[:5] = 0
     bias = rng.standard_normal(96).astype(np.float32)
     m = CsrMatrix.from_dense(weight, bias, "int8", block=4)
-    assert m.block == 4 and np.abs(m.values).max() <= 63 and len(m.values) == 4 * len(m.col_indices)
+    assert m.block == 4 and np.abs(m.values.astype(np.int16)).max() == 127 and len(m.values) == 4 * len(m.col_indices)
     assert (m.dense_weight().numpy()[weight == 0] == 0).all()
     x = rng.standard_normal((tokens, 64)).astype(np.float32)
     got = spmm(torch.from_numpy(x), m).numpy()
@@ -769,9 +774,9 @@ def test_a_1x4_export_with_values_beyond_the_block_kernels_range_is_refused(tiny
     path = tmp_path / "export" / "model.sparse.safetensors"
     tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
     name = "bert.encoder.layer.1.output.dense.weight"
-    tensors[f"{name}.values"][3] = 100
+    tensors[f"{name}.values"][3] = -128
     save_file(tensors, str(path))
-    with pytest.raises(UserError, match=r"beyond \+-63"):
+    with pytest.raises(UserError, match=r"beyond \+-127"):
         sparsebert.load_sparse(tmp_path / "export")
 
 

@@ -285,13 +285,15 @@ AVX2 static void unpack_strip(const float *ys, int out_f, int stride, int start,
 
 /* ---- int8 blocks of 1x4 ----
  * Where a matrix was pruned in blocks of 4 consecutive inputs (`prune --pattern 1x4`), each block is 4 int8
- * weights (7-bit: [-63, 63], so that vpmaddubsw's pairwise sums cannot saturate) with one fp32 scale per
- * row, and the activations are quantized per token to uint8 with a zero point:
+ * weights ([-127, 127]) with one fp32 scale per row, and the activations are quantized per token to 7 bits
+ * ([0, 127], so that vpmaddubsw's pairwise sums cannot saturate: 2 * 127 * 127 < 2^15) with a zero point.
+ * Seven-bit activations with eight-bit weights move a fine-tuned model's logits half as much as eight-bit
+ * activations with seven-bit weights (benchmarks/int8_error.py):
  *   x ~ s_t * (q - z_t),  W[o] ~ w_o * Wq[o]  =>  y = s_t * w_o * (Wq[o] . q - z_t * sum(Wq[o])) + b.
  * A strip's quantized activations are laid out [group of 4 inputs][token][4 bytes], so a block is one
  * broadcast of its 4 weights and, per 8 tokens, vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds. */
 
-/* xs[in][stride] (fp32) -> xq[in / 4][stride][4] (uint8) and, per token, zero point and scale. */
+/* xs[in][stride] (fp32) -> xq[in / 4][stride][4] (uint8 in [0, 127]) and, per token, zero point and scale. */
 AVX2 static void quantize_strip(const float *xs, int in_f, int stride, uint8_t *xq, float *zero, float *scale) {
     for (int r = 0; r < stride / 8; r++) {
         __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
@@ -302,14 +304,14 @@ AVX2 static void quantize_strip(const float *xs, int in_f, int stride, uint8_t *
         }
         lo = _mm256_min_ps(lo, _mm256_setzero_ps()); /* zero stays exact */
         hi = _mm256_max_ps(hi, _mm256_setzero_ps());
-        __m256 s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(255.0f));
+        __m256 s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(127.0f));
         s = _mm256_blendv_ps(s, _mm256_set1_ps(1.0f), _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_EQ_OQ));
         __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
         __m256 z = _mm256_round_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), lo), inv),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         _mm256_storeu_ps(zero + 8 * r, z);
         _mm256_storeu_ps(scale + 8 * r, s);
-        const __m256i zmax = _mm256_set1_epi32(255), zmin = _mm256_setzero_si256();
+        const __m256i zmax = _mm256_set1_epi32(127), zmin = _mm256_setzero_si256();
         for (int g = 0; g < in_f / 4; g++) {
             __m256i packed = _mm256_setzero_si256();
             for (int j = 0; j < 4; j++) {
@@ -362,8 +364,8 @@ AVX2 ALWAYS_INLINE void block_rows_avx2(const int regs, const uint8_t *xq, const
     }
 }
 
-/* The same rows with VNNI: one vpdpbusd per 16 tokens of a block. Weights within +-63 keep the AVX2 path's
- * 16-bit pair sums from saturating, so both give the same integers. */
+/* The same rows with VNNI: one vpdpbusd per 16 tokens of a block. Activations within [0, 127] keep the AVX2
+ * path's 16-bit pair sums from saturating, so both give the same integers. */
 AVX512 ALWAYS_INLINE void block_rows_vnni(const int regs, const uint8_t *xq, const float *zero, const float *scale,
                                         const int32_t *offsets, const uint16_t *cols, const int8_t *vals,
                                         const float *scales, const int32_t *row_sums, const float *bias, int act,

@@ -169,8 +169,8 @@ def matrix_problem(m: CsrMatrix, shape: tuple[int, int]) -> str | None:
         return f"has {len(m.values)} values for {stored} entries"
     if m.scales is not None and (len(m.scales) != out or not np.isfinite(m.scales).all()):
         return "has row scales of another length, or not finite"
-    if m.block == 4 and stored and int(np.abs(m.values.astype(np.int16)).max()) > 63:
-        return "has 1x4 int8 values beyond +-63 (the block kernel's range)"
+    if m.block == 4 and stored and int(np.abs(m.values.astype(np.int16)).max()) > 127:
+        return "has 1x4 int8 values beyond +-127 (the block kernel's range)"
     if m.scales is None and not np.isfinite(m.values).all():
         return "has values that are not finite"
     return None

@@ -31,7 +31,7 @@ class CsrMatrix:
 
     block 1: CSR of single weights; values fp32, or int8 with `scales` (one per row).
     block 4: CSR of 1x4 blocks (4 consecutive inputs of a row); `col_indices` are block columns (input / 4)
-    and `values` 4 int8 per block in [-63, 63], with `scales`.
+    and `values` 4 int8 per block in [-127, 127], with `scales`.
     """
 
     row_offsets: np.ndarray  # int32, out + 1
@@ -82,7 +82,7 @@ class CsrMatrix:
             row_offsets, col_indices, _ = dense_to_csr(np.abs(groups).sum(-1))
             rows = np.repeat(np.arange(weight.shape[0]), np.diff(row_offsets))
             blocks = groups[rows, col_indices.astype(np.int64)].reshape(-1)
-            q, scales = quantize_rows(blocks, row_offsets * 4, levels=63)
+            q, scales = quantize_rows(blocks, row_offsets * 4)
             return cls(row_offsets, col_indices, q, scales, bias, weight.shape[1], block=4)
         row_offsets, col_indices, nonzero = dense_to_csr(weight)
         if values == "int8":
@@ -262,16 +262,17 @@ def _ptr(array) -> int | None:
     return array.data_ptr() if isinstance(array, torch.Tensor) else array.ctypes.data
 
 
-def quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """x (tokens, in) as the int8 1x4 kernel sees it: per token, uint8 with a zero point (zero kept exact), back in
-    fp32. A 1x4 int8 matrix is defined by that arithmetic, so it gives the same answer (within fp32 rounding)
-    run through the kernel, through the numba fall-back or as a dense product of these activations."""
+def quantize_activations(x: torch.Tensor, levels: int = 127) -> torch.Tensor:
+    """x (tokens, in) as the int8 1x4 kernel sees it: per token, 7 bits ([0, 127]) with a zero point (zero kept
+    exact), back in fp32. A 1x4 int8 matrix is defined by that arithmetic, so it gives the same answer (within fp32
+    rounding) run through the kernel, through the numba fall-back or as a dense product of these activations.
+    `levels`: another grid, to compare (255: eight bits)."""
     lo, hi = x.amin(1, keepdim=True).clamp(max=0), x.amax(1, keepdim=True).clamp(min=0)
-    scale = (hi - lo) / 255
+    scale = (hi - lo) / levels
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     inverse = 1 / scale
     zero = torch.round(-lo * inverse)
-    q = torch.round(torch.addcmul(zero, x, inverse)).clamp_(0, 255)
+    q = torch.round(torch.addcmul(zero, x, inverse)).clamp_(0, levels)
     return (q - zero) * scale
 
 
