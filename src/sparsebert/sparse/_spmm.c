@@ -287,7 +287,7 @@ AVX2 static void unpack_strip(const float *ys, int out_f, int stride, int start,
  * Where a matrix was pruned in blocks of 4 consecutive inputs (`prune --pattern 1x4`), each block is 4 int8
  * weights ([-127, 127]) with one fp32 scale per row, and the activations are quantized per token to 7 bits
  * ([0, 127], so that vpmaddubsw's pairwise sums cannot saturate: 2 * 127 * 127 < 2^15) with a zero point.
- * Seven-bit activations with eight-bit weights move a fine-tuned model's logits half as much as eight-bit
+ * Seven-bit activations with eight-bit weights move a fine-tuned model's logits a third less than eight-bit
  * activations with seven-bit weights (benchmarks/int8_error.py):
  *   x ~ s_t * (q - z_t),  W[o] ~ w_o * Wq[o]  =>  y = s_t * w_o * (Wq[o] . q - z_t * sum(Wq[o])) + b.
  * A strip's quantized activations are laid out [group of 4 inputs][token][4 bytes], so a block is one
