@@ -6,23 +6,32 @@ values; int8 with the inputs of the largest activations (the outlier features) k
 as the int8 1x4 kernel quantizes them (per token, 7 bits with a zero point; `kernels.quantize_activations`), with
 fp32 weights: alone, in 8 bits, with the largest-activation inputs kept exact, per group of 64 inputs instead of
 per token; and the 1x4 kernel's whole arithmetic (int8 weights, 7-bit activations), against its earlier one
-(63 steps a side for the weights, 8-bit activations). For each: the largest logit difference and the predictions
-that change.
+(63 steps a side for the weights, 8-bit activations). Then the export's two roundings of int8 values (to nearest,
+and with error compensation calibrated on the task's first 256 training examples, `export --calibration auto`):
+their values in PyTorch, and each export on the sparse engine with its own arithmetic. For each: the largest and
+mean logit difference and the predictions that change.
     python benchmarks/int8_error.py --model runs/frontier/prune-teacher-mrpc-s0.9-seed1 --task mrpc \
         --json results/export/int8_error.json
 """
 
 import argparse
 import json
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from sparsebert.config import ExportConfig
 from sparsebert.data import encode, eval_batches
-from sparsebert.loading import load_model
+from sparsebert.jobs import export
+from sparsebert.loading import load_model, load_sparse
 from sparsebert.pruning import find_targets
-from sparsebert.sparse.kernels import dense_to_csr, quantize_activations, quantize_rows
+from sparsebert.sparse.kernels import CsrMatrix, dense_to_csr, quantize_activations, quantize_rows
+from sparsebert.sparse.rounding import compensated, input_grams
 from sparsebert.tasks import get_task, load_split
+from sparsebert.training import machine_of
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", required=True, help="a fine-tuned (pruned) Hugging Face classifier folder")
@@ -57,8 +66,8 @@ def per_row(weight: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def outlier_inputs(count: int) -> dict[str, torch.Tensor]:
-    """Each matrix's `count` inputs with the largest activations on the first dev batches, in fp32."""
+def activation_peaks() -> dict[str, torch.Tensor]:
+    """Each matrix's largest activation per input on the first dev batches, in fp32."""
     for name, m in targets.items():
         m.weight.data = original[name]
     peaks = {}
@@ -75,9 +84,15 @@ def outlier_inputs(count: int) -> dict[str, torch.Tensor]:
             model(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     for h in handles:
         h.remove()
+    return peaks
+
+
+def outlier_inputs(count: int) -> dict[str, torch.Tensor]:
+    """Each matrix's `count` inputs with the largest activations (the outlier features)."""
     return {name: peak.topk(count).indices for name, peak in peaks.items()}
 
 
+peaks = activation_peaks()
 reference = logits()
 predicted = reference.argmax(-1)
 records = []
@@ -95,10 +110,16 @@ def measure(label: str, stored, activations=None) -> None:
     got = logits()
     for h in handles:
         h.remove()
+    record(label, got)
+
+
+def record(label: str, got: torch.Tensor, **extra) -> None:
     changed = int((got.argmax(-1) != predicted).sum()) if not task.is_regression else None
-    records.append({"values": label, "max_logit_diff": round(float((got - reference).abs().max()), 4),
-                    "predictions_changed": changed})
-    print(f"{label:44s} {records[-1]['max_logit_diff']:.4f}  changed {changed}", flush=True)
+    diff = (got - reference).abs()
+    records.append({"values": label, "max_logit_diff": round(float(diff.max()), 4),
+                    "mean_logit_diff": round(float(diff.mean()), 5), "predictions_changed": changed, **extra})
+    print(f"{label:44s} {records[-1]['max_logit_diff']:.4f} (mean {records[-1]['mean_logit_diff']:.5f})  "
+          f"changed {changed}", flush=True)
 
 
 print(f"largest logit {float(reference.abs().max()):.3f} over {len(reference)} dev examples")
@@ -142,7 +163,27 @@ measure("int8 and 7-bit activations (the 1x4 kernel's)", lambda n, w: per_row(w,
 measure("63 steps a side and 8-bit activations (its earlier form)", lambda n, w: per_row(w, 63),
         lambda n, x: quantize_activations(x, 255))
 
+for name, m in targets.items():
+    m.weight.data = original[name]
+calibration = eval_batches(encode(load_split(task, None, "train")[:export.CALIBRATION_EXAMPLES], tokenizer, 128,
+                                  task.is_regression), 32)
+grams = input_grams(model, calibration, list(targets))
+measure("int8 compensated (export --calibration auto)", lambda n, w: CsrMatrix.from_dense(
+    w.numpy(), values="int8", rounding=compensated(grams[n])).dense_weight())
+with tempfile.TemporaryDirectory() as exports:
+    for way in ("none", "auto"):
+        start = time.perf_counter()
+        report = export.run(ExportConfig(model=args.model, output=f"{exports}/{way}", calibration=way))
+        seconds = round(time.perf_counter() - start, 1)
+        engine = load_sparse(Path(exports) / way)
+        with torch.inference_mode():
+            got = torch.cat([torch.as_tensor(engine(**{k: b[k] for k in ("input_ids", "attention_mask",
+                                                                             "token_type_ids")}).logits)
+                             for b in batches])
+        record(f"the engine on the int8 export, rounding {report['rounding']}", got, export_seconds=seconds)
+
 if args.json:
     with open(args.json, "w") as f:
-        json.dump({"model": args.model, "task": args.task, "largest_logit": round(float(reference.abs().max()), 4),
+        json.dump({"model": args.model, "task": args.task, "machine": machine_of(torch.device("cpu")),
+                   "largest_logit": round(float(reference.abs().max()), 4),
                    "examples": len(reference), "rows": records}, f, indent=1)

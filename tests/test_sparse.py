@@ -11,7 +11,7 @@ import sparsebert
 from sparsebert.errors import UserError
 from sparsebert.models import load_tokenizer
 from sparsebert.pruning import build_pruner, find_targets
-from sparsebert.sparse import calibration, kernels
+from sparsebert.sparse import calibration, kernels, rounding
 from sparsebert.sparse.engine import from_hf_model
 from sparsebert.sparse.format import export_model, load_exported
 from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, dense_to_csr, packed_attention, spmm
@@ -503,6 +503,63 @@ def test_export_says_when_int8_values_move_the_logits_past_their_tolerance(tiny_
         noted = "note: this int8 export moves the model's logits" in result.stdout
         assert noted == (moved[values] > 1e-2 and values == "int8"), (values, moved[values], result.stdout)
     assert moved["int8"] > 1e-2 > moved["fp32"]
+
+
+def test_compensated_int8_rounding_keeps_the_grid_and_the_zeros_and_moves_the_product_less_than_nearest():
+    rng = np.random.default_rng(0)
+    # inputs that vary together, as a transformer's do
+    x = rng.standard_normal((2000, 16)) @ rng.standard_normal((16, 96)) + 0.1 * rng.standard_normal((2000, 96))
+    weight = rng.standard_normal((64, 96)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.7] = 0
+    nearest = CsrMatrix.from_dense(weight, values="int8")
+    compensated = CsrMatrix.from_dense(weight, values="int8", rounding=rounding.compensated(x.T @ x))
+    # the same non-zeros on the same grid: one scale per row, int8 steps
+    assert np.array_equal(compensated.row_offsets, nearest.row_offsets)
+    assert np.array_equal(compensated.col_indices, nearest.col_indices)
+    np.testing.assert_array_equal(compensated.scales, nearest.scales)
+    assert compensated.values.dtype == np.int8 and np.abs(compensated.values.astype(int)).max() <= 127
+
+    def product_error(m):
+        return np.linalg.norm(x @ (weight - m.dense_weight().numpy()).T)
+    assert product_error(compensated) < 0.7 * product_error(nearest)
+
+
+def test_export_rounds_int8_values_calibrated_on_the_task_the_model_records_or_on_a_file(tiny_model, tmp_path):
+    model = pruned_tiny(tiny_model)
+    model.config.sparsebert_data = {"max_seq_length": 64, "task": "MRPC"}  # as prune records them
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("a cat sat on the mat\ndogs bark at night\nthe rain in spain\n")
+    expected = {(): "compensated, on the first 256 MRPC training examples", ("--calibration", "none"): "nearest",
+                ("--calibration", str(sentences)): f"compensated, on the first 3 rows of {sentences}"}
+    exported = {}
+    for number, (flags, rounding_said) in enumerate(expected.items()):
+        out = tmp_path / f"export-{number}"
+        result = run_cli("export", str(tmp_path / "pruned"), str(out), *flags)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "export_report.json").read_text())
+        assert report["rounding"] == rounding_said
+        assert report["max_logit_diff_vs_dense"] < 1e-2
+        exported[flags] = out
+    # calibrated on other inputs, the values land on other steps of the same grid
+    assert not torch.equal(load_exported(exported[()]).state_dict()["bert.encoder.layer.0.intermediate.dense.weight"],
+                           load_exported(exported[("--calibration", "none")]).state_dict()[
+                               "bert.encoder.layer.0.intermediate.dense.weight"])
+    # the block kernel quantizes its activations too: its values are rounded to nearest
+    blocks = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    build_pruner(find_targets(blocks), 0.75, 0, 0, 1, pattern="1x4").step(0)
+    blocks.config.sparsebert_data = {"max_seq_length": 64, "task": "MRPC"}
+    blocks.save_pretrained(tmp_path / "blocks")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "blocks")
+    assert run_cli("export", str(tmp_path / "blocks"), str(tmp_path / "blocks-export")).returncode == 0
+    assert json.loads((tmp_path / "blocks-export" / "export_report.json").read_text())["rounding"] == \
+        "nearest (1x4 blocks)"
+    missing = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "refused"), "--calibration",
+                      str(tmp_path / "missing.txt"))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "--calibration" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "refused").exists()
 
 
 def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_path):

@@ -47,6 +47,11 @@ class ExportConfig(JobConfig):
                           choices=VALUE_DTYPES)
     embeddings: str = setting("int8", "the embedding tables: int8 with one scale per row, fp16 or fp32", "output",
                               choices=VALUE_DTYPES)
+    calibration: str = setting("auto", "how int8 values are rounded: 'auto' (each row's rounding errors absorbed "
+                                       "by its other values, weighted by the model's inputs on the first 256 "
+                                       "training examples of the GLUE task it records; to nearest where it records "
+                                       "none), 'none' (to nearest), or a file of sentences to calibrate on (one a "
+                                       "line, or CSV, TSV or JSON lines with a 'text' column)", "output")
     onnx: bool = setting(False, "also write model.onnx (dense form) and check it", "output")
     overwrite: bool = overwrite_folder()
 

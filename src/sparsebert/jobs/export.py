@@ -9,23 +9,74 @@ import tempfile
 from pathlib import Path
 
 from ..config import ExportConfig
+from ..data import encode, eval_batches, model_data_settings
 from ..embedding import copy_sentence_transformers_files
 from ..errors import UserError
+from ..inference_files import read_inputs
 from ..loading import load_sparse, load_to_export
 from ..modelcard import write_model_card
 from ..models import load_tokenizer, resolve_model_path, save_model
 from ..output_folders import prepare_output_dir, write_json
+from ..pruning import find_targets
 from ..sparse.format import export_model, named_state, read_export
+from ..sparse.kernels import in_blocks
+from ..sparse.rounding import compensated, input_grams
+from ..tasks import Example, get_task, load_split
 
 # The largest logit difference from the dense model an int8 export should keep to; past it the export says so
 # (calibrated probabilities move with the logits, predictions rarely do).
 INT8_LOGIT_TOLERANCE = 1e-2
+# Examples whose inputs weight the int8 rounding: enough that every matrix's Gram matrix is well conditioned
+# (tens of thousands of tokens), few enough to take seconds.
+CALIBRATION_EXAMPLES = 256
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
 
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def calibration_examples(config: ExportConfig, model) -> tuple[list[Example] | None, str | None]:
+    """The examples the int8 rounding is calibrated on, and how the values are rounded (None: not int8)."""
+    if config.values != "int8":
+        return None, None
+    if config.calibration == "none":
+        return None, "nearest"
+    path = Path(config.calibration)
+    if config.calibration != "auto" and not path.is_file():
+        raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, or "
+                        "CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
+    state, targets = named_state(model)
+    if in_blocks({name: state[name] for name in targets}, "int8"):
+        # the block kernel quantizes its activations too, and weights tuned to fp32 inputs fared worse there
+        return None, "nearest (1x4 blocks)"
+    if config.calibration == "auto":
+        settings = model_data_settings(model.config)
+        if not settings.get("task") or "text_columns" in settings:
+            return None, "nearest (the model records no GLUE task to calibrate on: give --calibration FILE)"
+        task = get_task(settings["task"])
+        try:
+            train = load_split(task, None, "train")
+        except UserError:  # a task whose training split is not bundled (QNLI)
+            return None, f"nearest ({task.name}'s training examples are not bundled: give --calibration FILE)"
+        return train[:CALIBRATION_EXAMPLES], f"compensated, on the first {CALIBRATION_EXAMPLES} {task.name} training examples"
+    examples = []
+    for number, (text, second) in read_inputs(path, None, False):
+        examples.append(Example(text, second, 0, number))
+        if len(examples) == CALIBRATION_EXAMPLES:
+            break
+    return examples, f"compensated, on the first {len(examples)} rows of {path}"
+
+
+def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
+    """Each pruned matrix's compensated rounding, by its name in the export, weighted by its inputs on these
+    examples."""
+    length = model_data_settings(model.config).get("max_seq_length", 128)
+    batches = eval_batches(encode(examples, tokenizer, length, regression=False), 32)
+    grams = input_grams(model.eval(), batches, list(find_targets(model)))
+    prefix = f"{model.base_model_prefix}." if model.base_model is model else ""  # as named_state names them
+    return {f"{prefix}{name}.weight": compensated(gram) for name, gram in grams.items()}
 
 
 def run(config: ExportConfig) -> dict:
@@ -46,8 +97,11 @@ def run(config: ExportConfig) -> dict:
     model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
+    examples, rounding = calibration_examples(config, model)
+    roundings = int8_roundings(model, tokenizer, examples) if examples else None
     out = prepare_output_dir(config.output, config.overwrite)
-    report = export_model(model, tokenizer, out, config.values, config.embeddings)
+    report = export_model(model, tokenizer, out, config.values, config.embeddings, roundings)
+    report["rounding"] = rounding
     copy_sentence_transformers_files(Path(path), out)
     with tempfile.TemporaryDirectory() as dense_folder:
         save_model(model, tokenizer, Path(dense_folder))
@@ -88,7 +142,7 @@ def run(config: ExportConfig) -> dict:
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "
           f"MiB ({report['folder_compression']}x); {agreement} of dense; "
-          f"report: {out / 'export_report.json'}")
+          + (f"int8 values rounded {rounding}; " if rounding else "") + f"report: {out / 'export_report.json'}")
     if classifier and config.values == "int8" and report["max_logit_diff_vs_dense"] > INT8_LOGIT_TOLERANCE:
         print(f"note: this int8 export moves the model's logits by up to {report['max_logit_diff_vs_dense']:.2g} on "
               f"the sample (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter (probabilities), "

@@ -64,10 +64,13 @@ def named_state(model) -> tuple[dict[str, torch.Tensor], list[str]]:
     return state, [f"{prefix}{name}.weight" for name in find_targets(model)]
 
 
-def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embeddings_dtype: str = "int8") -> dict:
-    """Writes the folder; int8 values go in 1x4 blocks where the model was pruned in them (`prune --pattern 1x4`)."""
+def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embeddings_dtype: str = "int8",
+                 roundings: dict | None = None) -> dict:
+    """Writes the folder; int8 values go in 1x4 blocks where the model was pruned in them (`prune --pattern 1x4`),
+    each matrix rounded by its `roundings` entry where it has one (`sparse.rounding`), else to nearest."""
     state, targets = named_state(model)
-    pruned = to_matrices({name: state[name] for name in targets}, "int8" if values_dtype == "int8" else "fp32")
+    pruned = to_matrices({name: state[name] for name in targets}, "int8" if values_dtype == "int8" else "fp32",
+                         roundings)
     tensors, matrices, embeddings = {}, {}, {}
     for name, tensor in state.items():
         if name in pruned:

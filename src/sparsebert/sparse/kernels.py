@@ -70,7 +70,12 @@ class CsrMatrix:
 
     @classmethod
     def from_dense(cls, weight: np.ndarray, bias: np.ndarray | None = None, values: str = "fp32",
-                   block: int = 1) -> "CsrMatrix":
+                   block: int = 1, rounding=None) -> "CsrMatrix":
+        """`rounding`: how int8 values land on their grid (`rounding.compensated`), by default each to its
+        nearest step (`quantize_rows`)."""
+        def to_int8(nonzero, row_offsets, columns):
+            return rounding(nonzero, row_offsets, columns) if rounding else quantize_rows(nonzero, row_offsets)
+
         if weight.shape[1] > 65536:
             raise ValueError(f"a matrix with {weight.shape[1]} inputs: column indices are uint16 (at most 65536)")
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias.astype(np.float32)
@@ -82,11 +87,12 @@ class CsrMatrix:
             row_offsets, col_indices, _ = dense_to_csr(np.abs(groups).sum(-1))
             rows = np.repeat(np.arange(weight.shape[0]), np.diff(row_offsets))
             blocks = groups[rows, col_indices.astype(np.int64)].reshape(-1)
-            q, scales = quantize_rows(blocks, row_offsets * 4)
+            columns = (col_indices.astype(np.int64)[:, None] * 4 + np.arange(4)).reshape(-1)
+            q, scales = to_int8(blocks, row_offsets * 4, columns)
             return cls(row_offsets, col_indices, q, scales, bias, weight.shape[1], block=4)
         row_offsets, col_indices, nonzero = dense_to_csr(weight)
         if values == "int8":
-            nonzero, scales = quantize_rows(nonzero, row_offsets)
+            nonzero, scales = to_int8(nonzero, row_offsets, col_indices)
             return cls(row_offsets, col_indices, nonzero, scales, bias, weight.shape[1])
         return cls(row_offsets, col_indices, nonzero.astype(np.float32), None, bias, weight.shape[1])
 
@@ -127,12 +133,19 @@ class CsrMatrix:
 BLOCKED = 0.9  # share of non-zeros in the 1x4 blocks holding any, above which a matrix is stored in blocks
 
 
-def to_matrices(weights: dict[str, torch.Tensor], values: str) -> dict[str, CsrMatrix]:
+def to_matrices(weights: dict[str, torch.Tensor], values: str, roundings: dict | None = None) -> dict[str, CsrMatrix]:
     """Pruned weights in the engine's form: int8 1x4 blocks where every matrix was pruned in such blocks (and
-    int8 is asked for), else CSR of single weights (fp32 or int8 values)."""
+    int8 is asked for), else CSR of single weights (fp32 or int8 values). `roundings`: each matrix's int8
+    rounding by name, where not to nearest."""
     weights = {name: w.detach().float().numpy() for name, w in weights.items()}
-    blocked = values == "int8" and all(blocked_share(w) >= BLOCKED for w in weights.values())
-    return {name: CsrMatrix.from_dense(w, None, values, 4 if blocked else 1) for name, w in weights.items()}
+    block = 4 if in_blocks(weights, values) else 1
+    return {name: CsrMatrix.from_dense(w, None, values, block, (roundings or {}).get(name))
+            for name, w in weights.items()}
+
+
+def in_blocks(weights: dict[str, np.ndarray], values: str) -> bool:
+    """Whether these pruned weights run as int8 1x4 blocks: every matrix pruned in such blocks, int8 asked for."""
+    return values == "int8" and all(blocked_share(np.asarray(w)) >= BLOCKED for w in weights.values())
 
 
 def blocked_share(weight: np.ndarray, block: int = 4) -> float:
