@@ -26,8 +26,8 @@ from ..tasks import Example, get_task, load_split
 # The largest logit difference from the dense model an int8 export should keep to; past it the export says so
 # (calibrated probabilities move with the logits, predictions rarely do).
 INT8_LOGIT_TOLERANCE = 1e-2
-# Examples whose inputs weight the int8 rounding: enough that every matrix's Gram matrix is well conditioned
-# (tens of thousands of tokens), few enough to take seconds.
+# Examples whose inputs weight the int8 rounding: enough tokens (about ten thousand on MRPC) that every matrix's
+# Gram matrix is well conditioned, few enough that gathering them takes seconds.
 CALIBRATION_EXAMPLES = 256
 SAMPLE = (["the cat sat on the mat", "dogs bark", "a much longer sentence, to be padded against the short ones"],
           ["a cat was sitting", "loudly, at night", "and its pair"])
@@ -60,7 +60,8 @@ def calibration_examples(config: ExportConfig, model) -> tuple[list[Example] | N
             train = load_split(task, None, "train")
         except UserError:  # a task whose training split is not bundled (QNLI)
             return None, f"nearest ({task.name}'s training examples are not bundled: give --calibration FILE)"
-        return train[:CALIBRATION_EXAMPLES], f"compensated, on the first {CALIBRATION_EXAMPLES} {task.name} training examples"
+        return (train[:CALIBRATION_EXAMPLES],
+                f"compensated, on the first {CALIBRATION_EXAMPLES} {task.name} training examples")
     examples = []
     for number, (text, second) in read_inputs(path, None, False):
         examples.append(Example(text, second, 0, number))

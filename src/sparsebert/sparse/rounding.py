@@ -1,10 +1,11 @@
 """How a pruned matrix's non-zeros are rounded to their int8 grid (one scale per row: max |value| / 127).
 
-`kernels.quantize_rows` rounds each value to its nearest step. `compensated` rounds a row's values one at a time and lets the values not
-rounded yet absorb each rounding error, weighted by how the matrix's inputs vary together on calibration data
-(the update of GPTQ, Frantar et al. 2022, restricted to each row's non-zeros, so pruned weights stay zero): the
-row's product with real activations moves less than with rounding to nearest. The grid, the stored format and
-the kernels are the same either way; only which grid point each value lands on differs.
+`kernels.quantize_rows` rounds each value to its nearest step. `compensated` rounds a row's values one at a time
+and lets the values not rounded yet absorb each rounding error, weighted by how the matrix's inputs vary together
+on calibration data (the update of GPTQ, Frantar et al. 2022, restricted to each row's non-zeros, so pruned
+weights stay zero): the row's product with real activations moves less than with rounding to nearest. The grid,
+the stored format and the kernels are the same either way; only which grid point each value lands on differs.
+Each row costs the cube of its non-zeros (the inverse of their Gram matrix).
 """
 
 from __future__ import annotations
