@@ -28,8 +28,8 @@ from sparsebert.data import encode, eval_batches
 from sparsebert.jobs import export
 from sparsebert.loading import load_model, load_sparse
 from sparsebert.pruning import find_targets
+from sparsebert.sparse.format import state_prefix
 from sparsebert.sparse.kernels import CsrMatrix, dense_to_csr, quantize_activations, quantize_rows
-from sparsebert.sparse.rounding import compensated, input_grams
 from sparsebert.tasks import get_task, load_split
 from sparsebert.training import machine_of
 
@@ -49,10 +49,11 @@ targets = find_targets(model)  # the pruned matrices, as the export finds them
 original = {name: m.weight.detach().clone() for name, m in targets.items()}
 
 
-def logits() -> torch.Tensor:
+def logits(run=None) -> torch.Tensor:
+    """The dev set's logits from the model (or `run`: the sparse engine on an export)."""
     with torch.no_grad():
-        return torch.cat([model(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
-                          for b in batches])
+        return torch.cat([(run or model)(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+                          .logits for b in batches])
 
 
 def per_row(weight: torch.Tensor, levels: int) -> torch.Tensor:
@@ -165,22 +166,16 @@ measure("63 steps a side and 8-bit activations (its earlier form)", lambda n, w:
 
 for name, m in targets.items():
     m.weight.data = original[name]
-calibration = eval_batches(encode(load_split(task, None, "train")[:export.CALIBRATION_EXAMPLES], tokenizer, 128,
-                                  task.is_regression), 32)
-grams = input_grams(model, calibration, list(targets))
+roundings = export.int8_roundings(model, tokenizer, load_split(task, None, "train")[:export.CALIBRATION_EXAMPLES])
 measure("int8 compensated (export --calibration auto)", lambda n, w: CsrMatrix.from_dense(
-    w.numpy(), values="int8", rounding=compensated(grams[n])).dense_weight())
+    w.numpy(), values="int8", rounding=roundings[f"{state_prefix(model)}{n}.weight"]).dense_weight())
 with tempfile.TemporaryDirectory() as exports:
     for way in ("none", "auto"):
         start = time.perf_counter()
         report = export.run(ExportConfig(model=args.model, output=f"{exports}/{way}", calibration=way))
         seconds = round(time.perf_counter() - start, 1)
-        engine = load_sparse(Path(exports) / way)
-        with torch.inference_mode():
-            got = torch.cat([torch.as_tensor(engine(**{k: b[k] for k in ("input_ids", "attention_mask",
-                                                                             "token_type_ids")}).logits)
-                             for b in batches])
-        record(f"the engine on the int8 export, rounding {report['rounding']}", got, export_seconds=seconds)
+        record(f"the engine on the int8 export, rounding {report['rounding']}",
+               logits(load_sparse(Path(exports) / way)), export_seconds=seconds)
 
 if args.json:
     with open(args.json, "w") as f:

@@ -18,7 +18,7 @@ from ..modelcard import write_model_card
 from ..models import load_tokenizer, resolve_model_path, save_model
 from ..output_folders import prepare_output_dir, write_json
 from ..pruning import find_targets
-from ..sparse.format import export_model, named_state, read_export
+from ..sparse.format import export_model, named_state, read_export, state_prefix
 from ..sparse.kernels import in_blocks
 from ..sparse.rounding import compensated, input_grams
 from ..tasks import Example, get_task, load_split
@@ -76,8 +76,7 @@ def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
     length = model_data_settings(model.config).get("max_seq_length", 128)
     batches = eval_batches(encode(examples, tokenizer, length, regression=False), 32)
     grams = input_grams(model.eval(), batches, list(find_targets(model)))
-    prefix = f"{model.base_model_prefix}." if model.base_model is model else ""  # as named_state names them
-    return {f"{prefix}{name}.weight": compensated(gram) for name, gram in grams.items()}
+    return {f"{state_prefix(model)}{name}.weight": compensated(gram) for name, gram in grams.items()}
 
 
 def run(config: ExportConfig) -> dict:

@@ -59,9 +59,14 @@ def _stored_matrix(m: CsrMatrix, dtype: str) -> dict[str, torch.Tensor]:
 def named_state(model) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(tensors, names of the pruned weights), named as in a classifier (`bert.encoder...`) also for an encoder
     alone (a BertModel, whose names have no prefix), so that the engine reads both alike."""
-    prefix = f"{model.base_model_prefix}." if model.base_model is model else ""
+    prefix = state_prefix(model)
     state = {prefix + name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     return state, [f"{prefix}{name}.weight" for name in find_targets(model)]
+
+
+def state_prefix(model) -> str:
+    """What an export puts before the model's own tensor names: the classifier's prefix for an encoder alone."""
+    return f"{model.base_model_prefix}." if model.base_model is model else ""
 
 
 def export_model(model, tokenizer, out: Path, values_dtype: str = "int8", embeddings_dtype: str = "int8",
