@@ -5,7 +5,7 @@ and lets the values not rounded yet absorb each rounding error, weighted by how 
 on calibration data (the update of GPTQ, Frantar et al. 2022, restricted to each row's non-zeros, so pruned
 weights stay zero): the row's product with real activations moves less than with rounding to nearest. The grid,
 the stored format and the kernels are the same either way; only which grid point each value lands on differs.
-Each row costs the cube of its non-zeros (the inverse of their Gram matrix).
+Each row costs the cube of its non-zeros (the factors of their Gram matrix).
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ def _round_rows(values, row_offsets, columns, scales, gram):
         order[0], order[top] = top, 0
         x = x[order]
         cols = columns[start:end][order]
-        h = np.empty((len(cols), len(cols)))
-        for i in range(len(cols)):
-            for j in range(len(cols)):
-                h[i, j] = gram[cols[i], cols[j]]
-        # inverse Hessian's upper Cholesky factor: row i's tail says how the later values absorb value i's error
-        upper = np.linalg.cholesky(np.linalg.inv(h)).T
+        # the inverse Hessian's upper Cholesky factor (row i's tail says how the later values absorb value i's
+        # error) is the reversed inverse of the lower factor of the Hessian with its order reversed
+        n = len(cols)
+        h = np.empty((n, n))
+        for i in range(n):
+            for j in range(n):
+                h[i, j] = gram[cols[n - 1 - i], cols[n - 1 - j]]
+        upper = _lower_inverse(np.linalg.cholesky(h))[::-1, ::-1]
         s = scales[row]
         for i in range(len(x)):
             step = min(max(np.rint(x[i] / s), -LEVELS), LEVELS)
@@ -67,17 +69,37 @@ def _round_rows(values, row_offsets, columns, scales, gram):
     return q
 
 
+@njit(cache=True)
+def _lower_inverse(lower):
+    """The inverse of a lower-triangular matrix, by forward substitution a row at a time (the inner loop runs
+    along rows, in memory order). With the Cholesky before it, a row of 154 non-zeros takes 0.2 ms, where a
+    general inverse and a second Cholesky took 0.5."""
+    n = len(lower)
+    inverse = np.zeros((n, n))
+    for i in range(n):
+        inverse[i, i] = 1.0 / lower[i, i]
+        for k in range(i):
+            c = lower[i, k] * inverse[i, i]
+            for j in range(k + 1):
+                inverse[i, j] -= c * inverse[k, j]
+    return inverse
+
+
 def input_grams(model, batches, names: list[str]) -> dict[str, np.ndarray]:
     """Each named linear's Gram matrix of its inputs over the real tokens (padding left out) of `batches`."""
     modules = dict(model.named_modules())
     grams = {name: torch.zeros(modules[name].in_features, modules[name].in_features, dtype=torch.float64)
              for name in names}
     real = {}
+    last = {"input": None, "product": None}  # query, key and value read one tensor: its product is made once
 
     def hook(name):
         def add(module, inputs):
-            x = inputs[0][real["mask"]].double()
-            grams[name] += x.T @ x
+            if inputs[0] is not last["input"]:
+                # a batch's product in float32 (float64 takes twice as long), the batches summed in float64
+                x = inputs[0][real["mask"]]
+                last["input"], last["product"] = inputs[0], (x.T @ x).double()
+            grams[name] += last["product"]
         return add
 
     handles = [modules[name].register_forward_pre_hook(hook(name)) for name in names]
@@ -87,6 +109,7 @@ def input_grams(model, batches, names: list[str]) -> dict[str, np.ndarray]:
                 real["mask"] = batch["attention_mask"].bool()
                 model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     finally:
+        last.clear()
         for h in handles:
             h.remove()
     return {name: g.numpy() for name, g in grams.items()}
