@@ -16,6 +16,7 @@ from sparsebert.sparse.engine import from_hf_model
 from sparsebert.sparse.format import export_model, load_exported
 from sparsebert.sparse.kernels import KERNEL, CsrMatrix, add_layernorm, dense_to_csr, packed_attention, spmm
 from sparsebert.sparse.numba_kernel import csr_linear
+from sparsebert.tasks import get_task, load_split
 
 from conftest import run_cli
 
@@ -500,6 +501,7 @@ def test_export_says_when_int8_values_move_the_logits_past_their_tolerance(tiny_
         result = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / values), "--values", values)
         assert result.returncode == 0, result.stderr
         moved[values] = json.loads((tmp_path / values / "export_report.json").read_text())["max_logit_diff_vs_dense"]
+        assert json.loads((tmp_path / values / "export_report.json").read_text())["checked_on"] == "three sample pairs"
         noted = "note: this int8 export moves the model's logits" in result.stdout
         assert noted == (moved[values] > 1e-2 and values == "int8"), (values, moved[values], result.stdout)
     assert moved["int8"] > 1e-2 > moved["fp32"]
@@ -541,11 +543,31 @@ def test_export_rounds_int8_values_calibrated_on_the_task_the_model_records_or_o
         report = json.loads((out / "export_report.json").read_text())
         assert report["rounding"] == rounding_said
         assert report["max_logit_diff_vs_dense"] < 1e-2
+        # checked on the task's dev examples, whatever it was calibrated on
+        assert report["checked_on"] == "the first 256 MRPC dev examples"
         exported[flags] = out
+    # the check's figures are the engine's on those examples, as a user running the export would find them
+    dev = load_split(get_task("mrpc"), None, "dev")[:256]
+    inputs = load_tokenizer(str(tiny_model))([e.text_a for e in dev], [e.text_b for e in dev], truncation=True,
+                                             max_length=64, padding=True, return_tensors="pt")
+    report = json.loads((exported[()] / "export_report.json").read_text())
+    with torch.no_grad():
+        dense, sparse = model(**inputs).logits, sparsebert.load_sparse(exported[()])(**inputs).logits
+    assert report["max_logit_diff_vs_dense"] == pytest.approx(float((sparse - dense).abs().max()), rel=1e-3)
+    assert report["predictions_changed"] == int((sparse.argmax(-1) != dense.argmax(-1)).sum())
     # calibrated on other inputs, the values land on other steps of the same grid
     assert not torch.equal(load_exported(exported[()]).state_dict()["bert.encoder.layer.0.intermediate.dense.weight"],
                            load_exported(exported[("--calibration", "none")]).state_dict()[
                                "bert.encoder.layer.0.intermediate.dense.weight"])
+    # a model that records no task is checked on the file's rows
+    del model.config.sparsebert_data
+    model.save_pretrained(tmp_path / "no-task")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "no-task")
+    assert run_cli("export", str(tmp_path / "no-task"), str(tmp_path / "no-task-export"), "--calibration",
+                   str(sentences)).returncode == 0
+    report = json.loads((tmp_path / "no-task-export" / "export_report.json").read_text())
+    assert report["rounding"] == f"compensated, on the first 3 rows of {sentences}"
+    assert report["checked_on"] == f"the first 3 rows of {sentences}" and report["checked_examples"] == 3
     # the block kernel quantizes its activations too: its values are rounded to nearest
     blocks = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
     build_pruner(find_targets(blocks), 0.75, 0, 0, 1, pattern="1x4").step(0)

@@ -37,37 +37,86 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def calibration_examples(config: ExportConfig, model) -> tuple[list[Example] | None, str | None]:
-    """The examples the int8 rounding is calibrated on, and how the values are rounded (None: not int8)."""
-    if config.values != "int8":
-        return None, None
-    if config.calibration == "none":
-        return None, "nearest"
+def file_rows(config: ExportConfig) -> list[Example] | None:
+    """The first CALIBRATION_EXAMPLES rows of --calibration FILE (None for 'auto' and 'none')."""
+    if config.calibration in ("auto", "none"):
+        return None
     path = Path(config.calibration)
-    if config.calibration != "auto" and not path.is_file():
-        raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, or "
-                        "CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
-    state, targets = named_state(model)
-    if in_blocks({name: state[name] for name in targets}, "int8"):
-        # the block kernel quantizes its activations too, and weights tuned to fp32 inputs fared worse there
-        return None, "nearest (1x4 blocks)"
-    if config.calibration == "auto":
-        settings = model_data_settings(model.config)
-        if not settings.get("task") or "text_columns" in settings:
-            return None, "nearest (the model records no GLUE task to calibrate on: give --calibration FILE)"
-        task = get_task(settings["task"])
-        try:
-            train = load_split(task, None, "train")
-        except UserError:  # a task whose training split is not bundled (QNLI)
-            return None, f"nearest ({task.name}'s training examples are not bundled: give --calibration FILE)"
-        return (train[:CALIBRATION_EXAMPLES],
-                f"compensated, on the first {CALIBRATION_EXAMPLES} {task.name} training examples")
+    if not path.is_file():
+        raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, "
+                        "or CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
     examples = []
     for number, (text, second) in read_inputs(path, None, False):
         examples.append(Example(text, second, 0, number))
         if len(examples) == CALIBRATION_EXAMPLES:
             break
-    return examples, f"compensated, on the first {len(examples)} rows of {path}"
+    return examples
+
+
+def examples_of(config: ExportConfig, model, split: str) -> tuple[list[Example] | None, str]:
+    """Up to CALIBRATION_EXAMPLES inputs, and what they are. To calibrate the int8 rounding on ('train'): the rows of
+    --calibration FILE, else the training examples of the GLUE task the model records. To check the export on
+    ('dev'): that task's dev examples, else the file's rows. Without either: None, and why."""
+    rows = file_rows(config)
+    if rows is not None and split == "train":
+        return rows, f"the first {len(rows)} rows of {config.calibration}"
+    settings = model_data_settings(model.config)
+    task = get_task(settings["task"]) if settings.get("task") and "text_columns" not in settings else None
+    try:
+        examples = load_split(task, None, split)[:CALIBRATION_EXAMPLES] if task else None
+    except UserError:  # a split that is not bundled (QNLI's training examples)
+        examples = None
+    if examples:
+        return examples, f"the first {len(examples)} {task.name} {'training' if split == 'train' else split} examples"
+    if rows is not None:
+        return rows, f"the first {len(rows)} rows of {config.calibration}"
+    if task:
+        return None, f"{task.name}'s {split} examples are not bundled: give --calibration FILE"
+    return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
+
+
+def rounding_of(config: ExportConfig, model, examples: list[Example] | None, source: str) -> tuple[str | None, bool]:
+    """How the int8 values are rounded, said ("compensated, on ..." or "nearest (why)"; None when the values are not
+    int8), and whether that is the rounding calibrated on `examples`."""
+    if config.values != "int8":
+        return None, False
+    if config.calibration == "none":
+        return "nearest", False
+    state, targets = named_state(model)
+    if in_blocks({name: state[name] for name in targets}, "int8"):
+        # the block kernel quantizes its activations too, and weights tuned to fp32 inputs fared worse there
+        return "nearest (1x4 blocks)", False
+    return (f"compensated, on {source}", True) if examples else (f"nearest ({source})", False)
+
+
+def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
+    """The engine on the export against the dense model, on `examples` (else on three sample pairs): the largest
+    logit (or sentence embedding) difference and, for a classifier, the predictions that change."""
+    import torch
+
+    from ..sparse.engine import from_hf_model
+
+    if model.base_model is model:  # a sentence embedder
+        texts = [e.text_a for e in examples] if examples else SAMPLE[0]
+        dense = from_hf_model(model, tokenizer, engine="dense")
+        dense.max_seq_length = engine.max_seq_length
+        return {"max_embedding_diff_vs_dense": float(abs(engine.encode(texts) - dense.encode(texts)).max())}
+    if examples:
+        length = model_data_settings(model.config).get("max_seq_length", 128)
+        batches = list(eval_batches(encode(examples, tokenizer, length, regression=model.config.num_labels == 1), 32))
+    else:
+        batches = [tokenizer(*SAMPLE, padding=True, return_tensors="pt")]
+    moved, changed = 0.0, 0
+    with torch.inference_mode():
+        for batch in batches:
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            expected, got = model(**inputs).logits, engine(**inputs).logits
+            moved = max(moved, float((got - expected).abs().max()))
+            changed += int((got.argmax(-1) != expected.argmax(-1)).sum()) if expected.shape[-1] > 1 else 0
+    report = {"max_logit_diff_vs_dense": moved}
+    if model.config.num_labels > 1:
+        report["predictions_changed"] = changed
+    return report
 
 
 def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
@@ -80,9 +129,7 @@ def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
 
 
 def run(config: ExportConfig) -> dict:
-    import torch
-
-    from ..sparse.engine import check_engine_runs, from_hf_model
+    from ..sparse.engine import check_engine_runs
 
     path = resolve_model_path(config.model)
     if Path(config.output).resolve() == Path(path).resolve():
@@ -97,8 +144,10 @@ def run(config: ExportConfig) -> dict:
     model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
-    examples, rounding = calibration_examples(config, model)
-    roundings = int8_roundings(model, tokenizer, examples) if examples else None
+    examples, source = examples_of(config, model, "train")
+    rounding, calibrated = rounding_of(config, model, examples, source)
+    roundings = int8_roundings(model, tokenizer, examples) if calibrated else None
+    checks, checked_on = examples_of(config, model, "dev")
     out = prepare_output_dir(config.output, config.overwrite)
     report = export_model(model, tokenizer, out, config.values, config.embeddings, roundings)
     report["rounding"] = rounding
@@ -114,37 +163,33 @@ def run(config: ExportConfig) -> dict:
     report["max_weight_error"] = max(float((original[k].float() - tensors[k]).abs().max()) for k in tensors)
     engine = load_sparse(out)
     report["engine"] = engine.summary()
-    if classifier:
-        sample = tokenizer(*SAMPLE, padding=True, return_tensors="pt")
-        with torch.inference_mode():
-            expected = model(**sample).logits
-        report["max_logit_diff_vs_dense"] = float((engine(**sample).logits - expected).abs().max())
-    else:
-        dense = from_hf_model(model, tokenizer, engine="dense")
-        dense.max_seq_length = engine.max_seq_length
-        report["max_embedding_diff_vs_dense"] = float(abs(engine.encode(SAMPLE[0]) - dense.encode(SAMPLE[0])).max())
+    report.update(agreement(model, engine, tokenizer, checks), checked_examples=len(checks or SAMPLE[0]),
+                  checked_on=checked_on if checks else "three sample pairs")
     if config.onnx:
         from ..sparse.onnx import export_onnx
 
         report["onnx"] = export_onnx(model, tokenizer, out / "model.onnx")
     write_json(out / "export_report.json", report)
-    agreement = (f"logits within {report['max_logit_diff_vs_dense']:.1e}" if classifier
-                 else f"sentence embeddings within {report['max_embedding_diff_vs_dense']:.1e}")
+    agrees = (f"logits within {report['max_logit_diff_vs_dense']:.1e}" if classifier
+              else f"sentence embeddings within {report['max_embedding_diff_vs_dense']:.1e}")
+    agrees += f" of dense on {report['checked_on']}"
+    if "predictions_changed" in report:
+        agrees += f" ({report['predictions_changed']} of {report['checked_examples']} predictions changed)"
     source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
     write_model_card(out, summary=f"The compressed sparse form of `{path}` ({config.values} values, "
                                   f"{config.embeddings} embeddings), {report['folder_compression']}x smaller than its "
                                   "dense folder, by sparsebert.",
                      made_by=f"sparsebert export {config.model} {config.output} --values {config.values} --embeddings "
                              f"{config.embeddings}", metrics=source.get("final"),
-                     extra=[f"- **Dev metrics** are the dense model's; the export's {agreement} of them on a sample"]
+                     extra=[f"- **Dev metrics** are the dense model's; the export's {agrees}"]
                      if source.get("final") else [])
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "
-          f"MiB ({report['folder_compression']}x); {agreement} of dense; "
+          f"MiB ({report['folder_compression']}x); {agrees}; "
           + (f"int8 values rounded {rounding}; " if rounding else "") + f"report: {out / 'export_report.json'}")
     if classifier and config.values == "int8" and report["max_logit_diff_vs_dense"] > INT8_LOGIT_TOLERANCE:
         print(f"note: this int8 export moves the model's logits by up to {report['max_logit_diff_vs_dense']:.2g} on "
-              f"the sample (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter (probabilities), "
-              "export with --values fp16 (and --embeddings fp16)")
+              f"{report['checked_on']} (more than {INT8_LOGIT_TOLERANCE:g}); where the logits themselves matter "
+              "(probabilities), export with --values fp16 (and --embeddings fp16)")
     return report
