@@ -56,7 +56,8 @@ def file_rows(config: ExportConfig) -> list[Example] | None:
 def examples_of(config: ExportConfig, model, split: str) -> tuple[list[Example] | None, str]:
     """Up to CALIBRATION_EXAMPLES inputs, and what they are. To calibrate the int8 rounding on ('train'): the rows of
     --calibration FILE, else the training examples of the GLUE task the model records. To check the export on
-    ('dev'): that task's dev examples, else the file's rows. Without either: None, and why."""
+    ('dev'): that task's dev examples, else the file's rows, else (a sentence embedder) STS-B's dev sentences.
+    Without any: None, and why."""
     rows = file_rows(config)
     if rows is not None and split == "train":
         return rows, f"the first {len(rows)} rows of {config.calibration}"
@@ -70,6 +71,9 @@ def examples_of(config: ExportConfig, model, split: str) -> tuple[list[Example] 
         return examples, f"the first {len(examples)} {task.name} {'training' if split == 'train' else split} examples"
     if rows is not None:
         return rows, f"the first {len(rows)} rows of {config.calibration}"
+    if split == "dev" and model.base_model is model:  # a sentence embedder: the sentences it is scored on
+        sentences = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
+        return sentences, f"the first {len(sentences)} STS-B dev sentences"
     if task:
         return None, f"{task.name}'s {split} examples are not bundled: give --calibration FILE"
     return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
