@@ -67,15 +67,16 @@ def examples_of(config: ExportConfig, model, split: str) -> tuple[list[Example] 
         examples = load_split(task, None, split)[:CALIBRATION_EXAMPLES] if task else None
     except UserError:  # a split that is not bundled (QNLI's training examples)
         examples = None
+    kind = "training" if split == "train" else split
     if examples:
-        return examples, f"the first {len(examples)} {task.name} {'training' if split == 'train' else split} examples"
+        return examples, f"the first {len(examples)} {task.name} {kind} examples"
     if rows is not None:
         return rows, f"the first {len(rows)} rows of {config.calibration}"
     if split == "dev" and model.base_model is model:  # a sentence embedder: the sentences it is scored on
         sentences = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
         return sentences, f"the first {len(sentences)} STS-B dev sentences"
     if task:
-        return None, f"{task.name}'s {split} examples are not bundled: give --calibration FILE"
+        return None, f"{task.name}'s {kind} examples are not bundled: give --calibration FILE"
     return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
 
 
@@ -116,7 +117,7 @@ def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
             inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
             expected, got = model(**inputs).logits, engine(**inputs).logits
             moved = max(moved, float((got - expected).abs().max()))
-            changed += int((got.argmax(-1) != expected.argmax(-1)).sum()) if expected.shape[-1] > 1 else 0
+            changed += int((got.argmax(-1) != expected.argmax(-1)).sum())  # none with one logit (regression)
     report = {"max_logit_diff_vs_dense": moved}
     if model.config.num_labels > 1:
         report["predictions_changed"] = changed
