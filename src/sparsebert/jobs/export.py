@@ -126,11 +126,24 @@ def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
 
 def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
     """Each pruned matrix's compensated rounding, by its name in the export, weighted by its inputs on these
-    examples."""
+    examples. Both steps show their progress: on a large model each takes minutes."""
+    from tqdm import tqdm
+
     length = model_data_settings(model.config).get("max_seq_length", 128)
-    batches = eval_batches(encode(examples, tokenizer, length, regression=False), 32)
-    grams = input_grams(model.eval(), batches, list(find_targets(model)))
-    return {f"{state_prefix(model)}{name}.weight": compensated(gram) for name, gram in grams.items()}
+    batches = list(eval_batches(encode(examples, tokenizer, length, regression=False), 32))
+    grams = input_grams(model.eval(), tqdm(batches, desc="int8 calibration: inputs", unit="batch"),
+                        list(find_targets(model)))
+    bar = tqdm(total=len(grams), desc="int8 calibration: rounding", unit="matrix")
+
+    def ticking(rounding):
+        def round_and_tick(*arrays):
+            rounded = rounding(*arrays)
+            bar.update()
+            if bar.n == bar.total:
+                bar.close()
+            return rounded
+        return round_and_tick
+    return {f"{state_prefix(model)}{name}.weight": ticking(compensated(gram)) for name, gram in grams.items()}
 
 
 def run(config: ExportConfig) -> dict:
