@@ -584,6 +584,34 @@ def test_export_rounds_int8_values_calibrated_on_the_task_the_model_records_or_o
     assert not (tmp_path / "refused").exists()
 
 
+def test_export_of_a_model_trained_on_own_files_calibrates_and_checks_on_the_files_its_run_names(tiny_model,
+                                                                                                tmp_path):
+    files = tmp_path / "data"
+    files.mkdir()
+    for name, rows in (("train.csv", 300), ("dev.csv", 20)):  # sentences of mixed lengths, a verdict each
+        (files / name).write_text("id,sentence,verdict\n" + "".join(
+            f"{i},{' '.join(['word'] * (1 + i % 9))} number {i},{'yes' if i % 2 else 'no'}\n" for i in range(rows)))
+    model = pruned_tiny(tiny_model)
+    model.config.sparsebert_data = {"task": "verdicts", "text_columns": "sentence", "label_column": "verdict",
+                                    "metric": "accuracy", "max_seq_length": 64}  # as prune records own files
+    model.save_pretrained(tmp_path / "pruned")
+    load_tokenizer(str(tiny_model)).save_pretrained(tmp_path / "pruned")
+    (tmp_path / "pruned" / "config.yaml").write_text(f"train_file: {files / 'train.csv'}\n"
+                                                     f"validation_file: {files / 'dev.csv'}\n")
+    assert run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export")).returncode == 0
+    report = json.loads((tmp_path / "export" / "export_report.json").read_text())
+    train_rows = f"the first 256 rows of {files / 'train.csv'} (the model's training file)"
+    assert report["rounding"] == f"compensated, on {train_rows}"
+    assert report["checked_on"] == f"the first 20 rows of {files / 'dev.csv'} (the model's validation file)"
+    assert report["checked_examples"] == 20 and report["max_logit_diff_vs_dense"] < 1e-2
+    # moved away from the files its run names, the export says what to give instead of guessing
+    (files / "train.csv").rename(files / "moved.csv")
+    assert run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export-2")).returncode == 0
+    report = json.loads((tmp_path / "export-2" / "export_report.json").read_text())
+    assert report["rounding"].startswith("nearest (the training file the model was trained with is not found here")
+    assert report["checked_on"] == f"the first 20 rows of {files / 'dev.csv'} (the model's validation file)"
+
+
 def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_path):
     model = pruned_tiny(tiny_model)
     model.save_pretrained(tmp_path / "pruned")

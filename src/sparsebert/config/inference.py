@@ -49,7 +49,8 @@ class ExportConfig(JobConfig):
                               choices=VALUE_DTYPES)
     calibration: str = setting("auto", "how int8 values are rounded: 'auto' (each row's rounding errors absorbed "
                                        "by its other values, weighted by the model's inputs on the first 256 "
-                                       "training examples of the GLUE task it records; to nearest where it records "
+                                       "examples of its training data: the GLUE task's it records, or your own "
+                                       "training file that its run's config.yaml names; to nearest where there is "
                                        "none), 'none' (to nearest), or a file of sentences to calibrate on (one a "
                                        "line, or CSV, TSV or JSON lines with a 'text' column)", "output")
     onnx: bool = setting(False, "also write model.onnx (dense form) and check it", "output")

@@ -16,7 +16,7 @@ from ..inference_files import read_inputs
 from ..loading import load_sparse, load_to_export
 from ..modelcard import write_model_card
 from ..models import load_tokenizer, resolve_model_path, save_model
-from ..output_folders import prepare_output_dir, write_json
+from ..output_folders import prepare_output_dir, read_yaml_mapping, write_json
 from ..pruning import find_targets
 from ..sparse.format import export_model, named_state, read_export, state_prefix
 from ..sparse.kernels import in_blocks
@@ -37,44 +37,60 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def file_rows(config: ExportConfig) -> list[Example] | None:
-    """The first CALIBRATION_EXAMPLES rows of --calibration FILE (None for 'auto' and 'none')."""
-    if config.calibration in ("auto", "none"):
-        return None
-    path = Path(config.calibration)
-    if not path.is_file():
-        raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, "
-                        "or CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
+def first_rows(path: Path, columns: str | None) -> list[Example]:
+    """The first CALIBRATION_EXAMPLES rows of a file of sentences or pairs (their texts only)."""
     examples = []
-    for number, (text, second) in read_inputs(path, None, False):
+    for number, (text, second) in read_inputs(path, columns, bool(columns)):
         examples.append(Example(text, second, 0, number))
         if len(examples) == CALIBRATION_EXAMPLES:
             break
     return examples
 
 
-def examples_of(config: ExportConfig, model, split: str) -> tuple[list[Example] | None, str]:
+def own_file(folder: Path, split: str) -> Path | None:
+    """The training ('train') or validation ('dev') file of the user's own that made the model, as its run's
+    config.yaml names it, where it is still found."""
+    record = folder / "config.yaml"
+    named = read_yaml_mapping(record, "a run's config").get("train_file" if split == "train" else "validation_file") \
+        if record.is_file() else None
+    return Path(named) if named and Path(named).is_file() else None
+
+
+def examples_of(config: ExportConfig, model, folder: Path, split: str) -> tuple[list[Example] | None, str]:
     """Up to CALIBRATION_EXAMPLES inputs, and what they are. To calibrate the int8 rounding on ('train'): the rows of
-    --calibration FILE, else the training examples of the GLUE task the model records. To check the export on
-    ('dev'): that task's dev examples, else the file's rows, else (a sentence embedder) STS-B's dev sentences.
-    Without any: None, and why."""
-    rows = file_rows(config)
-    if rows is not None and split == "train":
-        return rows, f"the first {len(rows)} rows of {config.calibration}"
+    --calibration FILE, else the model's training data: its own files' (as its run's config.yaml names them) or
+    the GLUE task's it records. To check the export on ('dev'): the model's validation data likewise, else the
+    file's rows, else (a sentence embedder) STS-B's dev sentences. Without any: None, and why."""
+    given = None if config.calibration in ("auto", "none") else Path(config.calibration)
+    if given is not None and not given.is_file():
+        raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, "
+                        "or CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
+    if given is not None and split == "train":
+        rows = first_rows(given, None)
+        return rows, f"the first {len(rows)} rows of {given}"
     settings = model_data_settings(model.config)
+    kind = "training" if split == "train" else "validation" if "text_columns" in settings else split
+    if "text_columns" in settings:  # trained on the user's own files
+        found = own_file(folder, split)
+        if found:
+            rows = first_rows(found, settings["text_columns"])
+            return rows, f"the first {len(rows)} rows of {found} (the model's {kind} file)"
     task = get_task(settings["task"]) if settings.get("task") and "text_columns" not in settings else None
     try:
         examples = load_split(task, None, split)[:CALIBRATION_EXAMPLES] if task else None
     except UserError:  # a split that is not bundled (QNLI's training examples)
         examples = None
-    kind = "training" if split == "train" else split
     if examples:
         return examples, f"the first {len(examples)} {task.name} {kind} examples"
-    if rows is not None:
-        return rows, f"the first {len(rows)} rows of {config.calibration}"
+    if given is not None:
+        rows = first_rows(given, None)
+        return rows, f"the first {len(rows)} rows of {given}"
     if split == "dev" and model.base_model is model:  # a sentence embedder: the sentences it is scored on
         sentences = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
         return sentences, f"the first {len(sentences)} STS-B dev sentences"
+    if "text_columns" in settings:
+        return None, (f"the {kind} file the model was trained with is not found here (its run's config.yaml names "
+                      "it): give --calibration FILE")
     if task:
         return None, f"{task.name}'s {kind} examples are not bundled: give --calibration FILE"
     return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
@@ -162,10 +178,10 @@ def run(config: ExportConfig) -> dict:
     model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
-    examples, source = examples_of(config, model, "train")
+    examples, source = examples_of(config, model, Path(path), "train")
     rounding, calibrated = rounding_of(config, model, examples, source)
     roundings = int8_roundings(model, tokenizer, examples) if calibrated else None
-    checks, checked_on = examples_of(config, model, "dev")
+    checks, checked_on = examples_of(config, model, Path(path), "dev")
     out = prepare_output_dir(config.output, config.overwrite)
     report = export_model(model, tokenizer, out, config.values, config.embeddings, roundings)
     report["rounding"] = rounding
