@@ -608,7 +608,8 @@ def test_export_of_a_model_trained_on_own_files_calibrates_and_checks_on_the_fil
     (files / "train.csv").rename(files / "moved.csv")
     assert run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export-2")).returncode == 0
     report = json.loads((tmp_path / "export-2" / "export_report.json").read_text())
-    assert report["rounding"].startswith("nearest (the training file the model was trained with is not found here")
+    assert report["rounding"] == ("nearest (the training file that the model's config.yaml names is not found here: "
+                                  "give --calibration FILE)")
     assert report["checked_on"] == f"the first 20 rows of {files / 'dev.csv'} (the model's validation file)"
 
 

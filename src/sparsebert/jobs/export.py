@@ -89,8 +89,7 @@ def examples_of(config: ExportConfig, model, folder: Path, split: str) -> tuple[
         sentences = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
         return sentences, f"the first {len(sentences)} STS-B dev sentences"
     if "text_columns" in settings:
-        return None, (f"the {kind} file the model was trained with is not found here (its run's config.yaml names "
-                      "it): give --calibration FILE")
+        return None, f"the {kind} file that the model's config.yaml names is not found here: give --calibration FILE"
     if task:
         return None, f"{task.name}'s {kind} examples are not bundled: give --calibration FILE"
     return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
