@@ -526,6 +526,44 @@ def test_compensated_int8_rounding_keeps_the_grid_and_the_zeros_and_moves_the_pr
     assert product_error(compensated) < 0.7 * product_error(nearest)
 
 
+def test_compensated_rounding_rounds_each_row_as_gptq_does_on_its_non_zeros():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 40)) + 0.1 * rng.standard_normal((500, 40))
+    weight = rng.standard_normal((30, 40)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.6] = 0
+    gram = x.T @ x
+    got = CsrMatrix.from_dense(weight, values="int8", rounding=rounding.compensated(gram))
+    # the textbook form: the largest value first, then each value's error spread over the rest through the upper
+    # Cholesky factor of the inverse (damped) Gram matrix of the row's inputs
+    damped = gram + rounding.DAMPING * np.mean(np.diag(gram)) * np.eye(len(gram))
+    expected = []
+    for row, scale in zip(weight, got.scales):
+        cols = np.flatnonzero(row)
+        order = np.arange(len(cols))
+        top = np.argmax(np.abs(row[cols]))
+        order[0], order[top] = top, 0
+        values, cols = row[cols][order].astype(np.float64), cols[order]
+        upper = np.linalg.cholesky(np.linalg.inv(damped[np.ix_(cols, cols)])).T
+        steps = np.zeros(len(cols))
+        for i in range(len(cols)):
+            steps[i] = np.clip(np.rint(values[i] / scale), -127, 127)
+            values[i + 1:] -= (values[i] - steps[i] * scale) / upper[i, i] * upper[i, i + 1:]
+        expected.extend(steps[np.argsort(order)])
+    assert np.sum(got.values != np.array(expected)) <= 1  # a tie may fall either way in the last bit
+
+
+def test_input_grams_are_each_linears_input_products_over_real_tokens(tiny_model):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model).eval()
+    batch = batch_of_mixed_lengths()
+    names = [f"bert.encoder.layer.0.attention.self.{p}" for p in ("query", "key", "value")]
+    grams = rounding.input_grams(model, [batch], names)
+    with torch.no_grad():
+        embedded = model(**batch, output_hidden_states=True).hidden_states[0]
+    x = embedded[batch["attention_mask"].bool()].double()
+    for name in names:  # the three read the same input, and padding is left out
+        np.testing.assert_allclose(grams[name], (x.T @ x).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_export_rounds_int8_values_calibrated_on_the_task_the_model_records_or_on_a_file(tiny_model, tmp_path):
     model = pruned_tiny(tiny_model)
     model.config.sparsebert_data = {"max_seq_length": 64, "task": "MRPC"}  # as prune records them
@@ -608,9 +646,15 @@ def test_export_of_a_model_trained_on_own_files_calibrates_and_checks_on_the_fil
     (files / "train.csv").rename(files / "moved.csv")
     assert run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export-2")).returncode == 0
     report = json.loads((tmp_path / "export-2" / "export_report.json").read_text())
-    assert report["rounding"] == ("nearest (the training file that the model's config.yaml names is not found here: "
-                                  "give --calibration FILE)")
+    assert report["rounding"] == (f"nearest ({files / 'train.csv'}, the train_file that {tmp_path / 'pruned'}/"
+                                  "config.yaml names, is not found here: give --calibration FILE)")
     assert report["checked_on"] == f"the first 20 rows of {files / 'dev.csv'} (the model's validation file)"
+    # a training file with no rows: refused where it would calibrate, not read where nothing is calibrated
+    (files / "train.csv").write_text("id,sentence,verdict\n")
+    refused = run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export-3"))
+    assert refused.returncode != 0 and "no rows to calibrate" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "export-3").exists()
+    assert run_cli("export", str(tmp_path / "pruned"), str(tmp_path / "export-4"), "--values", "fp16").returncode == 0
 
 
 def test_load_sparse_is_called_like_a_hugging_face_classifier(tiny_model, tmp_path):

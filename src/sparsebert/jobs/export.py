@@ -44,69 +44,73 @@ def first_rows(path: Path, columns: str | None) -> list[Example]:
         examples.append(Example(text, second, 0, number))
         if len(examples) == CALIBRATION_EXAMPLES:
             break
+    if not examples:
+        raise UserError(f"{path}: no rows to calibrate or check the export on; give a file with some")
     return examples
 
 
-def own_file(folder: Path, split: str) -> Path | None:
+def own_file(folder: Path, split: str) -> tuple[Path | None, str]:
     """The training ('train') or validation ('dev') file of the user's own that made the model, as its run's
-    config.yaml names it, where it is still found."""
+    config.yaml names it (relative to where the export runs, as to where the run ran), else None and why."""
+    key = "train_file" if split == "train" else "validation_file"
     record = folder / "config.yaml"
-    named = read_yaml_mapping(record, "a run's config").get("train_file" if split == "train" else "validation_file") \
-        if record.is_file() else None
-    return Path(named) if named and Path(named).is_file() else None
+    named = read_yaml_mapping(record, "a run's config").get(key) if record.is_file() else None
+    if not isinstance(named, str):
+        return None, f"{record} names no {key}"
+    if not Path(named).is_file():
+        return None, f"{named}, the {key} that {record} names, is not found here"
+    return Path(named), ""
 
 
 def examples_of(config: ExportConfig, model, folder: Path, split: str) -> tuple[list[Example] | None, str]:
     """Up to CALIBRATION_EXAMPLES inputs, and what they are. To calibrate the int8 rounding on ('train'): the rows of
     --calibration FILE, else the model's training data: its own files' (as its run's config.yaml names them) or
     the GLUE task's it records. To check the export on ('dev'): the model's validation data likewise, else the
-    file's rows, else (a sentence embedder) STS-B's dev sentences. Without any: None, and why."""
+    file's rows, else (a sentence embedder) the first sentences of STS-B's dev pairs. Without any: None, and why."""
     given = None if config.calibration in ("auto", "none") else Path(config.calibration)
     if given is not None and not given.is_file():
         raise UserError(f"--calibration {config.calibration}: no such file; give a file of sentences (one a line, "
                         "or CSV, TSV or JSON lines with a text column), 'auto' or 'none'")
-    if given is not None and split == "train":
-        rows = first_rows(given, None)
-        return rows, f"the first {len(rows)} rows of {given}"
     settings = model_data_settings(model.config)
-    kind = "training" if split == "train" else "validation" if "text_columns" in settings else split
-    if "text_columns" in settings:  # trained on the user's own files
-        found = own_file(folder, split)
-        if found:
-            rows = first_rows(found, settings["text_columns"])
-            return rows, f"the first {len(rows)} rows of {found} (the model's {kind} file)"
-    task = get_task(settings["task"]) if settings.get("task") and "text_columns" not in settings else None
-    try:
-        examples = load_split(task, None, split)[:CALIBRATION_EXAMPLES] if task else None
-    except UserError:  # a split that is not bundled (QNLI's training examples)
-        examples = None
-    if examples:
-        return examples, f"the first {len(examples)} {task.name} {kind} examples"
+    own = "text_columns" in settings  # trained on the user's own files
+    kind = {"train": "training", "dev": "validation" if own else "dev"}[split]
+    why = "the model records no GLUE task"
+    if given is None or split == "dev":
+        if own:
+            found, why = own_file(folder, split)
+            if found:
+                rows = first_rows(found, settings["text_columns"])
+                return rows, f"the first {len(rows)} rows of {found} (the model's {kind} file)"
+        elif settings.get("task"):
+            task = get_task(settings["task"])
+            try:
+                examples = load_split(task, None, split)[:CALIBRATION_EXAMPLES]
+                return examples, f"the first {len(examples)} {task.name} {kind} examples"
+            except UserError:  # a split that is not bundled (QNLI's training examples)
+                why = f"{task.name}'s {kind} examples are not bundled"
     if given is not None:
         rows = first_rows(given, None)
         return rows, f"the first {len(rows)} rows of {given}"
-    if split == "dev" and model.base_model is model:  # a sentence embedder: the sentences it is scored on
-        sentences = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
-        return sentences, f"the first {len(sentences)} STS-B dev sentences"
-    if "text_columns" in settings:
-        return None, f"the {kind} file that the model's config.yaml names is not found here: give --calibration FILE"
-    if task:
-        return None, f"{task.name}'s {kind} examples are not bundled: give --calibration FILE"
-    return None, "the model records no GLUE task to calibrate on: give --calibration FILE"
+    if split == "dev" and model.base_model is model:  # a sentence embedder: sentences like those it is scored on
+        pairs = load_split(get_task("sts-b"), None, "dev")[:CALIBRATION_EXAMPLES]
+        return pairs, f"the first sentences of the first {len(pairs)} STS-B dev pairs"
+    return None, f"{why}: give --calibration FILE"
 
 
-def rounding_of(config: ExportConfig, model, examples: list[Example] | None, source: str) -> tuple[str | None, bool]:
+def int8_rounding(config: ExportConfig, model, folder: Path) -> tuple[str | None, list[Example] | None]:
     """How the int8 values are rounded, said ("compensated, on ..." or "nearest (why)"; None when the values are not
-    int8), and whether that is the rounding calibrated on `examples`."""
+    int8), and the examples to calibrate the compensated rounding on (None for nearest). The examples are read only
+    when they are used."""
     if config.values != "int8":
-        return None, False
+        return None, None
     if config.calibration == "none":
-        return "nearest", False
+        return "nearest", None
     state, targets = named_state(model)
     if in_blocks({name: state[name] for name in targets}, "int8"):
         # the block kernel quantizes its activations too, and weights tuned to fp32 inputs fared worse there
-        return "nearest (1x4 blocks)", False
-    return (f"compensated, on {source}", True) if examples else (f"nearest ({source})", False)
+        return "nearest (1x4 blocks)", None
+    examples, source = examples_of(config, model, folder, "train")
+    return (f"compensated, on {source}", examples) if examples else (f"nearest ({source})", None)
 
 
 def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
@@ -177,9 +181,8 @@ def run(config: ExportConfig) -> dict:
     model = load_to_export(path)
     check_engine_runs(model.config)
     classifier = model.base_model is not model
-    examples, source = examples_of(config, model, Path(path), "train")
-    rounding, calibrated = rounding_of(config, model, examples, source)
-    roundings = int8_roundings(model, tokenizer, examples) if calibrated else None
+    rounding, examples = int8_rounding(config, model, Path(path))
+    roundings = int8_roundings(model, tokenizer, examples) if examples else None
     checks, checked_on = examples_of(config, model, Path(path), "dev")
     out = prepare_output_dir(config.output, config.overwrite)
     report = export_model(model, tokenizer, out, config.values, config.embeddings, roundings)
@@ -197,7 +200,7 @@ def run(config: ExportConfig) -> dict:
     engine = load_sparse(out)
     report["engine"] = engine.summary()
     report.update(agreement(model, engine, tokenizer, checks), checked_examples=len(checks or SAMPLE[0]),
-                  checked_on=checked_on if checks else "three sample pairs")
+                  checked_on=checked_on if checks else f"three sample {'pairs' if classifier else 'sentences'}")
     if config.onnx:
         from ..sparse.onnx import export_onnx
 
@@ -208,14 +211,14 @@ def run(config: ExportConfig) -> dict:
     agrees += f" of dense on {report['checked_on']}"
     if "predictions_changed" in report:
         agrees += f" ({report['predictions_changed']} of {report['checked_examples']} predictions changed)"
-    source = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
+    metrics = json.loads((Path(path) / "metrics.json").read_text()) if (Path(path) / "metrics.json").is_file() else {}
     write_model_card(out, summary=f"The compressed sparse form of `{path}` ({config.values} values, "
                                   f"{config.embeddings} embeddings), {report['folder_compression']}x smaller than its "
                                   "dense folder, by sparsebert.",
                      made_by=f"sparsebert export {config.model} {config.output} --values {config.values} --embeddings "
-                             f"{config.embeddings}", metrics=source.get("final"),
+                             f"{config.embeddings}", metrics=metrics.get("final"),
                      extra=[f"- **Dev metrics** are the dense model's; the export's {agrees}"]
-                     if source.get("final") else [])
+                     if metrics.get("final") else [])
     print(f"pruned matrices: {report['pruned_dense_bytes'] / 2**20:.1f} MiB dense fp32 -> "
           f"{report['pruned_compressed_bytes'] / 2**20:.2f} MiB stored ({report['pruned_compression']}x); "
           f"whole folder {report['dense_folder_bytes'] / 2**20:.1f} MiB dense -> {report['folder_bytes'] / 2**20:.1f} "

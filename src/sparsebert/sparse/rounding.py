@@ -97,7 +97,7 @@ def input_grams(model, batches, names: list[str]) -> dict[str, np.ndarray]:
         def add(module, inputs):
             if inputs[0] is not last["input"]:
                 # a batch's product in float32 (float64 takes twice as long), the batches summed in float64
-                x = inputs[0][real["mask"]]
+                x = inputs[0][real["mask"]].float()
                 last["input"], last["product"] = inputs[0], (x.T @ x).double()
             grams[name] += last["product"]
         return add
