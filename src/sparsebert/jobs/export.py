@@ -113,6 +113,12 @@ def int8_rounding(config: ExportConfig, model, folder: Path) -> tuple[str | None
     return (f"compensated, on {source}", examples) if examples else (f"nearest ({source})", None)
 
 
+def example_batches(model, tokenizer, examples: list[Example]) -> list[dict]:
+    """Examples as the model reads them: cut at the length it was trained with, in batches of 32 (labels unused)."""
+    length = model_data_settings(model.config).get("max_seq_length", 128)
+    return list(eval_batches(encode(examples, tokenizer, length, regression=model.config.num_labels == 1), 32))
+
+
 def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
     """The engine on the export against the dense model, on `examples` (else on three sample pairs): the largest
     logit (or sentence embedding) difference and, for a classifier, the predictions that change."""
@@ -126,8 +132,7 @@ def agreement(model, engine, tokenizer, examples: list[Example] | None) -> dict:
         dense.max_seq_length = engine.max_seq_length
         return {"max_embedding_diff_vs_dense": float(abs(engine.encode(texts) - dense.encode(texts)).max())}
     if examples:
-        length = model_data_settings(model.config).get("max_seq_length", 128)
-        batches = list(eval_batches(encode(examples, tokenizer, length, regression=model.config.num_labels == 1), 32))
+        batches = example_batches(model, tokenizer, examples)
     else:
         batches = [tokenizer(*SAMPLE, padding=True, return_tensors="pt")]
     moved, changed = 0.0, 0
@@ -148,8 +153,7 @@ def int8_roundings(model, tokenizer, examples: list[Example]) -> dict:
     examples. Both steps show their progress: on a large model each takes minutes."""
     from tqdm import tqdm
 
-    length = model_data_settings(model.config).get("max_seq_length", 128)
-    batches = list(eval_batches(encode(examples, tokenizer, length, regression=False), 32))
+    batches = example_batches(model, tokenizer, examples)
     grams = input_grams(model.eval(), tqdm(batches, desc="int8 calibration: inputs", unit="batch"),
                         list(find_targets(model)))
     bar = tqdm(total=len(grams), desc="int8 calibration: rounding", unit="matrix")
