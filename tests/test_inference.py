@@ -102,6 +102,24 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tiny_model, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, noted", [("fma avx2", True), ("avx2 avx512f avx512_bf16", False), ("avx2 amx_bf16", False)])
+def test_bf16_on_a_cpu_without_bf16_instructions_says_fp32_is_faster(flags, noted, monkeypatch, tmp_path, capsys):
+    from sparsebert import distributed
+    from sparsebert.sparse import calibration
+
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\n")
+    monkeypatch.setattr(calibration, "CPUINFO", tmp_path / "cpuinfo")
+    calibration.instruction_sets.cache_clear()
+    try:
+        distributed.start("cpu", "bf16")
+        distributed.start("cpu", "fp32")
+    finally:
+        monkeypatch.undo()
+        calibration.instruction_sets.cache_clear()
+    said = capsys.readouterr().err
+    assert ("runs emulated" in said) == noted and said.count("\n") == noted
+
+
 def test_a_config_object_of_another_job_is_a_clear_type_error(tmp_path):
     with pytest.raises(TypeError, match=r"sparsebert.finetune\(config=...\) takes a FinetuneConfig or a YAML file's "
                                         r"path, not a PruneConfig"):

@@ -56,7 +56,8 @@ def instruction_sets() -> list[str]:
                       if line.startswith("flags")), [])
     except OSError:
         return []
-    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8") if f in flags]
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
+            if f in flags]
 
 
 def machine() -> dict:
