@@ -692,41 +692,41 @@ AVX512 static float softmax_row512(float *row, int length, int lp, int bf16) {
     return 1.0f / sum_lanes(sum);  /* the same order in both widths */
 }
 
-/* out rows i and i + 1 (only i where !pair) = P rows p0, p1 times V, scaled by s0, s1. */
-AVX2 static void pv_pair(const float *p0, const float *p1, float s0, float s1, int pair, int length, int head_dim,
-                         const float *v, int ld, float *out, int ldo) {
-    const __m256 x0 = _mm256_set1_ps(s0), y0 = _mm256_set1_ps(s1);
+/* out rows 0..rows - 1 (rows <= 4, ldo apart) = P rows (lp apart) times V, each scaled by its inv; 16 dims at a
+ * time, so that each V load feeds four rows (two rows of 32 dims load twice as much V per product), the last
+ * 8-dim group alone. */
+AVX2 static void pv_rows(const float *p, int lp, const float *inv, int rows, int length, int head_dim,
+                         const float *v, float *out, int ldo) {
+    const float *p1 = p + lp, *p2 = p + 2 * (size_t)lp, *p3 = p + 3 * (size_t)lp;
     int c = 0;
-    for (; c + 32 <= head_dim; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (; c + 16 <= head_dim; c += 16) {  /* named sums: an array indexed by rows would live in memory */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, d0 = a0, d1 = a0, e0 = a0, e1 = a0;
         for (int j = 0; j < length; j++) {
-            const float *vr = v + (size_t)j * ld + c;
-            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8), v2 = _mm256_loadu_ps(vr + 16),
-                   v3 = _mm256_loadu_ps(vr + 24);
-            __m256 x = _mm256_broadcast_ss(p0 + j), y = _mm256_broadcast_ss(p1 + j);
+            const float *vr = v + (size_t)j * head_dim + c;
+            const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+            __m256 x = _mm256_broadcast_ss(p + j), y = _mm256_broadcast_ss(p1 + j);
             a0 = _mm256_fmadd_ps(x, v0, a0); a1 = _mm256_fmadd_ps(x, v1, a1);
-            a2 = _mm256_fmadd_ps(x, v2, a2); a3 = _mm256_fmadd_ps(x, v3, a3);
             b0 = _mm256_fmadd_ps(y, v0, b0); b1 = _mm256_fmadd_ps(y, v1, b1);
-            b2 = _mm256_fmadd_ps(y, v2, b2); b3 = _mm256_fmadd_ps(y, v3, b3);
+            x = _mm256_broadcast_ss(p2 + j); y = _mm256_broadcast_ss(p3 + j);
+            d0 = _mm256_fmadd_ps(x, v0, d0); d1 = _mm256_fmadd_ps(x, v1, d1);
+            e0 = _mm256_fmadd_ps(y, v0, e0); e1 = _mm256_fmadd_ps(y, v1, e1);
         }
-        float *o = out + c;
-        _mm256_storeu_ps(o, _mm256_mul_ps(a0, x0)); _mm256_storeu_ps(o + 8, _mm256_mul_ps(a1, x0));
-        _mm256_storeu_ps(o + 16, _mm256_mul_ps(a2, x0)); _mm256_storeu_ps(o + 24, _mm256_mul_ps(a3, x0));
-        if (pair) {
-            o += ldo;
-            _mm256_storeu_ps(o, _mm256_mul_ps(b0, y0)); _mm256_storeu_ps(o + 8, _mm256_mul_ps(b1, y0));
-            _mm256_storeu_ps(o + 16, _mm256_mul_ps(b2, y0)); _mm256_storeu_ps(o + 24, _mm256_mul_ps(b3, y0));
+        const __m256 sums[4][2] = {{a0, a1}, {b0, b1}, {d0, d1}, {e0, e1}};
+        for (int r = 0; r < rows; r++) {
+            const __m256 s = _mm256_set1_ps(inv[r]);
+            _mm256_storeu_ps(out + (size_t)r * ldo + c, _mm256_mul_ps(sums[r][0], s));
+            _mm256_storeu_ps(out + (size_t)r * ldo + c + 8, _mm256_mul_ps(sums[r][1], s));
         }
     }
     for (; c < head_dim; c += 8) {
-        __m256 a = _mm256_setzero_ps(), b = a;
+        __m256 a[4];
+        for (int r = 0; r < 4; r++) a[r] = _mm256_setzero_ps();
         for (int j = 0; j < length; j++) {
-            __m256 vv = _mm256_loadu_ps(v + (size_t)j * ld + c);
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), vv, a);
-            b = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), vv, b);
+            const __m256 vv = _mm256_loadu_ps(v + (size_t)j * head_dim + c);
+            for (int r = 0; r < 4; r++) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (size_t)r * lp + j), vv, a[r]);
         }
-        _mm256_storeu_ps(out + c, _mm256_mul_ps(a, x0));
-        if (pair) _mm256_storeu_ps(out + ldo + c, _mm256_mul_ps(b, y0));
+        for (int r = 0; r < rows; r++)
+            _mm256_storeu_ps(out + (size_t)r * ldo + c, _mm256_mul_ps(a[r], _mm256_set1_ps(inv[r])));
     }
 }
 
@@ -811,9 +811,7 @@ AVX2 static void softmax_pv_avx2(float *sc, int lp, int rows, int length, int he
                                  float *out, int ldo) {
     float inv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int r = 0; r < rows; r++) inv[r] = softmax_row(sc + (size_t)r * lp, length, lp, bf16);
-    for (int r = 0; r < rows; r += 2)
-        pv_pair(sc + (size_t)r * lp, sc + (size_t)(r + 1) * lp, inv[r], inv[r + 1], r + 1 < rows, length, head_dim,
-                vs, head_dim, out + (size_t)r * ldo, ldo);
+    pv_rows(sc, lp, inv, rows, length, head_dim, vs, out, ldo);
 }
 
 AVX512 static void softmax_pv_avx512(float *sc, int lp, int rows, int length, int head_dim, int bf16, const float *vs,
