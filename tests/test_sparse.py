@@ -229,17 +229,19 @@ def test_fused_kernels_match_pytorch():
     out = add_layernorm(a, b, weight, bias, 1e-12, torch.empty(300, 384))
     torch.testing.assert_close(out, torch.nn.functional.layer_norm(a + b, (384,), weight, bias, 1e-12),
                                atol=1e-5, rtol=1e-5)
-    # packed attention: three sequences of different lengths against PyTorch's attention one by one
-    lengths, heads, head_dim = [5, 33, 17], 4, 16
-    qkv = torch.randn(sum(lengths), 3 * heads * head_dim, generator=rng)
+    # packed attention: three sequences of different lengths against PyTorch's attention one by one, with head
+    # sizes that take each of the kernels' column groups (8 alone, 16s, 16s and a last 8, whole 32s)
+    lengths, heads = [5, 33, 17], 4
     starts = torch.tensor([0, 5, 38, 55])
-    got = packed_attention(qkv, starts, heads, torch.empty(sum(lengths), heads * head_dim))
-    if got is None:
-        pytest.skip("the C kernel is not built here")
-    for s, e in zip(starts[:-1], starts[1:]):
-        q, k, v = qkv[s:e].view(e - s, 3, heads, head_dim).permute(1, 2, 0, 3)
-        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(e - s, -1)
-        torch.testing.assert_close(got[s:e], expected, atol=1e-5, rtol=1e-5)
+    for head_dim in (8, 16, 40, 64):
+        qkv = torch.randn(sum(lengths), 3 * heads * head_dim, generator=rng)
+        got = packed_attention(qkv, starts, heads, torch.empty(sum(lengths), heads * head_dim))
+        if got is None:
+            pytest.skip("the C kernel is not built here")
+        for s, e in zip(starts[:-1], starts[1:]):
+            q, k, v = qkv[s:e].view(e - s, 3, heads, head_dim).permute(1, 2, 0, 3)
+            expected = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(e - s, -1)
+            torch.testing.assert_close(got[s:e], expected, atol=1e-5, rtol=1e-5, msg=f"head size {head_dim}")
 
 
 def scaled_with_biases(model, scale):
