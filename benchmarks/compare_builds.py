@@ -31,13 +31,7 @@ SHAPES = {"batch 1 x 128": (1, 128), "batch 32 x 128": (32, 128), "batch 32 x 48
 
 def library(path: str):
     """A build of the kernel library, declared as the installed one is and set to the same instruction set."""
-    lib = ctypes.CDLL(path)
-    # every function the installed library was declared with (a CDLL keeps each one it has looked up), so that
-    # a kernel the engine comes to call is never called undeclared (pointers cut to ints: a crash)
-    declared = {name: f for name, f in vars(kernels._C).items() if isinstance(f, ctypes._CFuncPtr)}
-    for name, installed in declared.items():
-        built = getattr(lib, name)
-        built.argtypes, built.restype = installed.argtypes, installed.restype
+    lib = kernels.declare(ctypes.CDLL(path))
     lib.sb_use_isa(kernels.ISAS[kernels.KERNEL])
     return lib
 

@@ -693,13 +693,12 @@ AVX512 static float softmax_row512(float *row, int length, int lp, int bf16) {
 }
 
 /* out rows 0..rows - 1 (rows <= 4, ldo apart) = P rows (lp apart) times V, each scaled by its inv; 16 dims at a
- * time, so that each V load feeds four rows (two rows of 32 dims load twice as much V per product), the last
- * 8-dim group alone. */
+ * time, so that each load of V feeds four rows; a last 8-dim group alone. */
 AVX2 static void pv_rows(const float *p, int lp, const float *inv, int rows, int length, int head_dim,
                          const float *v, float *out, int ldo) {
     const float *p1 = p + lp, *p2 = p + 2 * (size_t)lp, *p3 = p + 3 * (size_t)lp;
     int c = 0;
-    for (; c + 16 <= head_dim; c += 16) {  /* named sums: an array indexed by rows would live in memory */
+    for (; c + 16 <= head_dim; c += 16) {  /* named sums: GCC kept a 4 x 2 array of them in memory */
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, d0 = a0, d1 = a0, e0 = a0, e1 = a0;
         for (int j = 0; j < length; j++) {
             const float *vr = v + (size_t)j * head_dim + c;

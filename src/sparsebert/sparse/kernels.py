@@ -200,6 +200,12 @@ def _load_c_kernel():
     lib = ctypes.CDLL(_spmm.__file__)
     if not lib.sb_cpu_isa() or os.environ.get("SPARSEBERT_KERNEL") == "numba":
         return None
+    return declare(lib)
+
+
+def declare(lib):
+    """The kernel library's functions given their C signatures (undeclared, ctypes would cut pointers to ints):
+    the installed build's, or another build of _spmm.c that a benchmark compares it with."""
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
     lib.sb_use_isa.argtypes = [i]
     matrix = ctypes.POINTER(CMatrix)
