@@ -226,6 +226,45 @@ def test_until_starts_no_job_that_like_jobs_say_would_still_run_then(tiny_model,
                                                          "as HH:MM (24-hour clock, this machine's local time)")
 
 
+@pytest.mark.parametrize("flags", ["fma avx2", "avx2 avx512f avx512_bf16"])
+def test_until_sizes_a_bf16_job_on_a_cpu_that_emulates_bf16_only_by_records_made_there(flags, tmp_path, monkeypatch,
+                                                                                      capsys):
+    from sparsebert.research.experiment import ends_in_time
+    from sparsebert.sparse import calibration
+
+    emulated = "avx512_bf16" not in flags
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 {flags}\n\n")
+    monkeypatch.setattr(calibration, "CPUINFO", tmp_path / "cpuinfo")
+    calibration.instruction_sets.cache_clear()
+    calibration.processor.cache_clear()
+    try:
+        (tmp_path / "runs" / "teacher-mrpc").mkdir(parents=True)
+        (tmp_path / "runs" / "teacher-mrpc" / "metrics.json").write_text("{}")
+        grid = {"output": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+                "teachers": {"mrpc": {"task": "mrpc", "precision": "bf16"}}, "prune_defaults": {"precision": "bf16"}}
+        job = {"variant": "kap", "task": "mrpc", "teacher": "mrpc", "steps": None, "dir": "kap-mrpc-s0.5-seed2"}
+        elsewhere = {"job": "kap-mrpc-s0.5-seed1", "variant": "kap", "task": "mrpc", "steps": 500, "seconds": 600.0,
+                     "machine": "Zen 4 EPYC, 1 thread"}  # ten minutes there: an hour left is plenty, unless emulated
+        (tmp_path / "results").mkdir()
+        write = lambda records: (tmp_path / "results" / "results.json").write_text(json.dumps(records))
+        write([elsewhere])
+        in_an_hour = datetime.now().timestamp() + 3600
+        assert ends_in_time(grid, job, in_an_hour, "the end") != emulated
+        assert ("kap-mrpc-s0.5-seed2: not started: it trains in bf16, which this CPU emulates"
+                in capsys.readouterr().out) == emulated
+        here = {**elsewhere, "job": "kap-mrpc-s0.5-seed3", "machine": machine_of(torch.device("cpu"))}
+        write([elsewhere, here])  # this machine's own record sizes it: ten minutes here too
+        assert ends_in_time(grid, job, in_an_hour, "the end")
+        (tmp_path / "runs" / "teacher-mrpc" / "metrics.json").unlink()  # its teacher to train, in bf16 too
+        assert ends_in_time(grid, job, in_an_hour, "the end") != emulated
+        assert ("not started: its teacher trains in bf16" in capsys.readouterr().out) == emulated
+        assert ends_in_time({**grid, "teachers": {"mrpc": {"task": "mrpc"}}}, job, in_an_hour, "the end")
+    finally:
+        monkeypatch.undo()
+        calibration.instruction_sets.cache_clear()
+        calibration.processor.cache_clear()
+
+
 def test_curves_are_drawn_only_for_runs_that_differ_in_one_setting(tmp_path):
     from sparsebert.research.plots import plot_curves
 

@@ -10,7 +10,8 @@ runs taught by one teacher). Several processes can work through one grid side by
 of them). After every job the records are gathered into `<output>/results.json`, a markdown table of scores,
 one of each pruned model's sparsity per layer (`layers.md`), and plots.
 With `--until HH:MM` (the end of a lane's stretch of work) a job is started only when the committed records of
-like jobs (same variant, task and steps) say it ends by then, so that a lane stops between jobs.
+like jobs (same variant, task and steps) say it ends by then, so that a lane stops between jobs (a job in bf16 on
+a CPU that emulates bf16, only by records made on that machine).
 
 Config:
     name: recipe
@@ -36,7 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import AugmentConfig, ExperimentConfig, FinetuneConfig, PruneConfig, build
-from ..distributed import pick_device
+from ..distributed import native_bf16, pick_device
 from ..errors import UserError
 from ..jobs import augment, finetune, prune
 from ..jobs.run import run_to_the_end
@@ -123,16 +124,30 @@ def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | Non
     """With --until: whether the job is expected to end by then, from the committed records of like jobs (the
     same variant, task and steps: the median of their wall times, of those made on this machine where there are
     any), plus its teacher's where that is still to train here. A job no record sizes is started: nothing says
-    it will not fit."""
+    it will not fit, except where it trains in bf16 on a CPU that emulates it (no AVX512_BF16 or AMX), about ten
+    times fp32's time: records made elsewhere would size it far too short, so only this machine's count."""
     if deadline is None:
         return True
     task = get_task(job["task"]).name.lower()
     records = committed_records(grid)
-    expected = median_seconds([r for r in records if r.get("variant") == job["variant"] and r["task"] == task
-                               and (not job["steps"] or r["steps"] == job["steps"])])
+    like = [r for r in records if r.get("variant") == job["variant"] and r["task"] == task
+            and (not job["steps"] or r["steps"] == job["steps"])]
     teacher = Path(grid["runs_dir"]) / f"teacher-{job['teacher']}"
-    if expected and not job.get("prune", {}).get("no_teacher") and not (teacher / "metrics.json").is_file():
-        expected += median_seconds([r for r in records if r["job"] == teacher.name]) or 0.0
+    teacher_to_train = not job.get("prune", {}).get("no_teacher") and not (teacher / "metrics.json").is_file()
+    teachers = [r for r in records if r["job"] == teacher.name]
+    emulated = [(what, timed) for what, settings, timed in (
+        ("it", {**grid.get("prune_defaults", {}), **job.get("prune", {})}, like),
+        ("its teacher", grid["teachers"][job["teacher"]] if teacher_to_train else {}, teachers))
+        if settings.get("precision") == "bf16" and not made_here(timed) and emulates_bf16()]
+    if emulated:
+        print(f"{job['dir']}: not started: {emulated[0][0]} trains in bf16, which this CPU emulates (no AVX512_BF16 "
+              f"or AMX) at about ten times fp32's time, and no record made here sizes it (run it without --until to time "
+              "it here, or on a CPU with bfloat16 instructions)",
+              flush=True)
+        return False
+    expected = median_seconds(like)
+    if expected and teacher_to_train:
+        expected += median_seconds(teachers) or 0.0
     left = deadline - time.time()
     if expected is None or expected <= left:
         return True
@@ -141,12 +156,22 @@ def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | Non
     return False
 
 
+def emulates_bf16() -> bool:
+    """Whether bf16 autocast runs emulated here: on a CPU without bfloat16 instructions (a GPU has its own)."""
+    return pick_device(None).type == "cpu" and not native_bf16()
+
+
+def made_here(records: list[dict]) -> list[dict]:
+    """The records made on this machine (the same processor, threads and processes)."""
+    here = machine_of(pick_device(None))
+    return [r for r in records if r.get("machine") == here]
+
+
 def median_seconds(records: list[dict]) -> float | None:
     """The median wall time of these records, of those made on this machine where there are any (a job's time
     varies several-fold between a GPU, a CPU with bf16 and one without)."""
-    here = machine_of(pick_device(None))
     timed = [r for r in records if r.get("seconds")]
-    seconds = [r["seconds"] for r in [r for r in timed if r.get("machine") == here] or timed]
+    seconds = [r["seconds"] for r in made_here(timed) or timed]
     return statistics.median(seconds) if seconds else None
 
 
