@@ -48,9 +48,16 @@ def start(device_name: str | None, precision: str = "fp32") -> tuple[Processes, 
     device = pick_device(device_name)
     if precision == "fp16" and device.type != "cuda":  # CPU autocast in fp16 is slow and its gradients underflow
         raise UserError(f"--precision fp16 needs a GPU; this run is on the {device.type}: use --precision bf16 or fp32")
-    if precision == "bf16" and device.type == "cpu" and os.environ.get("RANK", "0") == "0" and not native_bf16():
+    processes, device = join(device)
+    if precision == "bf16" and device.type == "cpu" and processes.main and not native_bf16():
         print("note: this CPU has no bfloat16 instructions (AVX512_BF16 or AMX), so --precision bf16 runs emulated, "
               "several times slower than fp32; --precision fp32 is faster here", file=sys.stderr)
+    return processes, device
+
+
+def join(device: torch.device) -> tuple[Processes, torch.device]:
+    """This process's place among those torchrun started (one alone without it), and its device: under torchrun
+    on GPUs, the one of its local rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Processes(), device
