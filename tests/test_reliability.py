@@ -301,6 +301,23 @@ def test_output_files_in_missing_folders_are_refused_before_work(tiny_teacher, t
     assert_one_line(run_cli("evaluate", tiny_teacher, "--json", tmp_path), "is a folder; give a file name")
 
 
+def test_evaluate_never_writes_its_metrics_over_the_validation_file_nor_another_file_unasked(tiny_teacher, tmp_path):
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("label\tsentence1\tsentence2\n1\ta cat\ta cat sat\n0\tdogs\tit rained\n")
+    own = ["--validation-file", dev, "--text-columns", "sentence1,sentence2"]
+    before = dev.read_bytes()
+    assert_one_line(run_cli("evaluate", tiny_teacher, *own, "--json", dev, "--overwrite"),
+                    f"--json {dev} is the input file; write to another file")
+    assert dev.read_bytes() == before
+    earlier = tmp_path / "metrics.json"
+    earlier.write_text("{}")
+    assert_one_line(run_cli("evaluate", tiny_teacher, "--json", earlier),
+                    f"--json {earlier} exists; give another file or --overwrite to replace it")
+    assert earlier.read_text() == "{}"
+    assert run_cli("evaluate", tiny_teacher, "--json", earlier, "--overwrite").returncode == 0
+    assert "accuracy" in json.loads(earlier.read_text())
+
+
 def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_complete_checkpoint_resumes(tiny_model, tmp_path,
                                                                                                monkeypatch):
     import errno

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from . import datafiles
 from .errors import UserError
-from .output_folders import check_output_file
 from .textfiles import first_line, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
@@ -100,15 +99,6 @@ def plain_rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None]]]:
             raise UserError(f"{path}:{number}: {len(fields)} columns; give `text` or `text_a<TAB>text_b`, or a "
                             "header row and --text-columns")
         yield number, (fields[0], fields[1] if len(fields) == 2 else None)
-
-
-def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
-    """Before anything is read or written: the output never replaces the input, nor another file unasked."""
-    if output.resolve() == input_path.resolve():
-        raise UserError(f"--output {output} is the input file; write the output to another file")
-    check_output_file(output, "--output")
-    if output.exists() and not overwrite:
-        raise UserError(f"--output {output} exists; give another file or --overwrite to replace it")
 
 
 @contextmanager

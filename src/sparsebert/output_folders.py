@@ -59,6 +59,15 @@ def check_output_file(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the folder {path.parent} does not exist")
 
 
+def check_output(output: Path, input_path: Path | None, overwrite: bool, flag: str = "--output") -> None:
+    """Before anything is read or written: the output never replaces the input, nor another file unasked."""
+    if input_path is not None and output.resolve() == input_path.resolve():
+        raise UserError(f"{flag} {output} is the input file; write to another file")
+    check_output_file(output, flag)
+    if output.exists() and not overwrite:
+        raise UserError(f"{flag} {output} exists; give another file or --overwrite to replace it")
+
+
 def plain(value):
     """Config values as YAML/JSON can hold them."""
     if isinstance(value, Path):

@@ -28,7 +28,9 @@ class EvaluateConfig(DataConfig):
     batch_size: int = setting(64, "examples per batch", "engine")
     engine: str = setting("dense", "sparse: the sparse CPU engine (each matrix sparse where that is faster here)",
                           "engine", choices=("dense", "sparse"))
-    json: str | None = setting(None, "also write the metrics to this JSON file", "output")
+    json: str | None = setting(None, "also write the metrics to this JSON file (refused if it exists unless "
+                                     "--overwrite)", "output")
+    overwrite: bool = overwrite_file("--json")
     max_seq_length: int | None = recorded_length()
 
     def check(self) -> None:

@@ -27,8 +27,8 @@ def overwrite_folder():
     return setting(False, "write into a non-empty output folder", "output", invocation=True)
 
 
-def overwrite_file():
-    return setting(False, "replace an existing --output file", "output", invocation=True)
+def overwrite_file(flag: str = "--output"):
+    return setting(False, f"replace an existing {flag} file", "output", invocation=True)
 
 
 def seed_setting():

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from ..config import EmbedConfig
 from ..embedding import check_sentence_model
 from ..errors import UserError
-from ..inference_files import check_output, output_stream, sentence_rows
+from ..inference_files import output_stream, sentence_rows
 from ..models import resolve_model_path
+from ..output_folders import check_output
 
 
 CHUNK = 4096  # sentences encoded and written at a time

@@ -11,13 +11,14 @@ from ..evaluation import evaluate
 from ..loading import load_config, load_model, load_sparse
 from ..models import check_model_positions, resolve_model_path
 from ..pruning.report import sparsity_report
-from ..output_folders import check_output_file, write_json
+from ..output_folders import check_output, write_json
 from ..tasks import load_split
 
 
 def run(config: EvaluateConfig) -> dict:
     if config.json:
-        check_output_file(Path(config.json), "--json")
+        check_output(Path(config.json), Path(config.validation_file) if config.validation_file else None,
+                     config.overwrite, "--json")
     path = resolve_model_path(config.model)
     model_config = load_config(path)
     task = task_of(config, model_config)

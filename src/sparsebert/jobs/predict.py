@@ -19,9 +19,10 @@ from tqdm import tqdm
 from ..config import PredictConfig
 from ..data import Encoded, eval_batches, model_data_settings, trained_length
 from ..errors import UserError
-from ..inference_files import check_output, output_stream, read_inputs, rows_of_one_kind
+from ..inference_files import output_stream, read_inputs, rows_of_one_kind
 from ..loading import load_config, load_dense, load_sparse
 from ..models import check_model_positions, load_tokenizer, resolve_model_path
+from ..output_folders import check_output
 from ..tasks import get_task
 
 
