@@ -9,6 +9,7 @@ import pytest
 import sparsebert
 from conftest import run_cli
 from sparsebert.config import AugmentConfig
+from sparsebert.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,16 @@ def test_predict_reads_a_tsv_header_of_text_columns_as_a_header(tiny_teacher, tm
     (tmp_path / "plain.tsv").write_text("The cat sat.\tA cat sat.\n")  # no header: the first line is a pair
     result = run_cli("predict", tiny_teacher, "--input", tmp_path / "plain.tsv")
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1]
+
+
+def test_a_first_line_the_csv_reader_cannot_read_is_one_line_naming_it(tmp_path):
+    from sparsebert.inference_files import read_inputs
+
+    (tmp_path / "cr.txt").write_text("hello\rworld\nsecond line\n", newline="")
+    (tmp_path / "open.csv").write_text('text,"label\nfirst,x\n')
+    for name in ("cr.txt", "open.csv"):
+        with pytest.raises(UserError, match=rf"{name}:1: not valid (TSV|CSV)"):
+            list(read_inputs(tmp_path / name, None, False))
 
 
 def test_predict_reads_a_header_by_its_names_not_its_order(rte_model, tiny_teacher, tmp_path):

@@ -103,6 +103,16 @@ def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
      "nolabel.jsonl:2: no label \\(column or key 'label'\\); give every row its label"),
     ("empty.csv", "text,label\na,x\nb,\nc,y\n", {}, "empty.csv:3: no label"),
     ("single.csv", "text,label\na,yes\nb,yes\n", {}, "every row has the label 'yes'; a classifier needs two"),
+    # a quote left open would swallow every row after it into one text; one closed early would lose its quotes
+    ("unclosed.csv", 'text,label\nfirst,x\n"second,y\nthird,x\nfourth,y\n', {},
+     "unclosed.csv:3: not valid CSV .*a quoted field that opens in this row is never closed"),
+    ("stray.csv", 'text,label\nfirst,x\n"sec"ond,y\n', {}, "stray.csv:3: not valid CSV"),
+    # a column or key given twice: one of them would be read and the other silently dropped
+    ("twice.csv", "text,label,label\na,x,y\nb,y,x\n", {}, "twice.csv:1: the header names the column 'label' twice"),
+    ("twice.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n', {},
+     'twice.jsonl:2: the key "label" is given twice in one object'),
+    ("deep.jsonl", '{"text": ' + "[" * 100000 + "]" * 100000 + ', "label": "x"}\n', {},
+     "deep.jsonl:1: JSON nested too deeply to read"),
 ])
 def test_files_that_cannot_define_a_task_are_one_line_naming_what(tmp_path, name, content, options, message):
     (tmp_path / name).write_text(content)
@@ -110,6 +120,16 @@ def test_files_that_cannot_define_a_task_are_one_line_naming_what(tmp_path, name
         task = datafiles.own_task(None, tmp_path / name, text=None, label_column="label", regression=False,
                                   metric=None, **options)
         datafiles.read_own_examples(task, tmp_path / name)
+
+
+def test_decimal_labels_are_a_regression_in_every_format(tmp_path):
+    rows = [{"text": f"review {i}", "score": float(i % 3 * 2)} for i in range(9)]  # 0.0, 2.0, 4.0
+    for suffix in (".csv", ".jsonl"):
+        path = write(tmp_path / f"scores{suffix}", [{**r, "score": f"{r['score']:.1f}"} for r in rows]
+                     if suffix == ".csv" else rows, ["text", "score"])
+        task = datafiles.own_task(None, path, text=None, label_column="score", regression=False, metric=None)
+        assert task.is_regression, suffix
+        assert [e.label for e in datafiles.read_own_examples(task, path)][:3] == [0.0, 2.0, 4.0]
 
 
 def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):

@@ -41,12 +41,28 @@ def default_name(path: Path) -> str:
     return path.parent.name if path.stem.lower() in ("train", "training", "dev", "validation", "valid") else path.stem
 
 
+class RepeatedKey(ValueError):
+    pass
+
+
+def once_each(pairs: list[tuple]) -> dict:
+    """A JSON object's pairs as a dict, where json.loads would keep the last of a key given twice."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise RepeatedKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
+    return record
+
+
 def json_object(path: Path, number: int, line: str) -> dict:
     """One line of a JSON lines file: an object, else an error naming the file and line."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=once_each)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    except RepeatedKey as e:
+        raise UserError(f"{path}:{number}: the key \"{e.args[0]}\" is given twice in one object; keep one") from None
+    except RecursionError:
+        raise UserError(f"{path}:{number}: JSON nested too deeply to read") from None
     if not isinstance(record, dict):
         raise UserError(f"{path}:{number}: not a JSON object; give one {{\"column\": value, ...}} per line")
     return record
@@ -67,6 +83,9 @@ def table_records(path: Path, kind: str) -> tuple[list[str], Iterator[tuple[int,
     if first is None:
         raise UserError(f"{path}: the file is empty")
     columns = first[1]
+    twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if twice is not None:
+        raise UserError(f"{path}:{first[0]}: the header names the column '{twice}' twice; rename one")
 
     def records():
         for number, fields in rows:
@@ -108,14 +127,13 @@ def text_columns(given: str | None, columns: list[str], path) -> tuple[str, str 
 
 
 def label_text(value, where: str, column: str) -> str:
-    """A row's label as a string: JSON numbers as written (1, not 1.0, for whole numbers); a row without one is
-    an error naming it."""
+    """A row's label as a string: JSON numbers as written (a float such as 1.0 stays a decimal, a regression
+    target, as "1.0" in a CSV file and a float column in Hugging Face's run_glue); a row without one is an error
+    naming it."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise UserError(f"{where}: no label (column or key '{column}'); give every row its label")
     if isinstance(value, bool) or isinstance(value, (list, dict)):
         raise UserError(f"{where}: label {json.dumps(value)} is not a string or a number")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
     return str(value).strip()
 
 

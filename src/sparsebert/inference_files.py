@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import datafiles
 from .errors import UserError
-from .textfiles import first_line, table_rows, text_lines
+from .textfiles import first_line, table_reader, table_rows, text_lines
 
 FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
 SECOND_KEYS = ("text_b", "sentence2", "question2")
@@ -58,7 +58,10 @@ def read_inputs(path: Path, columns: str | None, required: bool,
         return ((n, parse_json_line(path, n, line, names, required or bool(columns)))
                 for n, line in enumerate(text_lines(path), 1) if line.strip())
     kind = "csv" if path.suffix.lower() == ".csv" else "tsv"
-    header = next(csv.reader([first.rstrip("\r\n")], delimiter="," if kind == "csv" else "\t"))
+    try:
+        header = next(table_reader([first.rstrip("\r\n")], kind))
+    except csv.Error as e:
+        raise UserError(f"{path}:1: not valid {kind.upper()} ({e})") from None
     if not columns and task_columns and all(c in header for c in task_columns.split(",")):
         columns = task_columns
     named = bool(columns) and all(c in header for c in columns.split(","))

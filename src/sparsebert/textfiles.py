@@ -35,14 +35,24 @@ def first_line(path: Path) -> str:
         lines.close()
 
 
+def table_reader(lines, kind: str):
+    """csv.reader for kind "csv" (strict: a quote that opens a field must close it, and nothing may follow the
+    closing one, where the lenient reader would run on to the end of the file or drop the quotes) or "tsv"."""
+    if kind == "tsv":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines, delimiter=",", quoting=csv.QUOTE_MINIMAL, strict=True)
+
+
 def table_rows(path: Path, kind: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each row that is not blank, for kind "csv" or "tsv"; the number is the row's
-    last line where a quoted CSV field spans lines."""
-    reader = csv.reader(text_lines(path), delimiter="\t" if kind == "tsv" else ",",
-                        quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
+    last line where a quoted CSV field spans lines. A row that cannot be read is an error naming its first line."""
+    reader = table_reader(text_lines(path), kind)
+    start = 1
     try:
         for fields in reader:
             if any(f.strip() for f in fields):
                 yield reader.line_num, fields
+            start = reader.line_num + 1
     except csv.Error as e:
-        raise UserError(f"{path}:{reader.line_num}: not valid {kind.upper()} ({e})") from None
+        unclosed = "; a quoted field that opens in this row is never closed" if "end of data" in str(e) else ""
+        raise UserError(f"{path}:{start}: not valid {kind.upper()} ({e}){unclosed}") from None
