@@ -70,6 +70,19 @@ def test_a_first_line_the_csv_reader_cannot_read_is_one_line_naming_it(tmp_path)
             list(read_inputs(tmp_path / name, None, False))
 
 
+def test_a_tsv_header_with_a_label_column_is_a_header_and_a_guess_between_texts_is_refused(tmp_path):
+    from sparsebert.inference_files import read_inputs
+
+    (tmp_path / "dev.tsv").write_text("text\tlabel\nGreat movie\t1\nAwful\t0\n")
+    assert list(read_inputs(tmp_path / "dev.tsv", None, False)) == [(2, ("Great movie", None)), (3, ("Awful", None))]
+    (tmp_path / "qnli.jsonl").write_text('{"question": "What is it?", "sentence": "It is a cat."}\n')
+    with pytest.raises(UserError, match=r"qnli.jsonl:1: the keys sentence, question do not say which text comes "
+                                        "first; give --text-columns FIRST,SECOND"):
+        list(read_inputs(tmp_path / "qnli.jsonl", None, False))
+    assert list(read_inputs(tmp_path / "qnli.jsonl", "question,sentence", True)) == [
+        (1, ("What is it?", "It is a cat."))]
+
+
 def test_predict_reads_a_header_by_its_names_not_its_order(rte_model, tiny_teacher, tmp_path):
     pairs = [("The cat sat on the mat.", "A cat sat."), ("It rained all day.", "The sun shone.")]
     (tmp_path / "ordered.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))

@@ -111,6 +111,9 @@ def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
     ("twice.csv", "text,label,label\na,x,y\nb,y,x\n", {}, "twice.csv:1: the header names the column 'label' twice"),
     ("twice.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n', {},
      'twice.jsonl:2: the key "label" is given twice in one object'),
+    # a question beside a sentence: training on the sentence alone would drop half of every example
+    ("qnli.csv", "question,sentence,label\nWhat is it?,It is a cat.,yes\nWho?,Nobody.,no\n", {},
+     "qnli.csv: the columns sentence, question could each hold the text; give --text-columns"),
     ("deep.jsonl", '{"text": ' + "[" * 100000 + "]" * 100000 + ', "label": "x"}\n', {},
      "deep.jsonl:1: JSON nested too deeply to read"),
 ])

@@ -18,6 +18,9 @@ from .textfiles import first_line, table_rows, text_lines
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_TEXT_COLUMNS = (("text",), ("sentence1", "sentence2"), ("sentence",), ("text_a", "text_b"))
+# the usual names of a first and a second text (GLUE's, Hugging Face's): a column so named holds a text
+FIRST_TEXTS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
+SECOND_TEXTS = ("text_b", "sentence2", "question2")
 
 
 def file_format(path: Path, first: str) -> str:
@@ -113,7 +116,8 @@ def read_records(path) -> tuple[list[str], list[tuple[int, dict]]]:
 
 
 def text_columns(given: str | None, columns: list[str], path) -> tuple[str, str | None]:
-    """The one or two text columns: those given, or the first default pair the file has."""
+    """The one or two text columns: those given, or the first default pair the file has where it has no other
+    column of a text's usual name (`question` beside `sentence`: which to read is not for us to guess)."""
     if given:
         names = given.split(",")
         missing = [n for n in names if n not in columns]
@@ -122,6 +126,10 @@ def text_columns(given: str | None, columns: list[str], path) -> tuple[str, str 
         return names[0], names[1] if len(names) > 1 else None
     for names in DEFAULT_TEXT_COLUMNS:
         if all(n in columns for n in names):
+            others = [c for c in columns if c in FIRST_TEXTS + SECOND_TEXTS and c not in names]
+            if others:
+                raise UserError(f"{path}: the columns {', '.join([*names, *others])} could each hold the text; give "
+                                "--text-columns (one column, or two for pairs)")
             return names[0], names[1] if len(names) > 1 else None
     raise UserError(f"{path}: give --text-columns (one column, or two for pairs); it has {', '.join(columns)}")
 

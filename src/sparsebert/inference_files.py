@@ -18,8 +18,7 @@ from . import datafiles
 from .errors import UserError
 from .textfiles import first_line, table_reader, table_rows, text_lines
 
-FIRST_KEYS = ("text_a", "text", "sentence", "sentence1", "question", "question1")
-SECOND_KEYS = ("text_b", "sentence2", "question2")
+FIRST_KEYS, SECOND_KEYS = datafiles.FIRST_TEXTS, datafiles.SECOND_TEXTS
 
 
 def parse_json_line(path: Path, number: int, text: str, columns: list[str] | None,
@@ -31,7 +30,11 @@ def parse_json_line(path: Path, number: int, text: str, columns: list[str] | Non
             raise UserError(f"{path}:{number}: no \"{missing[0]}\" field (--text-columns)")
         texts = [obj[c] for c in columns]
     else:
-        texts = [next((obj[k] for k in keys if k in obj), None) for keys in (FIRST_KEYS, SECOND_KEYS)]
+        found = [[k for k in keys if k in obj] for keys in (FIRST_KEYS, SECOND_KEYS)]
+        if len(found[0]) > 1 or len(found[1]) > 1:
+            raise UserError(f"{path}:{number}: the keys {', '.join(found[0] + found[1])} do not say which text comes "
+                            "first; give --text-columns FIRST,SECOND")
+        texts = [obj[keys[0]] if keys else None for keys in found]
         if texts[0] is None:
             wanted = f"\"{columns[0]}\"" if columns else "\"text_a\" (and \"text_b\" for pairs)"
             raise UserError(f"{path}:{number}: no text field; give {wanted} (or --text-columns)")
@@ -65,8 +68,9 @@ def read_inputs(path: Path, columns: str | None, required: bool,
     if not columns and task_columns and all(c in header for c in task_columns.split(",")):
         columns = task_columns
     named = bool(columns) and all(c in header for c in columns.split(","))
-    # a TSV whose first line names text columns (`sentence1<TAB>sentence2`) has a header, not a first example
-    headed = not named and all(field in FIRST_KEYS + SECOND_KEYS for field in header)
+    # a TSV whose first line names text columns (`sentence1<TAB>sentence2`, `text<TAB>label`) has a header, not a
+    # first example
+    headed = not named and any(field in FIRST_KEYS + SECOND_KEYS for field in header)
     if kind == "csv" or named or required or headed:
         found, records = datafiles.table_records(path, kind)
         a, b = datafiles.text_columns(columns or (header_roles(header, path) if headed else None), found, path)
