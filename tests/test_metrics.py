@@ -14,6 +14,7 @@ def test_classification_metrics_match_scikit_learn(seed):
     assert accuracy(labels, preds) == pytest.approx(skm.accuracy_score(labels, preds))
     assert f1(labels, preds) == pytest.approx(skm.f1_score(labels, preds))
     assert matthews_corr(labels, preds) == pytest.approx(skm.matthews_corrcoef(labels, preds))
+    assert f1(labels, preds, positive=0) == pytest.approx(skm.f1_score(labels, preds, pos_label=0))
 
 
 @pytest.mark.parametrize("seed", range(3))

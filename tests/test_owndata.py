@@ -135,6 +135,34 @@ def test_decimal_labels_are_a_regression_in_every_format(tmp_path):
         assert [e.label for e in datafiles.read_own_examples(task, path)][:3] == [0.0, 2.0, 4.0]
 
 
+def test_f1_on_named_classes_scores_the_positive_label_it_is_given_and_no_other(tiny_model, tmp_path):
+    from sklearn.metrics import f1_score
+
+    rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "label": ("equivalent", "not_equivalent")[i % 3 == 0]}
+            for i in range(24)]
+    pairs = write(tmp_path / "pairs.csv", rows, ["sentence1", "sentence2", "label"])
+    options = dict(text=None, label_column="label", regression=False, metric="f1")
+    with pytest.raises(UserError, match=r"--metric f1 is the F1 of one class: give --positive-label \(one of "
+                                        r"equivalent, not_equivalent\)"):
+        datafiles.own_task(None, pairs, **options)
+    with pytest.raises(UserError, match=r"--positive-label yes: not one of the labels"):
+        datafiles.own_task(None, pairs, **options, positive="yes")
+    common = ["--model", tiny_model, "--train-file", pairs, "--validation-file", pairs, "--metric", "f1",
+              "--positive-label", "equivalent", "--max-steps", "2", "--batch-size", "8"]
+    result = run_cli("finetune", *common, "--output", tmp_path / "teacher")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert saved["sparsebert_data"]["positive_label"] == "equivalent"
+    # the score is scikit-learn's F1 of "equivalent" on the model's own predictions; evaluate takes the positive
+    # label from the model's record
+    result = run_cli("predict", tmp_path / "teacher", "--input", pairs, "--dense")
+    predicted = [json.loads(line)["label"] for line in result.stdout.splitlines()]
+    expected = f1_score([r["label"] for r in rows], predicted, pos_label="equivalent")
+    assert sparsebert.evaluate(tmp_path / "teacher", validation_file=pairs)["f1"] == pytest.approx(expected)
+    assert json.loads((tmp_path / "teacher" / "metrics.json").read_text())["final"]["f1"] == pytest.approx(expected)
+    assert run_cli("finetune", *common[:6], "--positive-label", "equivalent", "--output", tmp_path / "x").returncode == 2
+
+
 def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):
     (tmp_path / "stars.csv").write_text("text,label\n" + "".join(f"review {i},{i % 5 + 1}\n" for i in range(10)))
     as_classes = datafiles.own_task(None, tmp_path / "stars.csv", text=None, label_column="label", regression=False,

@@ -97,9 +97,9 @@ def task_of(config, model_config=None):
     when training). `model_config`: a trained model's, whose labels, and data settings where the flags give
     none, the files are read with (evaluation)."""
     if not config.validation_file:
-        if config.text_columns:
-            raise UserError("--text-columns names columns of your own files: give --validation-file (and "
-                            "--train-file to train)")
+        if config.text_columns or config.positive_label:
+            flag = "--text-columns names columns" if config.text_columns else "--positive-label names a label"
+            raise UserError(f"{flag} of your own files: give --validation-file (and --train-file to train)")
         return with_main_metric(get_task(config.task or recorded_task(model_config)), config.metric)
     saved = model_data_settings(model_config)
     regression, labels = config.regression, None
@@ -110,7 +110,8 @@ def task_of(config, model_config=None):
                               config.validation_file, text=config.text_columns or saved.get("text_columns"),
                               label_column=config.label_column or saved.get("label_column") or "label",
                               regression=regression,
-                              metric=config.metric or saved.get("metric"), labels=labels)
+                              metric=config.metric or saved.get("metric"), labels=labels,
+                              positive=config.positive_label or saved.get("positive_label"))
 
 
 def recorded_task(model_config) -> str:

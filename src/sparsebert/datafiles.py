@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UserError
@@ -155,9 +156,9 @@ def is_number_like(text: str) -> bool:
 
 
 def own_task(name: str | None, train_file, *, text: str | None, label_column: str, regression: bool,
-             metric: str | None, labels: tuple[str, ...] | None = None) -> Task:
+             metric: str | None, labels: tuple[str, ...] | None = None, positive: str | None = None) -> Task:
     """The task your files define. `labels`: a trained model's label names (evaluation, prediction), else the
-    training file's."""
+    training file's. `positive`: the label whose F1 --metric f1 is (needed unless the labels are 0 and 1)."""
     path = Path(train_file)
     columns, rows = read_records(path)
     text_a, text_b = text_columns(text, columns, path)
@@ -182,7 +183,14 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
                 labels=None if regression else labels,
                 metrics=("spearman", "pearson") if regression else ("accuracy", "f1_macro"),
                 dev_files=(), has_header=True, own_files=True)
-    return with_main_metric(task, metric)
+    task = with_main_metric(task, metric)
+    if task.main_metric != "f1":
+        return task
+    if positive is None and task.labels != ("0", "1"):
+        raise UserError(f"--metric f1 is the F1 of one class: give --positive-label (one of {', '.join(task.labels)})")
+    if (positive or "1") not in task.labels:
+        raise UserError(f"--positive-label {positive}: not one of the labels ({', '.join(task.labels)})")
+    return replace(task, positive=task.labels.index(positive or "1"))
 
 
 def read_own_examples(task: Task, path) -> list[Example]:

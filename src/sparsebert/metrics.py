@@ -10,12 +10,12 @@ def accuracy(labels, preds) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(preds)))
 
 
-def f1(labels, preds) -> float:
-    """F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
+def f1(labels, preds, positive: int = 1) -> float:
+    """F1 of the positive class (label 1, as GLUE reports it for MRPC and QQP, unless another is named)."""
     labels, preds = np.asarray(labels), np.asarray(preds)
-    tp = np.sum((preds == 1) & (labels == 1))
-    fp = np.sum((preds == 1) & (labels == 0))
-    fn = np.sum((preds == 0) & (labels == 1))
+    tp = np.sum((preds == positive) & (labels == positive))
+    fp = np.sum((preds == positive) & (labels != positive))
+    fn = np.sum((preds != positive) & (labels == positive))
     return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
 
 
@@ -54,4 +54,5 @@ METRICS = {"accuracy": accuracy, "f1": f1, "f1_macro": f1_macro, "matthews_corr"
 
 def compute_metrics(task, labels, predictions) -> dict[str, float]:
     """predictions: class indices, or scores for a regression task."""
-    return {name: METRICS[name](labels, predictions) for name in task.metrics}
+    return {name: f1(labels, predictions, task.positive) if name == "f1" else METRICS[name](labels, predictions)
+            for name in task.metrics}

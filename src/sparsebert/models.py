@@ -259,6 +259,8 @@ def save_model(model, tokenizer, output_dir: Path, task: Task | None = None,
         model.config.sparsebert_data = ({"task": task.name, "text_columns": ",".join(c for c in (task.text_a, task.text_b) if c),
                                          "label_column": task.label, "metric": task.main_metric}
                                         if task.own_files else {"task": task.name})
+        if task.own_files and task.main_metric == "f1":
+            model.config.sparsebert_data["positive_label"] = task.labels[task.positive]
         if max_seq_length is not None:
             model.config.sparsebert_data["max_seq_length"] = max_seq_length
     model.save_pretrained(output_dir, safe_serialization=True)

@@ -33,6 +33,7 @@ class Task:
     num_columns: int | None = None  # only for files without a header
     label_names: tuple[str, ...] | None = None  # what a model calls the labels (default: as the files write them)
     own_files: bool = False  # the user's own CSV/TSV/JSON lines files (datafiles.py), not the GLUE distribution
+    positive: int = 1  # the class (index into labels) whose F1 `f1` is
 
     @property
     def names(self) -> tuple[str, ...] | None:

@@ -32,9 +32,13 @@ class DataConfig(JobConfig):
     metric: str | None = setting(None, "the main metric, reported first (default: accuracy for your classes, "
                                        "spearman for "
                                        "regression, the task's for GLUE)", "data", choices=METRICS)
+    positive_label: str | None = setting(None, "with --metric f1 on your own two classes: the label whose F1 it is "
+                                               "(default: 1 where the labels are 0 and 1, or the model's)", "data")
     max_seq_length: int = setting(128, "tokens per example after truncation", "data")
 
     def check(self) -> None:
+        if self.positive_label is not None and self.metric != "f1":
+            raise UserError("--positive-label names the class that --metric f1 scores: give --metric f1 too")
         if self.max_seq_length is not None:  # evaluate's default: the model's record
             check_seq_length(self.max_seq_length)
         check_text_columns(self.text_columns)
