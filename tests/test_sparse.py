@@ -467,6 +467,13 @@ def test_calibration_is_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(calibration, "_answers", {})
     monkeypatch.setattr(calibration, "measure", lambda m: pytest.fail("measured again"))
     assert calibration.runs_faster_sparse(matrix) == stored[calibration.key(matrix)]
+    # a damaged cache (not an object of answers) is measured again and written anew, not a failure of every load
+    for damaged in ("null", "[1]", '"x"', '{"a key": "not an answer"}'):
+        cache.write_text(damaged)
+        monkeypatch.setattr(calibration, "_answers", {})
+        monkeypatch.setattr(calibration, "measure", lambda m: True)
+        assert calibration.runs_faster_sparse(matrix) is True
+        assert json.loads(cache.read_text()) == {calibration.key(matrix): True}
 
 
 @pytest.mark.parametrize("values", ["fp32", "fp16", "int8"])
@@ -902,6 +909,11 @@ def test_one_model_called_from_several_threads_at_once_gives_each_its_own_answer
     ("fp32", lambda t, n: t[f"{n}.row_offsets"].__setitem__(1, 10 ** 6), "has row offsets that do not run from 0"),
     ("int8", lambda t, n: t[f"{n}.scales"].__setitem__(0, float("inf")), "has row scales of another length, or not"),
     ("fp32", lambda t, n: t.__setitem__(f"{n}.values", t[f"{n}.values"][:-1]), "has .* values for"),
+    # arrays of another type: the kernels would read their bytes as int32 offsets, int8 values, fp32 scales
+    ("fp32", lambda t, n: t.__setitem__(f"{n}.row_offsets", t[f"{n}.row_offsets"].long()), "has row offsets or column"),
+    ("int8", lambda t, n: t.__setitem__(f"{n}.scales", t[f"{n}.scales"].half()), "has int8 values or scales of another"),
+    ("int8", lambda t, n: t.__setitem__(f"{n}.values", t[f"{n}.values"].short()), "has int8 values or scales of another"),
+    ("int8", lambda t, n: t.pop(f"{n}.scales"), "has int8 values without their scales"),
 ])
 def test_a_damaged_export_is_refused_on_load_never_read_out_of_bounds(tiny_model, tmp_path, values, damage, words):
     from safetensors.torch import load_file, save_file
@@ -919,6 +931,37 @@ def test_a_damaged_export_is_refused_on_load_never_read_out_of_bounds(tiny_model
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and "the stored matrix" in refused.stderr
 
 
+@pytest.mark.parametrize("damage, words", [
+    # the kernels read a bias and a LayerNorm of the sizes config.json gives: shorter ones would be read past their end
+    (lambda t, c: t.__setitem__("bert.encoder.layer.0.intermediate.dense.bias",
+                                t["bert.encoder.layer.0.intermediate.dense.bias"][:8].clone()),
+     "bert.encoder.layer.0.intermediate.dense.bias is 8, but the model's config.json makes it 64"),
+    (lambda t, c: t.__setitem__("bert.encoder.layer.1.output.LayerNorm.weight",
+                                t["bert.encoder.layer.1.output.LayerNorm.weight"][:8].clone()),
+     "bert.encoder.layer.1.output.LayerNorm.weight is 8, but"),
+    (lambda t, c: t.pop("bert.encoder.layer.0.output.LayerNorm.bias"),
+     "the model's weights lack bert.encoder.layer.0.output.LayerNorm.bias"),
+    (lambda t, c: t.update({k: t[k][:4].clone() for k in t if k.startswith("bert.embeddings.position_embeddings")}),
+     "bert.embeddings.position_embeddings.weight is 4 x 32, but the model's config.json makes it"),
+    (lambda t, c: t.__setitem__("bert.embeddings.word_embeddings.weight.scales",
+                                t["bert.embeddings.word_embeddings.weight.scales"][:10].clone()),
+     "the scales of bert.embeddings.word_embeddings.weight are not one fp32 number per row"),
+    (lambda t, c: c.__setitem__("matrices", list(c["matrices"])), "sparse_config.json is not as sparsebert export"),
+    (lambda t, c: c.__setitem__("matrices", {}), "the model's pruned matrices lack bert.encoder.layer.0"),
+])
+def test_an_export_whose_other_tensors_or_record_are_damaged_is_refused_on_load(tiny_model, tmp_path, damage, words):
+    from safetensors.torch import load_file, save_file
+
+    export_model(pruned_tiny(tiny_model), load_tokenizer(str(tiny_model)), tmp_path / "export", "int8", "int8")
+    path, record = tmp_path / "export" / "model.sparse.safetensors", tmp_path / "export" / "sparse_config.json"
+    tensors, sparse_config = {k: v.clone() for k, v in load_file(str(path)).items()}, json.loads(record.read_text())
+    damage(tensors, sparse_config)
+    save_file(tensors, str(path))
+    record.write_text(json.dumps(sparse_config))
+    with pytest.raises(UserError, match=words):
+        sparsebert.load_sparse(tmp_path / "export", engine="sparse")
+
+
 def test_a_1x4_export_with_values_beyond_the_block_kernels_range_is_refused(tiny_model, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -931,6 +974,11 @@ def test_a_1x4_export_with_values_beyond_the_block_kernels_range_is_refused(tiny
     tensors[f"{name}.values"][3] = -128
     save_file(tensors, str(path))
     with pytest.raises(UserError, match=r"beyond \+-127"):
+        sparsebert.load_sparse(tmp_path / "export")
+    tensors[f"{name}.values"][3] = 5
+    tensors[f"{name}.row_offsets"][3] = 10 ** 6  # the blocks' row sums are taken from the offsets: checked first
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match="has row offsets that do not run from 0"):
         sparsebert.load_sparse(tmp_path / "export")
 
 

@@ -73,9 +73,12 @@ def cache_file() -> Path | None:
 def _read_cache() -> dict[str, bool]:
     path = cache_file()
     try:
-        return json.loads(path.read_text()) if path and path.is_file() else {}
+        answers = json.loads(path.read_text()) if path and path.is_file() else {}
     except (OSError, ValueError):
+        answers = None
+    if not isinstance(answers, dict) or not all(isinstance(v, bool) for v in answers.values()):
         return {}  # a damaged cache is measured again
+    return answers
 
 
 def _write_cache(answers: dict[str, bool]) -> None:

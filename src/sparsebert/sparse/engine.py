@@ -124,38 +124,58 @@ class SparseModel(torch.nn.Module):
         self.eps = config.layer_norm_eps
         self.model_type = config.model_type
         prefix = {"bert": "bert", "electra": "electra"}.get(config.model_type, "roberta")
+        hidden = config.hidden_size
+        width = getattr(config, "embedding_size", hidden)  # ELECTRA's embeddings may be narrower
+
+        def tensor(name: str, *shape: int) -> torch.Tensor:
+            """A weight the kernels will read `shape` of: a shorter one would be read past its end."""
+            if name not in tensors:
+                raise UserError(f"the model's weights lack {name}; save or export the model again")
+            if tuple(tensors[name].shape) != shape:
+                raise UserError(f"{name} is {' x '.join(map(str, tensors[name].shape))}, but the model's config.json "
+                                f"makes it {' x '.join(map(str, shape))}; save or export the model again")
+            return tensors[name]
+
+        def norm(name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return tensor(f"{name}.weight", size), tensor(f"{name}.bias", size)
+
+        def affine(name: str, out: int, inputs: int):  # a dense layer outside the encoder's pruned matrices
+            return tensor(f"{name}.weight", out, inputs), tensor(f"{name}.bias", out)
+
         emb = f"{prefix}.embeddings."
-        self.word, self.position = tensors[emb + "word_embeddings.weight"], tensors[emb + "position_embeddings.weight"]
-        self.token_type = tensors.get(emb + "token_type_embeddings.weight")
-        self.embedding_norm = (tensors[emb + "LayerNorm.weight"], tensors[emb + "LayerNorm.bias"])
+        self.word = tensor(emb + "word_embeddings.weight", config.vocab_size, width)
+        self.position = tensor(emb + "position_embeddings.weight", config.max_position_embeddings, width)
+        self.token_type = (tensor(emb + "token_type_embeddings.weight", config.type_vocab_size, width)
+                           if emb + "token_type_embeddings.weight" in tensors else None)
+        self.embedding_norm = norm(emb + "LayerNorm", width)
         project = f"{prefix}.embeddings_project"  # ELECTRA with embeddings narrower than the hidden size
-        self.embeddings_project = ((tensors[project + ".weight"], tensors[project + ".bias"])
-                                   if project + ".weight" in tensors else None)
+        self.embeddings_project = affine(project, hidden, width) if project + ".weight" in tensors else None
         self.padding_idx = config.pad_token_id if config.model_type in ROBERTA_LIKE else None
 
         def linear(names: list[str], shape: tuple[int, int]) -> EngineLinear:
+            missing = next((n for n in names if f"{n}.weight" not in matrices), None)
+            if missing:
+                raise UserError(f"the model's pruned matrices lack {missing}.weight; save or export the model again")
             parts = [matrices[f"{n}.weight"] for n in names]
             for n, part in zip(names, parts):  # the kernels trust these sizes: a wrong one reads out of bounds
                 if (part.out_features, part.in_features) != shape:
                     raise UserError(f"{n}.weight is {part.out_features} x {part.in_features}, but the model's "
                                     f"config.json makes it {shape[0]} x {shape[1]}")
             fused = concat_rows(parts) if len(parts) > 1 else parts[0]
-            bias = torch.cat([tensors[f"{n}.bias"] for n in names])
+            bias = torch.cat([tensor(f"{n}.bias", shape[0]) for n in names])
             sparse = engine == "sparse" or (engine == "auto" and runs_faster_sparse(fused))
             return EngineLinear(fused, bias, sparse)
 
-        hidden = config.hidden_size
         self.layers = []
         for i in range(config.num_hidden_layers):
             p = f"{prefix}.encoder.layer.{i}."
             self.layers.append(EngineLayer(
                 qkv=linear([p + f"attention.self.{n}" for n in ("query", "key", "value")], (hidden, hidden)),
                 attention_out=linear([p + "attention.output.dense"], (hidden, hidden)),
-                attention_norm=(tensors[p + "attention.output.LayerNorm.weight"],
-                                tensors[p + "attention.output.LayerNorm.bias"]),
+                attention_norm=norm(p + "attention.output.LayerNorm", hidden),
                 ffn_up=linear([p + "intermediate.dense"], (config.intermediate_size, hidden)),
                 ffn_down=linear([p + "output.dense"], (hidden, config.intermediate_size)),
-                output_norm=(tensors[p + "output.LayerNorm.weight"], tensors[p + "output.LayerNorm.bias"])))
+                output_norm=norm(p + "output.LayerNorm", hidden)))
         if self.activation is None and (hidden // self.heads) % 8 == 0:  # erf GELU, heads the C attention takes
             for layer in self.layers:
                 linears = (layer.qkv, layer.attention_out, layer.ffn_up, layer.ffn_down)
@@ -165,11 +185,9 @@ class SparseModel(torch.nn.Module):
         dense_name, self.head_activation, out_name = HEADS[config.model_type]
         if config.model_type == "bert":
             dense_name = f"{prefix}.{dense_name}"
-        self.head_dense = ((tensors[f"{dense_name}.weight"], tensors[f"{dense_name}.bias"])
-                           if f"{dense_name}.weight" in tensors else None)
+        self.head_dense = affine(dense_name, hidden, hidden) if f"{dense_name}.weight" in tensors else None
         # an encoder alone (a sentence-embedding model) has no task head: it gives `encode`'s embeddings, not logits
-        self.head_out = ((tensors[f"{out_name}.weight"], tensors[f"{out_name}.bias"])
-                         if f"{out_name}.weight" in tensors else None)
+        self.head_out = (affine(out_name, config.num_labels, hidden) if f"{out_name}.weight" in tensors else None)
         self.max_seq_length = position_count(config)  # a sentence model's loader sets its own
         self.encode_refusal = None  # why `encode` must refuse: set by the loader of a folder that pools no sentences
         self._outputs = threading.local()  # each calling thread its own buffers: calls may overlap (GIL released)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -134,30 +135,64 @@ def read_export(folder) -> tuple[dict[str, torch.Tensor], dict[str, CsrMatrix]]:
         raise UserError(f"{folder}: cannot read the export ({type(e).__name__}: {str(e).splitlines()[0]}); "
                         "export the model again (sparsebert export)") from None
     matrices = {}
+    if not (isinstance(sparse_config, dict) and isinstance(sparse_config.get("matrices"), dict)
+            and isinstance(sparse_config.get("embeddings", {}), dict)
+            and all(isinstance(info, dict) and isinstance(info.get("shape"), list) and len(info["shape"]) == 2
+                    and all(isinstance(n, int) for n in info["shape"]) for info in sparse_config["matrices"].values())):
+        raise UserError(f"{folder}: {SPARSE_CONFIG} is not as sparsebert export writes it; export the model again "
+                        "(sparsebert export)")
     try:
         for name, info in sparse_config["matrices"].items():
-            cols = tensors.pop(f"{name}.col_indices").numpy()
-            scales = tensors.pop(f"{name}.scales", None)
-            values = tensors.pop(f"{name}.values")
-            matrices[name] = CsrMatrix(
-                row_offsets=tensors.pop(f"{name}.row_offsets").numpy(),
-                col_indices=cols.view(np.uint16) if info["index_dtype"] == "uint16" else cols,
-                values=values.numpy() if scales is not None else values.float().numpy(),
-                scales=None if scales is None else scales.numpy(), bias=None, in_features=info["shape"][1],
-                block=info.get("block", 1))
-        for name, info in sparse_config["matrices"].items():
-            problem = matrix_problem(matrices[name], tuple(info["shape"]))
+            parts = {part: tensors.pop(f"{name}.{part}", None) for part in ("row_offsets", "col_indices", "values",
+                                                                             "scales")}
+            problem = (stored_problem(parts, info, sparse_config.get("values_dtype"))
+                       or matrix_problem(SimpleNamespace(**as_read(parts, info), in_features=info["shape"][1],
+                                                         block=info.get("block", 1)), tuple(info["shape"])))
             if problem:
                 raise UserError(f"{folder}: the stored matrix {name} {problem}: the kernels would read out of "
                                 "bounds or saturate; export the model again (sparsebert export)")
+            matrices[name] = CsrMatrix(**as_read(parts, info), bias=None, in_features=info["shape"][1],
+                                       block=info.get("block", 1))
         for name in sparse_config.get("embeddings", {}):
             table = tensors[name].float()
             scales = tensors.pop(f"{name}.scales", None)
+            if scales is not None and (scales.dtype != torch.float32 or tuple(scales.shape) != table.shape[:1]):
+                raise UserError(f"{folder}: the scales of {name} are not one fp32 number per row; export the model "
+                                "again (sparsebert export)")
             tensors[name] = table if scales is None else table * scales.view(-1, 1)
-    except KeyError as e:
-        raise UserError(f"{folder}: {SPARSE_WEIGHTS} lacks {e.args[0]} that {SPARSE_CONFIG} names; "
-                        "export the model again (sparsebert export)") from None
+    except (KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{folder}: {SPARSE_WEIGHTS} does not hold what {SPARSE_CONFIG} names ({type(e).__name__}: "
+                        f"{e}); export the model again (sparsebert export)") from None
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, matrices
+
+
+def stored_problem(parts: dict, info: dict, values_dtype: str | None) -> str | None:
+    """What makes a stored matrix's arrays other than export_model writes them (the kernels read their bytes as
+    int32 offsets, uint16 indices, int8 values with fp32 scales, or fp32 values), or None."""
+    missing = [part for part in ("row_offsets", "col_indices", "values") if parts[part] is None]
+    if missing:
+        return f"lacks its {missing[0]}"
+    index = {"uint16": torch.int16, "int32": torch.int32}.get(info.get("index_dtype"))
+    if parts["row_offsets"].dtype != torch.int32 or parts["col_indices"].dtype != index:
+        return "has row offsets or column indices of another type than int32 and the index_dtype it names"
+    int8 = parts["scales"] is not None
+    if int8 != (values_dtype == "int8" or info.get("block", 1) == 4):
+        return "has int8 values without their scales" if values_dtype == "int8" else "has scales its values lack"
+    if int8 and (parts["values"].dtype != torch.int8 or parts["scales"].dtype != torch.float32):
+        return "has int8 values or scales of another type (int8 values, fp32 scales)"
+    if not int8 and parts["values"].dtype not in (torch.float16, torch.float32):
+        return f"has values of type {parts['values'].dtype}, not fp16 or fp32"
+    return None
+
+
+def as_read(parts: dict, info: dict) -> dict:
+    """A stored matrix's arrays as CsrMatrix holds them: uint16 indices from their int16 bits, float values in
+    fp32."""
+    cols = parts["col_indices"].numpy()
+    return {"row_offsets": parts["row_offsets"].numpy(),
+            "col_indices": cols.view(np.uint16) if info["index_dtype"] == "uint16" else cols,
+            "values": parts["values"].numpy() if parts["scales"] is not None else parts["values"].float().numpy(),
+            "scales": None if parts["scales"] is None else parts["scales"].numpy()}
 
 
 def matrix_problem(m: CsrMatrix, shape: tuple[int, int]) -> str | None:
