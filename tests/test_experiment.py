@@ -233,6 +233,7 @@ def test_until_sizes_a_bf16_job_on_a_cpu_that_emulates_bf16_only_by_records_made
     from sparsebert.sparse import calibration
 
     emulated = "avx512_bf16" not in flags
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the grid's jobs run on this CPU
     (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 {flags}\n\n")
     monkeypatch.setattr(calibration, "CPUINFO", tmp_path / "cpuinfo")
     calibration.instruction_sets.cache_clear()

@@ -86,8 +86,9 @@ def test_bad_files_are_one_line_naming_file_and_line(tmp_path):
 
 
 def test_files_as_editors_and_spreadsheets_write_them(tmp_path):
-    """A byte-order mark, CRLF line ends and a quoted field spanning lines read as the text they hold."""
-    content = "\ufeffreview,sentiment\r\ngood film,good\r\n\"long,\r\ndull\",bad\r\nfine,good\r\n"
+    """A byte-order mark, CRLF line ends, a quoted field spanning lines and empty trailing columns read as the text
+    they hold."""
+    content = "\ufeffreview,sentiment,,\r\ngood film,good,,\r\n\"long,\r\ndull\",bad,,\r\nfine,good,,\r\n"
     (tmp_path / "train.csv").write_bytes(content.encode("utf-8"))
     task = datafiles.own_task(None, tmp_path / "train.csv", text="review", label_column="sentiment",
                               regression=False, metric=None)  # the BOM is not part of the first column's name
@@ -160,7 +161,19 @@ def test_f1_on_named_classes_scores_the_positive_label_it_is_given_and_no_other(
     expected = f1_score([r["label"] for r in rows], predicted, pos_label="equivalent")
     assert sparsebert.evaluate(tmp_path / "teacher", validation_file=pairs)["f1"] == pytest.approx(expected)
     assert json.loads((tmp_path / "teacher" / "metrics.json").read_text())["final"]["f1"] == pytest.approx(expected)
+    assert "f1" not in sparsebert.evaluate(tmp_path / "teacher", validation_file=pairs, metric="accuracy")
+    with pytest.raises(UserError, match="--positive-label names the class that --metric f1 scores; the main metric"):
+        datafiles.own_task(None, pairs, **{**options, "metric": None}, positive="equivalent")
     assert run_cli("finetune", *common[:6], "--positive-label", "equivalent", "--output", tmp_path / "x").returncode == 2
+
+
+def test_a_model_of_whole_number_classes_reads_them_written_as_floats(tmp_path):
+    """pandas writes a label column of 0 and 1 as 0.0 and 1.0 when its type is float: a model trained on the
+    classes 0 and 1 (by an earlier version, which read them so) reads them as its classes."""
+    dev = write(tmp_path / "dev.jsonl", [{"text": f"r{i}", "label": float(i % 2)} for i in range(4)], [])
+    task = datafiles.own_task(None, dev, text="text", label_column="label", regression=False, metric=None,
+                              labels=("0", "1"))
+    assert [e.label for e in datafiles.read_own_examples(task, dev)] == [0, 1, 0, 1]
 
 
 def test_whole_numbers_are_classes_unless_regression_is_asked(tmp_path):

@@ -9,10 +9,10 @@ out=results/export/$name
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
-sparsebert evaluate "$model" --task "$task" --json "$out/dense.json"
-sparsebert evaluate "$model" --task "$task" --engine sparse --json "$out/engine_fp32.json"
+sparsebert evaluate "$model" --task "$task" --json "$out/dense.json" --overwrite
+sparsebert evaluate "$model" --task "$task" --engine sparse --json "$out/engine_fp32.json" --overwrite
 for values in fp32 fp16 int8; do
   sparsebert export "$model" "$tmp/$values" --values "$values" --embeddings "$( [ "$values" = fp32 ] && echo fp32 || echo "$values" )"
-  sparsebert evaluate "$tmp/$values" --task "$task" --engine sparse --json "$out/export_${values}.json"
+  sparsebert evaluate "$tmp/$values" --task "$task" --engine sparse --json "$out/export_${values}.json" --overwrite
   cp "$tmp/$values/export_report.json" "$out/export_report_${values}.json"
 done

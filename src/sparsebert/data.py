@@ -106,12 +106,12 @@ def task_of(config, model_config=None):
     if model_config is not None:
         regression = model_config.problem_type == "regression" or model_config.num_labels == 1
         labels = None if regression else tuple(model_config.id2label[i] for i in range(model_config.num_labels))
+    metric = config.metric or saved.get("metric")
+    positive = config.positive_label or (saved.get("positive_label") if metric == "f1" else None)
     return datafiles.own_task(config.task or saved.get("task"), getattr(config, "train_file", None) or
                               config.validation_file, text=config.text_columns or saved.get("text_columns"),
                               label_column=config.label_column or saved.get("label_column") or "label",
-                              regression=regression,
-                              metric=config.metric or saved.get("metric"), labels=labels,
-                              positive=config.positive_label or saved.get("positive_label"))
+                              regression=regression, metric=metric, labels=labels, positive=positive)
 
 
 def recorded_task(model_config) -> str:

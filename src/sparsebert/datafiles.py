@@ -87,7 +87,8 @@ def table_records(path: Path, kind: str) -> tuple[list[str], Iterator[tuple[int,
     if first is None:
         raise UserError(f"{path}: the file is empty")
     columns = first[1]
-    twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    # a name given twice (blank ones, a spreadsheet's empty trailing columns, name nothing and are never read)
+    twice = next((c for i, c in enumerate(columns) if c.strip() and c in columns[:i]), None)
     if twice is not None:
         raise UserError(f"{path}:{first[0]}: the header names the column '{twice}' twice; rename one")
 
@@ -185,6 +186,9 @@ def own_task(name: str | None, train_file, *, text: str | None, label_column: st
                 dev_files=(), has_header=True, own_files=True)
     task = with_main_metric(task, metric)
     if task.main_metric != "f1":
+        if positive is not None:
+            raise UserError(f"--positive-label names the class that --metric f1 scores; the main metric here is "
+                            f"{task.main_metric}: give --metric f1 too")
         return task
     if positive is None and task.labels != ("0", "1"):
         raise UserError(f"--metric f1 is the F1 of one class: give --positive-label (one of {', '.join(task.labels)})")
@@ -208,6 +212,8 @@ def read_own_examples(task: Task, path) -> list[Example]:
         if not all(isinstance(t, str) for t in texts):
             raise UserError(f"{where}: a text field is missing or not a string")
         raw = label_text(row.get(task.label), where, task.label)
+        if not task.is_regression and raw not in task.labels and is_number(raw) and float(raw).is_integer():
+            raw = str(int(float(raw)))  # 1.0 where the classes are whole numbers (a model trained on 0 and 1)
         if task.is_regression:
             if not is_number(raw):
                 raise UserError(f"{where}: label '{raw}' is not a number (the task is a regression)")

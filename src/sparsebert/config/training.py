@@ -37,8 +37,6 @@ class DataConfig(JobConfig):
     max_seq_length: int = setting(128, "tokens per example after truncation", "data")
 
     def check(self) -> None:
-        if self.positive_label is not None and self.metric != "f1":
-            raise UserError("--positive-label names the class that --metric f1 scores: give --metric f1 too")
         if self.max_seq_length is not None:  # evaluate's default: the model's record
             check_seq_length(self.max_seq_length)
         check_text_columns(self.text_columns)

@@ -138,7 +138,8 @@ def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | Non
     emulated = [(what, timed) for what, settings, timed in (
         ("it", {**grid.get("prune_defaults", {}), **job.get("prune", {})}, like),
         ("its teacher", grid["teachers"][job["teacher"]] if teacher_to_train else {}, teachers))
-        if settings.get("precision") == "bf16" and not made_here(timed) and emulates_bf16()]
+        if settings.get("precision") == "bf16" and not made_here(timed)
+        and emulates_bf16(settings.get("device"))]
     if emulated:
         print(f"{job['dir']}: not started: {emulated[0][0]} trains in bf16, which this CPU emulates (no AVX512_BF16 "
               f"or AMX) at about ten times fp32's time, and no record made here sizes it (run it without --until to time "
@@ -156,9 +157,10 @@ def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | Non
     return False
 
 
-def emulates_bf16() -> bool:
-    """Whether bf16 autocast runs emulated here: on a CPU without bfloat16 instructions (a GPU has its own)."""
-    return pick_device(None).type == "cpu" and not native_bf16()
+def emulates_bf16(device: str | None) -> bool:
+    """Whether bf16 autocast runs emulated on the job's device here: a CPU without bfloat16 instructions (a GPU has
+    its own)."""
+    return pick_device(device).type == "cpu" and not native_bf16()
 
 
 def made_here(records: list[dict]) -> list[dict]:
