@@ -145,14 +145,14 @@ def read_export(folder) -> tuple[dict[str, torch.Tensor], dict[str, CsrMatrix]]:
         for name, info in sparse_config["matrices"].items():
             parts = {part: tensors.pop(f"{name}.{part}", None) for part in ("row_offsets", "col_indices", "values",
                                                                              "scales")}
-            problem = (stored_problem(parts, info, sparse_config.get("values_dtype"))
-                       or matrix_problem(SimpleNamespace(**as_read(parts, info), in_features=info["shape"][1],
-                                                         block=info.get("block", 1)), tuple(info["shape"])))
+            problem = stored_problem(parts, info, sparse_config.get("values_dtype"))
+            if not problem:  # the arrays as the matrix will hold them, checked before it is built from them
+                arrays = {**as_read(parts, info), "in_features": info["shape"][1], "block": info.get("block", 1)}
+                problem = matrix_problem(SimpleNamespace(**arrays), tuple(info["shape"]))
             if problem:
                 raise UserError(f"{folder}: the stored matrix {name} {problem}: the kernels would read out of "
                                 "bounds or saturate; export the model again (sparsebert export)")
-            matrices[name] = CsrMatrix(**as_read(parts, info), bias=None, in_features=info["shape"][1],
-                                       block=info.get("block", 1))
+            matrices[name] = CsrMatrix(**arrays, bias=None)
         for name in sparse_config.get("embeddings", {}):
             table = tensors[name].float()
             scales = tensors.pop(f"{name}.scales", None)
