@@ -135,16 +135,14 @@ def ends_in_time(grid: dict, job: dict, deadline: float | None, until: str | Non
     teacher = Path(grid["runs_dir"]) / f"teacher-{job['teacher']}"
     teacher_to_train = not job.get("prune", {}).get("no_teacher") and not (teacher / "metrics.json").is_file()
     teachers = [r for r in records if r["job"] == teacher.name]
-    emulated = [(what, timed) for what, settings, timed in (
+    unsized = [what for what, settings, timed in (  # bf16 runs that only this machine's records can size
         ("it", {**grid.get("prune_defaults", {}), **job.get("prune", {})}, like),
         ("its teacher", grid["teachers"][job["teacher"]] if teacher_to_train else {}, teachers))
-        if settings.get("precision") == "bf16" and not made_here(timed)
-        and emulates_bf16(settings.get("device"))]
-    if emulated:
-        print(f"{job['dir']}: not started: {emulated[0][0]} trains in bf16, which this CPU emulates (no AVX512_BF16 "
-              f"or AMX) at about ten times fp32's time, and no record made here sizes it (run it without --until to time "
-              "it here, or on a CPU with bfloat16 instructions)",
-              flush=True)
+        if settings.get("precision") == "bf16" and not made_here(timed) and emulates_bf16(settings.get("device"))]
+    if unsized:
+        print(f"{job['dir']}: not started: {unsized[0]} trains in bf16, which this CPU emulates (no AVX512_BF16 or "
+              "AMX) at about ten times fp32's time, and no record made here sizes it (run it without --until to time "
+              "it here, or on a CPU with bfloat16 instructions)", flush=True)
         return False
     expected = median_seconds(like)
     if expected and teacher_to_train:
